@@ -1,0 +1,97 @@
+"""The exception tree of rasteret.
+
+Every error rasteret raises on purpose derives from :class:`RasteretError`. Leaves also
+inherit the builtin that fits, so ``except ValueError`` or ``except FileNotFoundError`` keeps
+working in code that does not know rasteret::
+
+    RasteretError(Exception)
+     ├── HeaderError(ValueError)            a TIFF/GeoTIFF header that cannot be parsed
+     ├── DecodeError(ValueError)            tile bytes that do not decode to the declared tile
+     ├── UnsupportedFormatError(NotImplementedError)
+     │                                      valid input rasteret does not read (rotated grid, ...)
+     ├── FetchError(OSError)                bytes could not be fetched after retries
+     │    ├── ObjectNotFoundError(FileNotFoundError)
+     │    └── AccessDeniedError(PermissionError)
+     ├── SchemaError(ValueError)            a record table or collection with missing/bad fields
+     ├── BandResolutionError(LookupError)   requested bands that the collection cannot resolve
+     ├── EnrichmentError(RuntimeError)      every COG header of a build failed
+     ├── WorkspaceError(ValueError)         refused collection names, unreadable workspaces
+     ├── ReadError(RuntimeError)            a pixel read that could not produce a result
+     └── MissingDependencyError(ImportError)
+                                            an optional extra is not installed
+
+Messages say what was expected, what came, and where (URL, band, IFD, tile).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AccessDeniedError",
+    "BandResolutionError",
+    "DecodeError",
+    "EnrichmentError",
+    "FetchError",
+    "HeaderError",
+    "MissingDependencyError",
+    "ObjectNotFoundError",
+    "RasteretError",
+    "ReadError",
+    "SchemaError",
+    "UnsupportedFormatError",
+    "WorkspaceError",
+]
+
+
+class RasteretError(Exception):
+    """Root of every error rasteret raises on purpose."""
+
+
+class HeaderError(RasteretError, ValueError):
+    """A TIFF/GeoTIFF header is malformed, truncated or inconsistent."""
+
+
+class DecodeError(RasteretError, ValueError):
+    """Tile bytes do not decode to the tile the header declares."""
+
+
+class UnsupportedFormatError(RasteretError, NotImplementedError):
+    """Well-formed input that rasteret does not read (e.g. a rotated transform)."""
+
+
+class FetchError(RasteretError, OSError):
+    """Bytes could not be fetched from the object store after retries."""
+
+
+class ObjectNotFoundError(FetchError, FileNotFoundError):
+    """The object does not exist (HTTP 404 or a missing local file)."""
+
+
+class AccessDeniedError(FetchError, PermissionError):
+    """The store refused access (HTTP 401/403): credentials or requester-pays are missing."""
+
+
+class SchemaError(RasteretError, ValueError):
+    """A record table or collection lacks a required field or has one of the wrong type."""
+
+
+class BandResolutionError(RasteretError, LookupError):
+    """Requested bands cannot be resolved from the collection's assets or metadata."""
+
+    def __str__(self) -> str:  # LookupError/KeyError-style repr quoting is unhelpful here
+        return str(self.args[0]) if self.args else ""
+
+
+class EnrichmentError(RasteretError, RuntimeError):
+    """COG header enrichment failed for every asset of a build."""
+
+
+class WorkspaceError(RasteretError, ValueError):
+    """A collection name or workspace that cannot be used (escapes the workspace, corrupt)."""
+
+
+class ReadError(RasteretError, RuntimeError):
+    """A pixel read could not produce the requested result."""
+
+
+class MissingDependencyError(RasteretError, ImportError):
+    """An optional dependency is needed; the message names the extra to install."""

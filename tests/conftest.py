@@ -1,0 +1,3 @@
+"""Shared pytest setup: fixture plugins live in tests/support/ (one module per concern)."""
+
+pytest_plugins = ["support.fixture_files", "support.servers"]
