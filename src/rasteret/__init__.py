@@ -1,0 +1,1 @@
+"""rasteret: index-first reads of cloud-optimized GeoTIFFs (public API being assembled)."""

@@ -1,0 +1,253 @@
+"""Building and opening collections: ``build_from_table``, ``load``, ``as_collection``.
+
+>>> import rasteret
+>>> collection = rasteret.build_from_table(
+...     {"id": [1], "datetime": [2024], "geometry": ["POLYGON ((0 0, 1 0, 1 1, 0 1, 0 0))"],
+...      "assets": [{"B04": {"href": "scene_B04.tif"}}]},
+... )
+>>> len(collection), collection.bands
+(1, [])
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from rasteret import _sync
+from rasteret.collection import Collection
+from rasteret.errors import EnrichmentError, SchemaError
+from rasteret.ingest.enrich import EnrichmentFailure, enrich_table_async, tiff_asset_keys
+from rasteret.ingest.normalize import normalize_records
+from rasteret.ingest.schema import ASSETS, DATETIME, GEOMETRY, ID, metadata_columns
+from rasteret.ingest.sources import read_source
+from rasteret.ingest.store import (
+    fingerprint,
+    open_dataset,
+    read_manifest,
+    records_dir,
+    workspace_lock,
+    write_collection,
+)
+from rasteret.io.stores import CloudConfig
+
+__all__ = ["RasteretWarning", "as_collection", "build_from_table", "load"]
+
+DEFAULT_MAX_CONCURRENT = 300
+
+
+class RasteretWarning(UserWarning):
+    """Something was skipped or guessed and the user should know (e.g. unreadable headers)."""
+
+
+def build_from_table(
+    path: Any,
+    *,
+    name: str = "",
+    data_source: str = "",
+    workspace_dir: str | os.PathLike[str] | None = None,
+    column_map: Mapping[str, str] | None = None,
+    href_column: str | None = None,
+    band_index_map: Mapping[str, int] | None = None,
+    url_rewrite_patterns: Mapping[str, str] | None = None,
+    filesystem: Any = None,
+    columns: Sequence[str] | None = None,
+    filter_expr: ds.Expression | None = None,
+    enrich_cog: bool = False,
+    band_codes: Sequence[str] | None = None,
+    cloud_config: CloudConfig | Mapping[str, Any] | None = None,
+    max_concurrent: int = DEFAULT_MAX_CONCURRENT,
+    force: bool = False,
+    backend: Any = None,
+    progress: bool | None = None,
+) -> Collection:
+    """Turn a table of raster records into a collection.
+
+    Args:
+        path: a Parquet/GeoParquet file or folder (local, ``s3://``, ``gs://``, ``az://``)
+            or any Arrow-compatible object (``pa.Table``, ``RecordBatchReader``, dataset,
+            DuckDB relation, Polars frame, GeoDataFrame, anything with ``__arrow_c_stream__``).
+        name: persist to ``{workspace_dir}/{name}_records/`` and reuse it on the same call.
+        enrich_cog: parse every requested band's COG header into ``{band}_metadata``.
+        band_codes: bands to enrich (default: every asset that points at a TIFF).
+        max_concurrent: header requests in flight during enrichment.
+        force: rebuild even when a stored collection matches the input.
+
+    Returns:
+        The collection. Assets whose header could not be read are listed in
+        ``collection.enrichment_errors`` and reported with a :class:`RasteretWarning`.
+    """
+    cloud = _cloud_config(cloud_config, url_rewrite_patterns)
+    source = read_source(path, filesystem=filesystem, columns=columns, filter_expr=filter_expr)
+    table = normalize_records(
+        source,
+        column_map=column_map,
+        href_column=href_column,
+        band_index_map=band_index_map,
+        url_rewrite_patterns=url_rewrite_patterns,
+    )
+    options = {
+        "data_source": data_source,
+        "enrich_cog": enrich_cog,
+        "band_codes": list(band_codes) if band_codes is not None else None,
+        "requester_pays": cloud.requester_pays if cloud else False,
+    }
+    folder = records_dir(name, workspace_dir) if name else None
+    digest = fingerprint(table, options) if folder is not None else None
+    if folder is not None and not force:
+        manifest = read_manifest(folder)
+        if manifest is not None and manifest.get("fingerprint") == digest:
+            return load(folder)
+
+    failures: list[EnrichmentFailure] = []
+    if enrich_cog:
+        table, failures = _enrich(
+            table, band_codes, max_concurrent, backend, cloud, _show_progress(progress)
+        )
+    if folder is None:
+        return Collection(ds.dataset(table), data_source=data_source, enrichment_errors=failures)
+    with workspace_lock(folder):
+        write_collection(
+            table,
+            folder,
+            {
+                "name": name,
+                "data_source": data_source,
+                "fingerprint": digest,
+                "enrichment_errors": [asdict(f) for f in failures],
+            },
+        )
+    return load(folder)
+
+
+def _cloud_config(
+    config: CloudConfig | Mapping[str, Any] | None, patterns: Mapping[str, str] | None
+) -> CloudConfig | None:
+    if isinstance(config, Mapping):
+        config = CloudConfig(**config)
+    if patterns and (config is None or not config.url_rewrite_patterns):
+        base = asdict(config) if config is not None else {}
+        base["url_rewrite_patterns"] = dict(patterns)
+        config = CloudConfig(**base)
+    return config
+
+
+def _show_progress(progress: bool | None) -> bool:
+    if progress is not None:
+        return progress
+    if "ipykernel" in sys.modules:
+        return True
+    return sys.stderr.isatty()
+
+
+def _enrich(
+    table: pa.Table,
+    band_codes: Sequence[str] | None,
+    max_concurrent: int,
+    backend: Any,
+    cloud: CloudConfig | None,
+    progress: bool,
+) -> tuple[pa.Table, list[EnrichmentFailure]]:
+    from rasteret.ingest.enrich import _assets_as_dicts
+
+    assets = _assets_as_dicts(table.column(ASSETS))
+    bands = list(band_codes) if band_codes is not None else tiff_asset_keys(assets)
+    if not bands:
+        raise SchemaError(
+            "enrich_cog=True found no asset pointing at a TIFF; pass band_codes=[...] naming "
+            f"asset keys (found keys: {sorted({k for a in assets for k in (a or {})})})"
+        )
+    unknown = [b for b in bands if not any(b in (a or {}) for a in assets)]
+    if unknown:
+        raise SchemaError(
+            f"band_codes {unknown} are not asset keys of any record; "
+            f"found keys: {sorted({k for a in assets for k in (a or {})})}"
+        )
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        hrefs = {a[b]["href"] for a in assets for b in bands if a and b in a and a[b]}
+        bar = tqdm(total=len(hrefs), desc="COG headers", unit="file")
+    try:
+        enriched, failures, _ = _sync.run(
+            enrich_table_async(
+                table,
+                bands,
+                max_concurrent=max_concurrent,
+                backend=backend,
+                cloud_config=cloud,
+                on_header=bar.update if bar is not None else None,
+            )
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    attempted = sum(1 for a in assets for b in bands if a and a.get(b) and a[b].get("href"))
+    if failures and len(failures) >= attempted:
+        examples = "; ".join(f"{f.url}: {f.error}" for f in failures[:3])
+        raise EnrichmentError(
+            f"COG header parsing failed for all {attempted} assets (e.g. {examples}). Check "
+            "whether the URLs require credentials, requester-pays configuration "
+            "(cloud_config={'requester_pays': True}), URL rewriting (url_rewrite_patterns=...) "
+            "or a custom backend (backend=...)."
+        )
+    if failures:
+        warnings.warn(
+            f"{len(failures)} of {attempted} COG headers could not be read; their "
+            "{band}_metadata cells are null. See collection.enrichment_errors.",
+            RasteretWarning,
+            stacklevel=3,
+        )
+    return enriched, failures
+
+
+def load(path: str | os.PathLike[str]) -> Collection:
+    """Open a stored collection folder (``{name}_records``) lazily."""
+    folder = Path(path).expanduser()
+    manifest = read_manifest(folder) or {}
+    failures = [EnrichmentFailure(**f) for f in manifest.get("enrichment_errors") or ()]
+    return Collection(
+        open_dataset(folder),
+        name=manifest.get("name") or "",
+        data_source=manifest.get("data_source") or "",
+        path=folder,
+        enrichment_errors=failures,
+    )
+
+
+def as_collection(
+    table: Any,
+    *,
+    name: str = "",
+    data_source: str = "",
+    require_band_metadata: bool = True,
+) -> Collection:
+    """Wrap a table that already follows the collection schema (e.g. an exported one).
+
+    Raises:
+        SchemaError: a canonical column is missing, or (with ``require_band_metadata``) the
+            table has no ``{band}_metadata`` column.
+    """
+    source = read_source(table)
+    missing = [c for c in (ID, DATETIME, GEOMETRY, ASSETS) if c not in source.column_names]
+    if missing:
+        raise SchemaError(
+            f"expected a collection table with columns {missing}; found {source.column_names}. "
+            "Use rasteret.build_from_table() to normalise a raw record table."
+        )
+    table_ = normalize_records(source)
+    if require_band_metadata and not metadata_columns(table_.schema):
+        raise SchemaError(
+            f"expected at least one {{band}}_metadata column; found {table_.column_names}. "
+            "Build with enrich_cog=True, or pass require_band_metadata=False."
+        )
+    return Collection(ds.dataset(table_), name=name, data_source=data_source)
