@@ -1,0 +1,354 @@
+"""Tile decoding, sans-I/O: the bytes of one TIFF tile or strip in, an ndarray out.
+
+:func:`decode_tile` undoes every TIFF codec rasteret reads (none, LZW, Deflate, PackBits,
+LZMA, ZSTD, JPEG, WebP, LERC with its Deflate/ZSTD second stage, JPEG 2000), both
+predictors (2: horizontal differencing, 3: floating point), big-endian byte order and 1-bit
+packing, and returns ``(samples, rows, tile_width)`` in native byte order, exactly what GDAL
+returns for the same block. The codecs are imagecodecs', which release the GIL, so callers
+run :func:`decode_tile` on a thread pool.
+
+Every decoder writes into a buffer sized for the declared tile (plus one byte, to notice
+overflow), so a corrupt or hostile tile cannot make a codec allocate more than the tile needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import imagecodecs
+import numpy as np
+
+from rasteret.errors import DecodeError, UnsupportedFormatError
+
+if TYPE_CHECKING:
+    from rasteret.tiff.header import ImageFileDirectory
+
+__all__ = [
+    "COMPRESSION_NAMES",
+    "SUPPORTED_COMPRESSIONS",
+    "TileLayout",
+    "decode_tile",
+    "empty_tile",
+]
+
+COMPRESSION_NAMES: dict[int, str] = {
+    1: "none", 2: "CCITT RLE", 3: "CCITT Group 3", 4: "CCITT Group 4", 5: "LZW",
+    6: "old-style JPEG", 7: "JPEG", 8: "Adobe Deflate", 9: "JBIG (T.85)", 10: "JBIG (T.43)",
+    32766: "NeXT", 32771: "CCITT RLEW", 32773: "PackBits", 32809: "ThunderScan",
+    32895: "IT8 CT padding", 32896: "IT8 LW", 32897: "IT8 MP", 32898: "IT8 BL",
+    32908: "PixarFilm", 32909: "PixarLog", 32946: "Deflate", 32947: "DCS",
+    33003: "Aperio JPEG 2000 YCbCr", 33005: "Aperio JPEG 2000 RGB", 34661: "JBIG",
+    34676: "SGILog", 34677: "SGILog24", 34712: "JPEG 2000", 34887: "LERC",
+    34892: "lossy JPEG (DNG)", 34925: "LZMA", 50000: "ZSTD", 50001: "WebP",
+    50002: "JPEG XL", 52546: "JPEG XL (DNG)",
+}  # fmt: skip
+"""TIFF Compression tag values and their names, known or not to rasteret."""
+
+_LZW, _JPEG, _ADOBE_DEFLATE, _DEFLATE, _PACKBITS = 5, 7, 8, 32946, 32773
+_JPEG2000, _LERC, _LZMA, _ZSTD, _WEBP = 34712, 34887, 34925, 50000, 50001
+
+
+def _inflate(data: Any, *, out: Any) -> Any:
+    if imagecodecs.DEFLATE.available:  # libdeflate: the fastest inflate there is
+        return imagecodecs.deflate_decode(data, out=out)
+    return imagecodecs.zlib_decode(data, out=out)
+
+
+_BYTE_DECODERS: dict[int, Callable[..., Any]] = {
+    _LZW: imagecodecs.lzw_decode,
+    _ADOBE_DEFLATE: _inflate,
+    _DEFLATE: _inflate,
+    _PACKBITS: imagecodecs.packbits_decode,
+    _LZMA: imagecodecs.lzma_decode,
+    _ZSTD: imagecodecs.zstd_decode,
+}
+_LERC_STAGES: dict[int, Callable[..., Any]] = {1: _inflate, 2: imagecodecs.zstd_decode}
+
+SUPPORTED_COMPRESSIONS: frozenset[int] = frozenset(
+    {1, _JPEG, _WEBP, _LERC, *_BYTE_DECODERS}
+    | ({_JPEG2000} if imagecodecs.JPEG2K.available else set())
+)
+"""Compression codes :func:`decode_tile` decodes with the installed imagecodecs."""
+
+_JPEG_COLORSPACES: dict[tuple[int, int], tuple[str, str]] = {
+    (3, 6): ("YCBCR", "RGB"),  # YCbCr -> RGB, as GDAL returns it (JPEGCOLORMODE=RGB)
+    (3, 2): ("RGB", "RGB"),  # stored as RGB: no colour conversion
+    (4, 5): ("CMYK", "CMYK"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TileLayout:
+    """Everything needed to decode any tile of one IFD; cheap to build, copy and pickle."""
+
+    tile_width: int
+    """Pixels per tile row (the image width for strips)."""
+    tile_height: int
+    """Rows per tile (RowsPerStrip for strips; the last strip may be shorter)."""
+    samples: int
+    """Samples per tile pixel: SamplesPerPixel when chunky, 1 when planar."""
+    dtype: str
+    """Native NumPy dtype name of a decoded sample, e.g. ``"uint16"`` (``"uint8"`` for 1-bit)."""
+    bits_per_sample: int
+    big_endian: bool = False
+    """The file is big-endian (``MM``); decoded tiles are always native byte order."""
+    compression: int = 1
+    predictor: int = 1
+    photometric: int = 1
+    planar_configuration: int = 1
+    jpeg_tables: bytes | None = None
+    ycbcr_subsampling: tuple[int, int] | None = None
+    lerc_parameters: tuple[int, ...] | None = None
+    """LercParameters: (version, 0 none / 1 Deflate / 2 ZSTD second stage)."""
+
+    @classmethod
+    def from_ifd(cls, ifd: ImageFileDirectory, byte_order: Literal["<", ">"]) -> TileLayout:
+        """The layout of every tile of ``ifd`` in a file of ``byte_order``.
+
+        Raises:
+            UnsupportedFormatError: a sample type NumPy has no native dtype for.
+        """
+        return cls(
+            tile_width=ifd.tile_width,
+            tile_height=ifd.tile_height,
+            samples=ifd.samples_per_pixel if ifd.planar_configuration == 1 else 1,
+            dtype=ifd.dtype.name,
+            bits_per_sample=ifd.bits_per_sample,
+            big_endian=byte_order == ">",
+            compression=ifd.compression,
+            predictor=ifd.predictor,
+            photometric=ifd.photometric,
+            planar_configuration=ifd.planar_configuration,
+            jpeg_tables=ifd.jpeg_tables,
+            ycbcr_subsampling=ifd.ycbcr_subsampling,
+            lerc_parameters=ifd.lerc_parameters,
+        )
+
+    @property
+    def row_bytes(self) -> int:
+        """Bytes of one decompressed tile row (1-bit rows are padded to whole bytes)."""
+        return (self.tile_width * self.samples * self.bits_per_sample + 7) // 8
+
+    @property
+    def compression_name(self) -> str:
+        """Name of the compression (``"unknown"`` for codes no TIFF writer documents)."""
+        return COMPRESSION_NAMES.get(self.compression, "unknown")
+
+
+def empty_tile(layout: TileLayout, fill: float, *, rows: int | None = None) -> np.ndarray:
+    """A tile holding ``fill`` everywhere, for sparse tiles (offset and byte count 0).
+
+    Example:
+        >>> layout = TileLayout(tile_width=4, tile_height=2, samples=1, dtype="int16",
+        ...                     bits_per_sample=16)
+        >>> empty_tile(layout, -9999).tolist()
+        [[[-9999, -9999, -9999, -9999], [-9999, -9999, -9999, -9999]]]
+    """
+    nrows = layout.tile_height if rows is None else rows
+    return np.full((layout.samples, nrows, layout.tile_width), fill, dtype=layout.dtype)
+
+
+def decode_tile(
+    data: bytes | bytearray | memoryview,
+    layout: TileLayout,
+    *,
+    rows: int | None = None,
+    url: str = "",
+    tile: int = -1,
+) -> np.ndarray:
+    """Decode the bytes of one tile (or strip) into ``(samples, rows, tile_width)``.
+
+    The result is in native byte order with dtype ``layout.dtype``; 1-bit data is unpacked
+    to 0/1 ``uint8``. It may be a (read-only) view of ``data`` for uncompressed tiles and a
+    transposed view for chunky tiles; copy it if you need a contiguous writable array.
+
+    Args:
+        data: The tile's bytes, exactly as stored in the file.
+        layout: The tile layout of the IFD (:meth:`TileLayout.from_ifd`).
+        rows: Rows in this tile when fewer than ``layout.tile_height`` (the last strip of a
+            striped image); edge tiles of tiled images are always full tiles.
+        url: Where the bytes came from, for error messages.
+        tile: Index of the tile in its IFD, for error messages.
+
+    Raises:
+        UnsupportedFormatError: a compression or predictor rasteret does not decode.
+        DecodeError: corrupt bytes, or bytes that decode to a different size than declared.
+
+    Example:
+        >>> import zlib
+        >>> layout = TileLayout(tile_width=3, tile_height=2, samples=1, dtype="uint16",
+        ...                     bits_per_sample=16, compression=8, predictor=2)
+        >>> raw = np.array([[1, 1, 1], [5, 0, 0]], dtype="<u2").tobytes()
+        >>> decode_tile(zlib.compress(raw), layout).tolist()
+        [[[1, 2, 3], [5, 5, 5]]]
+    """
+    nrows = layout.tile_height if rows is None else rows
+    if not 0 < nrows <= layout.tile_height:
+        raise ValueError(f"expected 0 < rows <= {layout.tile_height}, got {nrows}")
+    where = _Where(url, tile, layout)
+    code = layout.compression
+    if code not in SUPPORTED_COMPRESSIONS:
+        raise UnsupportedFormatError(
+            f"expected a supported TIFF compression "
+            f"({', '.join(COMPRESSION_NAMES[c] for c in sorted(SUPPORTED_COMPRESSIONS))}), "
+            f"got compression {code} ({layout.compression_name}) in {where}"
+        )
+    if code == 1 or code in _BYTE_DECODERS:
+        return _decode_raster(data, layout, nrows, where)
+    if code == _JPEG:
+        return _decode_image(data, layout, nrows, where, _jpeg)
+    if code == _WEBP:
+        return _decode_image(data, layout, nrows, where, _webp)
+    if code == _LERC:
+        return _decode_image(data, layout, nrows, where, _lerc)
+    return _decode_image(data, layout, nrows, where, _jpeg2k)
+
+
+@dataclass(frozen=True, slots=True)
+class _Where:
+    url: str
+    tile: int
+    layout: TileLayout
+
+    def __str__(self) -> str:
+        return f"tile {self.tile} of {self.url or '<bytes>'}"
+
+    def error(self, expected: str, got: str) -> DecodeError:
+        name = self.layout.compression_name
+        return DecodeError(f"expected {expected} from {name} {self}, got {got}")
+
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run one codec call; its failures become a DecodeError naming the tile."""
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            raise self.error("decodable bytes", f"{type(exc).__name__}: {exc}") from exc
+
+
+def _decode_raster(data: Any, layout: TileLayout, nrows: int, where: _Where) -> np.ndarray:
+    """Byte-stream codecs (and none): decompress, unpack bits, undo predictor and byte order."""
+    expected = nrows * layout.row_bytes
+    if layout.compression == 1:
+        buf = np.frombuffer(data, dtype=np.uint8)
+        if buf.size < expected:
+            raise where.error(f"{expected} bytes", f"{buf.size} bytes")
+        buf = buf[:expected]
+        if layout.predictor != 1 or (layout.big_endian and layout.bits_per_sample > 8):
+            buf = buf.copy()  # undone in place below
+    else:
+        capacity = layout.tile_height * layout.row_bytes  # a last strip may be stored padded
+        out = np.empty(capacity + 1, dtype=np.uint8)  # one spare byte exposes an overflow
+        decoder = _BYTE_DECODERS[layout.compression]
+        size = len(where.call(decoder, data, out=out))
+        if size not in (expected, capacity):
+            got = f"more than {capacity} bytes" if size > capacity else f"{size} bytes"
+            raise where.error(f"{expected} bytes", got)
+        buf = out[:expected]
+    if layout.bits_per_sample == 1:
+        count = layout.tile_width * layout.samples
+        bits = np.unpackbits(buf.reshape(nrows, layout.row_bytes), axis=1, count=count)
+        return bits.reshape(nrows, layout.tile_width, layout.samples).transpose(2, 0, 1)
+    native = np.dtype(layout.dtype)
+    if native.itemsize * 8 != layout.bits_per_sample:
+        raise UnsupportedFormatError(
+            f"expected {native.itemsize * 8}-bit samples for dtype {native} in {where}, "
+            f"got BitsPerSample {layout.bits_per_sample}"
+        )
+    arr = buf.view(native).reshape(nrows, layout.tile_width, layout.samples)
+    if layout.predictor == 3:
+        # Byte planes are stored most significant first whatever the file's byte order, and
+        # the result is native: no byte swap (libtiff's fpAcc does the same).
+        if native.kind != "f":
+            raise UnsupportedFormatError(
+                f"expected floating-point samples with Predictor 3 in {where}, got {native}"
+            )
+        arr = where.call(imagecodecs.floatpred_decode, arr, axis=-2, out=arr)
+    else:
+        if layout.big_endian and native.itemsize > 1:
+            arr.byteswap(inplace=True)
+        if layout.predictor == 2:
+            ints = arr.view(f"u{native.itemsize}")  # floats with Predictor 2 difference bits
+            where.call(imagecodecs.delta_decode, ints, axis=-2, out=ints)
+        elif layout.predictor != 1:
+            raise UnsupportedFormatError(
+                f"expected Predictor 1, 2 or 3 in {where}, got {layout.predictor}"
+            )
+    return arr.transpose(2, 0, 1)
+
+
+def _decode_image(
+    data: Any,
+    layout: TileLayout,
+    nrows: int,
+    where: _Where,
+    codec: Callable[[Any, TileLayout, np.ndarray, _Where], np.ndarray],
+) -> np.ndarray:
+    """Image codecs decode into a preallocated tile-shaped array (never larger)."""
+    if layout.predictor != 1:
+        raise UnsupportedFormatError(
+            f"expected no predictor with {layout.compression_name} in {where}, "
+            f"got Predictor {layout.predictor}"
+        )
+    shape = (nrows, layout.tile_width, layout.samples)
+    out = np.empty(shape if layout.samples > 1 else shape[:2], dtype=layout.dtype)
+    arr = codec(data, layout, out, where)
+    return arr.reshape(shape).transpose(2, 0, 1)
+
+
+def _jpeg(data: Any, layout: TileLayout, out: np.ndarray, where: _Where) -> np.ndarray:
+    colorspace, outcolorspace = _JPEG_COLORSPACES.get(
+        (layout.samples, layout.photometric), (None, None)
+    )
+    if layout.planar_configuration == 2:  # one component per tile: no colour transform
+        colorspace = outcolorspace = None
+    return where.call(
+        imagecodecs.jpeg8_decode,
+        data,
+        tables=layout.jpeg_tables,
+        colorspace=colorspace,
+        outcolorspace=outcolorspace,
+        out=out,
+    )
+
+
+def _webp(data: Any, layout: TileLayout, out: np.ndarray, where: _Where) -> np.ndarray:
+    if layout.samples not in (3, 4):
+        raise UnsupportedFormatError(
+            f"expected 3 or 4 samples per pixel with WebP in {where}, got {layout.samples}"
+        )
+    hasalpha = layout.samples == 4
+    return where.call(imagecodecs.webp_decode, data, hasalpha=hasalpha, out=out)
+
+
+def _lerc(data: Any, layout: TileLayout, out: np.ndarray, where: _Where) -> np.ndarray:
+    params = layout.lerc_parameters or ()
+    stage = params[1] if len(params) > 1 else 0
+    if stage:
+        decoder = _LERC_STAGES.get(stage)
+        if decoder is None:
+            raise UnsupportedFormatError(
+                f"expected LERC second stage 0, 1 (Deflate) or 2 (ZSTD) in {where}, got {stage}"
+            )
+        # A LERC blob is at most the raw tile plus its valid-pixel bit mask and headers.
+        capacity = 2 * out.nbytes + 65536
+        blob = np.empty(capacity + 1, dtype=np.uint8)
+        size = len(where.call(decoder, data, out=blob))
+        if size > capacity:
+            raise where.error(f"a LERC blob of at most {capacity} bytes", "more")
+        data = blob[:size]
+    arr, mask = where.call(imagecodecs.lerc_decode, data, masks=True, out=out)
+    if layout.big_endian and arr.dtype.itemsize > 1:
+        arr.byteswap(inplace=True)  # libtiff hands LERC the samples in file byte order
+    if mask is not None and arr.dtype.kind == "f":
+        # GDAL writes NaN (and nothing else) as LERC's invalid pixels; restore it.
+        valid = np.asarray(mask, dtype=bool)
+        if valid.shape != arr.shape[: valid.ndim]:
+            raise where.error(f"a LERC mask of shape {arr.shape[:2]}", f"shape {valid.shape}")
+        arr[~valid] = np.nan  # a per-pixel mask blanks every sample of the pixel
+    return arr
+
+
+def _jpeg2k(data: Any, layout: TileLayout, out: np.ndarray, where: _Where) -> np.ndarray:
+    return where.call(imagecodecs.jpeg2k_decode, data, out=out)
