@@ -29,6 +29,7 @@ from rasteret.ingest.schema import ASSET_TYPE, ASSETS, ASSETS_TYPE
 __all__ = ["normalize_assets", "rewrite_hrefs"]
 
 _ASSET_FIELDS = [f.name for f in ASSET_TYPE]
+_HREF_HINT = "; for one file URL per row pass href_column=... and band_index_map={band: index}"
 
 
 def normalize_assets(
@@ -195,9 +196,8 @@ def _parse_json_rows(text: pa.Array) -> pa.StructArray:
         try:
             obj = json.loads(value) if value is not None else None
         except json.JSONDecodeError as exc:
-            raise SchemaError(
-                f"expected JSON assets in row {i}, got {value[:80]!r}: {exc}"
-            ) from exc
+            hint = "" if value.lstrip().startswith("{") else _HREF_HINT
+            raise SchemaError(f"expected JSON assets in row {i}, got {value[:80]!r}{hint}") from exc
         if obj is not None and not isinstance(obj, dict):
             raise SchemaError(f"expected a JSON object of assets in row {i}, got {value[:80]!r}")
         rows.append(

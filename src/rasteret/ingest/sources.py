@@ -6,9 +6,8 @@ DataFrames) and Parquet/GeoParquet/Arrow files or Hive-partitioned folders, loca
 ``s3://``, ``gs://``, ``az://``. Column projection and row filters are pushed into the scan.
 Geometry metadata (GeoArrow field metadata, GeoParquet ``geo`` schema metadata) is kept.
 
-Cloud filesystems are configured from the same standard environment variables as the COG
-reads (``AWS_ENDPOINT_URL``, ``AWS_REGION``, ``AWS_ACCESS_KEY_ID`` ...), never from ``~/.aws``;
-pass ``filesystem=`` to override.
+Cloud filesystems come from :mod:`rasteret.ingest.filesystems`, configured by the same
+standard environment variables as the COG reads; pass ``filesystem=`` to override.
 
 >>> read_source(pa.table({"id": ["a", "b"], "n": [1, 2]}), filter_expr=ds.field("n") > 1)
 pyarrow.Table
@@ -23,9 +22,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, TypeAlias
-from urllib.parse import urlsplit
 
 import numpy as np
 import pyarrow as pa
@@ -42,23 +39,15 @@ from rasteret.errors import (
     SchemaError,
     UnsupportedFormatError,
 )
-from rasteret.types import EXTENSION_NAME_KEY, GEOARROW_WKB
+from rasteret.ingest.filesystems import filesystem_for_uri
+from rasteret.types import EXTENSION_NAME_KEY, GEOARROW_WKB, geoarrow_wkb_field
 
-__all__ = [
-    "FilterLike",
-    "PathLike",
-    "azure_filesystem_from_env",
-    "filesystem_for_uri",
-    "gcs_filesystem_from_env",
-    "read_source",
-    "s3_filesystem_from_env",
-]
+__all__ = ["FilterLike", "PathLike", "read_source"]
 
 PathLike: TypeAlias = str | os.PathLike[str]
 FilterLike: TypeAlias = ds.Expression | Sequence[Any]
 """A pyarrow.dataset expression or pyarrow.parquet DNF filters ``[("year", "=", 2024)]``."""
 
-_TRUE = {"1", "true", "yes", "on"}
 _IPC_SUFFIXES = (".arrow", ".feather", ".ipc")
 
 
@@ -147,19 +136,22 @@ def _in_memory(source: Any) -> pa.Table | pa.RecordBatchReader:
 
 
 def _from_pandas(frame: Any) -> pa.Table:
-    """pandas -> Arrow, turning columns of shapely geometries into tagged WKB (CRS unknown)."""
+    """pandas -> Arrow; columns of shapely geometries become tagged WKB (with their CRS, if any)."""
     frame = frame.copy(deep=False)
-    geometry_columns = []
+    geometry_fields = {}
     for name in frame.columns:
         column = frame[name]
         first = column.first_valid_index()
-        if column.dtype == object and first is not None and isinstance(column[first], BaseGeometry):
+        if first is not None and isinstance(column[first], BaseGeometry):
             frame[name] = shapely.to_wkb(np.asarray(column, dtype=object), flavor="iso")
-            geometry_columns.append(str(name))
+            crs = getattr(column.array, "crs", None)  # a geopandas GeometryArray knows its CRS
+            geometry_fields[str(name)] = (
+                _untyped_wkb_field(str(name)) if crs is None else geoarrow_wkb_field(str(name), crs)
+            )
     table = pa.Table.from_pandas(frame)
-    for name in geometry_columns:
+    for name, field in geometry_fields.items():
         i = table.schema.get_field_index(name)
-        table = table.set_column(i, _untyped_wkb_field(name), table.column(i).cast(pa.binary()))
+        table = table.set_column(i, field, table.column(i).cast(pa.binary()))
     return table
 
 
@@ -200,7 +192,8 @@ def _scan(run: Any, where: str) -> pa.Table:
         text = str(exc)
         if "ACCESS_DENIED" in text or "Forbidden" in text or "403" in text:
             raise AccessDeniedError(
-                f"access denied reading {where}; check the AWS_*/GOOGLE_*/AZURE_* credentials: {exc}"
+                f"access denied reading {where}; check the AWS_*/GOOGLE_*/AZURE_* credentials "
+                f"(requester-pays buckets cannot be scanned: download the table first): {exc}"
             ) from exc
         if "NoSuchKey" in text or "NoSuchBucket" in text or "does not exist" in text:
             raise ObjectNotFoundError(f"no record table at {where}: {exc}") from exc
@@ -237,143 +230,3 @@ def _read_paths(
         return dataset.to_table(columns=columns, filter=expr)
 
     return _scan(run, where)
-
-
-def filesystem_for_uri(
-    uri: str, filesystem: pafs.FileSystem | None = None
-) -> tuple[pafs.FileSystem, str]:
-    """The pyarrow filesystem and in-filesystem path for a local path or cloud URI.
-
-    >>> fs, path = filesystem_for_uri("s3://bucket/records.parquet", pafs.LocalFileSystem())
-    >>> path
-    'bucket/records.parquet'
-    """
-    parts = urlsplit(uri)
-    scheme = parts.scheme.lower() if len(parts.scheme) > 1 else ""  # "C:\\x" is a local path
-    if scheme in ("http", "https"):
-        raise UnsupportedFormatError(
-            f"cannot scan a Parquet table over plain HTTP(S) at {uri}: download the file first "
-            "or use its cloud URI (s3://, gs://, az://) instead"
-        )
-    if scheme in ("", "file"):
-        local = parts.path if scheme == "file" else uri
-        return filesystem or pafs.LocalFileSystem(), str(Path(local).expanduser().absolute())
-    bucket_path = f"{parts.netloc}{parts.path}"
-    if filesystem is not None:
-        return filesystem, bucket_path
-    if scheme in ("s3", "s3a"):
-        return s3_filesystem_from_env(bucket=parts.netloc), bucket_path
-    if scheme in ("gs", "gcs"):
-        return gcs_filesystem_from_env(), bucket_path
-    if scheme in ("az", "azure", "abfs", "abfss"):
-        container, _, host = parts.netloc.partition("@")
-        account = host.split(".")[0] if host else None
-        return azure_filesystem_from_env(account_name=account), f"{container}{parts.path}"
-    raise UnsupportedFormatError(f"expected a local path or s3://, gs://, az:// URI, got {uri}")
-
-
-def _flag(env: Mapping[str, str], name: str) -> bool:
-    return env.get(name, "").strip().lower() in _TRUE
-
-
-def s3_filesystem_from_env(
-    env: Mapping[str, str] | None = None, *, bucket: str | None = None
-) -> pafs.S3FileSystem:
-    """An S3 filesystem configured only from the standard AWS environment variables.
-
-    Honoured: ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL`` (``http://`` needs
-    ``AWS_ALLOW_HTTP=true``, as for the COG reads), ``AWS_REGION``/``AWS_DEFAULT_REGION``,
-    ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSION_TOKEN``,
-    ``AWS_SKIP_SIGNATURE``, ``AWS_VIRTUAL_HOSTED_STYLE_REQUEST``. With no credentials the
-    requests are anonymous, unless a web-identity/container/profile provider is configured
-    (``AWS_ROLE_ARN``, ``AWS_CONTAINER_CREDENTIALS_*``, ``AWS_PROFILE``).
-
-    Raises:
-        FetchError: an ``http://`` endpoint without ``AWS_ALLOW_HTTP``.
-
-    >>> s3_filesystem_from_env({"AWS_REGION": "eu-west-1"}).region
-    'eu-west-1'
-    """
-    env = os.environ if env is None else env
-    options: dict[str, Any] = {}
-    endpoint = (
-        env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or env.get("AWS_ENDPOINT")
-    )
-    if endpoint:
-        parts = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
-        if parts.scheme == "http" and not _flag(env, "AWS_ALLOW_HTTP"):
-            raise FetchError(
-                f"expected AWS_ALLOW_HTTP=true for the http:// endpoint {endpoint}, got it unset; "
-                "set it (the COG reads need it too) or use https"
-            )
-        options |= {"endpoint_override": parts.netloc, "scheme": parts.scheme}
-    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
-    if not region and not endpoint and bucket:
-        try:
-            region = pafs.resolve_s3_region(bucket)
-        except OSError:
-            region = None
-    options["region"] = region or "us-east-1"
-    key, secret = env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")
-    providers = (
-        "AWS_ROLE_ARN",
-        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-        "AWS_PROFILE",
-    )
-    if key and secret and not _flag(env, "AWS_SKIP_SIGNATURE"):
-        options |= {
-            "access_key": key,
-            "secret_key": secret,
-            "session_token": env.get("AWS_SESSION_TOKEN"),
-        }
-    elif _flag(env, "AWS_SKIP_SIGNATURE") or not any(env.get(p) for p in providers):
-        options["anonymous"] = True
-    if _flag(env, "AWS_VIRTUAL_HOSTED_STYLE_REQUEST"):
-        options["force_virtual_addressing"] = True
-    return pafs.S3FileSystem(**options)
-
-
-def gcs_filesystem_from_env(env: Mapping[str, str] | None = None) -> pafs.GcsFileSystem:
-    """A GCS filesystem: Google default credentials when ``GOOGLE_APPLICATION_CREDENTIALS`` (or
-    ``GOOGLE_SERVICE_ACCOUNT[_PATH]``) is set, anonymous otherwise; ``STORAGE_EMULATOR_HOST``
-    points it at an emulator.
-
-    >>> gcs_filesystem_from_env({}).default_bucket_location
-    'US'
-    """
-    env = os.environ if env is None else env
-    credentials = (
-        "GOOGLE_APPLICATION_CREDENTIALS",
-        "GOOGLE_SERVICE_ACCOUNT",
-        "GOOGLE_SERVICE_ACCOUNT_PATH",
-    )
-    options: dict[str, Any] = {"anonymous": not any(env.get(c) for c in credentials)}
-    if emulator := env.get("STORAGE_EMULATOR_HOST"):
-        parts = urlsplit(emulator if "://" in emulator else f"http://{emulator}")
-        options |= {"endpoint_override": parts.netloc, "scheme": parts.scheme}
-    return pafs.GcsFileSystem(**options)
-
-
-def azure_filesystem_from_env(
-    env: Mapping[str, str] | None = None, *, account_name: str | None = None
-) -> pafs.AzureFileSystem:
-    """An Azure Blob filesystem from ``AZURE_STORAGE_ACCOUNT_NAME``, ``AZURE_STORAGE_ACCOUNT_KEY``
-    or ``AZURE_STORAGE_SAS_TOKEN`` (else Azure's default credential chain).
-
-    Raises:
-        FetchError: no account name in the URI or the environment.
-    """
-    env = os.environ if env is None else env
-    account = account_name or env.get("AZURE_STORAGE_ACCOUNT_NAME")
-    if not account:
-        raise FetchError(
-            "expected an Azure storage account in the URI (abfs://container@account.dfs.core."
-            "windows.net/...) or AZURE_STORAGE_ACCOUNT_NAME, got neither"
-        )
-    options: dict[str, Any] = {}
-    if key := env.get("AZURE_STORAGE_ACCOUNT_KEY"):
-        options["account_key"] = key
-    elif sas := env.get("AZURE_STORAGE_SAS_TOKEN"):
-        options["sas_token"] = sas
-    return pafs.AzureFileSystem(account, **options)
