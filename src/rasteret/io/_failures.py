@@ -15,11 +15,14 @@ from typing import Literal
 from obstore import exceptions as obstore_errors
 
 from rasteret.errors import AccessDeniedError, FetchError, ObjectNotFoundError
+from rasteret.io._s3region import wrong_region
 from rasteret.io.urls import redact_url
 
 __all__ = ["Failure", "ShortBodyError", "classify", "describe", "to_fetch_error"]
 
-FailureKind = Literal["not_found", "denied", "unsatisfiable", "short", "transient", "final"]
+FailureKind = Literal[
+    "not_found", "denied", "unsatisfiable", "wrong_region", "short", "transient", "final"
+]
 
 _STATUS_RE = re.compile(r"(?:status code: |status: )(\d{3})")
 _URL_RE = re.compile(r"\b(?:https?|s3|gs|az|abfss?)://[^\s\"'<>]+")
@@ -72,6 +75,8 @@ def classify(exc: BaseException) -> Failure:
     if isinstance(exc, _FINAL_OBSTORE):
         return Failure("final")
     text = str(exc)
+    if wrong_region(text)[0]:
+        return Failure("wrong_region", _status(text))
     status = _status(text)
     if any(marker in text for marker in _UNSATISFIABLE) or status == 416:
         return Failure("unsatisfiable", 416)
@@ -129,6 +134,11 @@ def to_fetch_error(
         return FetchError(
             f"expected {what} of {url}, but the range starts past the end of the object "
             f"(416; stale metadata or a truncated file?): {cause}"
+        )
+    if failure.kind == "wrong_region":
+        return FetchError(
+            f"{url} is in another S3 region than the one requested and its region could not "
+            f"be found; set AWS_REGION or CloudConfig(region=...) ({cause})"
         )
     if isinstance(exc, ShortBodyError):
         return FetchError(

@@ -23,18 +23,23 @@ True
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 import obstore
 import obstore.store
+from obstore import exceptions as obstore_errors
 
+from rasteret.errors import FetchError
 from rasteret.io._config import CloudConfig, anonymous_default, client_options, env_fingerprint
-from rasteret.io.urls import Location, parse_location, redact_url, rewrite_url
+from rasteret.io._failures import describe
+from rasteret.io._s3region import forget_regions, lookup_bucket_region, wrong_region
+from rasteret.io.urls import Location, aws_endpoint, parse_location, redact_url, rewrite_url
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -53,6 +58,9 @@ __all__ = [
     "resolve",
     "rewrite_url",
 ]
+
+T = TypeVar("T")
+Relocate = Callable[[Any, BaseException], Awaitable[Any]]
 
 #: Stores for URLs that carry their own query string (presigned, SAS) are per URL: keep few.
 MAX_PER_URL_STORES = 256
@@ -82,7 +90,7 @@ class RangeReader(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Prefix:
     """The first bytes of an object and what the response said about the whole object."""
 
@@ -99,37 +107,63 @@ class ObstoreReader:
 
     Args:
         store: Any obstore store.
+        relocate: For S3 stores rasteret made: given the store and the error of a request,
+            returns a store for the bucket's real region (or None); the request is retried
+            once with it, and it replaces :attr:`store` for later requests.
     """
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Any, *, relocate: Relocate | None = None) -> None:
         self.store = store
+        self._relocate = relocate
 
     def __repr__(self) -> str:
         return f"ObstoreReader({self.store!r})"
 
+    async def _call(self, op: Callable[[Any], Awaitable[T]]) -> T:
+        store = self.store
+        try:
+            return await op(store)
+        except obstore_errors.BaseError as exc:
+            moved = None if self._relocate is None else await self._relocate(store, exc)
+            if moved is None:
+                raise
+            self.store = moved
+            return await op(moved)
+
     async def get_range(self, path: str, start: int, end: int) -> Buffer:
         """Bytes ``[start, end)`` of ``path`` (one GET)."""
-        return await obstore.get_range_async(self.store, path, start=start, end=end)
+        return await self._call(
+            lambda store: obstore.get_range_async(store, path, start=start, end=end)
+        )
 
     async def get_ranges(
         self, path: str, starts: Sequence[int], ends: Sequence[int]
     ) -> Sequence[Buffer]:
         """Bytes of several ranges of ``path`` (obstore merges ranges up to 1 MiB apart)."""
-        return await obstore.get_ranges_async(
-            self.store, path, starts=list(starts), ends=list(ends)
+        return await self._call(
+            lambda store: obstore.get_ranges_async(
+                store, path, starts=list(starts), ends=list(ends)
+            )
         )
 
     async def get_prefix(self, path: str, length: int) -> Prefix:
         """Up to ``length`` first bytes of ``path`` plus its size and ETag, in one GET."""
-        result = await obstore.get_async(self.store, path, options={"range": (0, length)})
-        data = await result.bytes_async()
-        meta = result.meta
-        return Prefix(data, int(meta["size"]), meta.get("e_tag"))
+
+        async def op(store: Any) -> Prefix:
+            result = await obstore.get_async(store, path, options={"range": (0, length)})
+            data = await result.bytes_async()
+            return Prefix(data, int(result.meta["size"]), result.meta.get("e_tag"))
+
+        return await self._call(op)
 
     async def head(self, path: str) -> Prefix:
         """Size and ETag of ``path`` with no body (one HEAD)."""
-        meta = await obstore.head_async(self.store, path)
-        return Prefix(b"", int(meta["size"]), meta.get("e_tag"))
+
+        async def op(store: Any) -> Prefix:
+            meta = await obstore.head_async(store, path)
+            return Prefix(b"", int(meta["size"]), meta.get("e_tag"))
+
+        return await self._call(op)
 
 
 async def read_prefix(reader: Any, path: str, length: int) -> Prefix:
@@ -147,7 +181,7 @@ async def read_prefix(reader: Any, path: str, length: int) -> Prefix:
     return Prefix(data, got if got < length else None, None)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Target:
     """A URL made ready for reading."""
 
@@ -206,7 +240,7 @@ def open_target(
             )
         return Target(backend, effective, effective)
     location = parse_location(effective)
-    return Target(_shared_reader(location, config), location.path, effective)
+    return Target(_shared_reader(effective, location, config), location.path, effective)
 
 
 # -- the per-process cache ------------------------------------------------------------------
@@ -231,13 +265,14 @@ def _after_fork_in_child() -> None:
     _readers.clear()
     _per_url_readers.clear()
     _backend_readers.clear()
+    forget_regions()
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _shared_reader(location: Location, config: CloudConfig) -> ObstoreReader:
+def _shared_reader(url: str, location: Location, config: CloudConfig) -> ObstoreReader:
     per_url = location.kind == "http" and "?" in location.root
     key = (
         location.kind,
@@ -252,7 +287,15 @@ def _shared_reader(location: Location, config: CloudConfig) -> ObstoreReader:
         cache = _per_url_readers if per_url else _readers
         reader = cache.get(key)
         if reader is None:
-            reader = ObstoreReader(_make_store(location, config))
+            try:
+                store = _make_store(location, config)
+            except (obstore_errors.BaseError, ValueError) as exc:
+                raise FetchError(
+                    f"could not set up an {location.kind} store for {redact_url(url)} from the "
+                    f"environment and cloud_config: {describe(exc)}"
+                ) from exc
+            relocate = _relocator(location, config) if location.kind == "s3" else None
+            reader = ObstoreReader(store, relocate=relocate)
             cache[key] = reader
             if per_url and len(_per_url_readers) > MAX_PER_URL_STORES:
                 _per_url_readers.popitem(last=False)
@@ -283,6 +326,29 @@ def _backend_path(store: Any, url: str) -> str:
         if path.startswith(stem):
             return path[len(stem) :]
     return path
+
+
+def _relocator(location: Location, config: CloudConfig) -> Relocate:
+    """The ``relocate`` hook of an S3 reader: a store for the bucket's real region."""
+    moved: dict[str, Any] = {}
+    lock = threading.Lock()
+
+    async def relocate(store: Any, exc: BaseException) -> Any:
+        wrong, region = wrong_region(str(exc))
+        if not wrong:
+            return None
+        if region is None:
+            region = await asyncio.to_thread(lookup_bucket_region, location.root)
+        if region is None or region == store.config.get("region"):
+            return None
+        with lock:
+            if region not in moved:
+                endpoint = aws_endpoint(region) if location.endpoint else None
+                there = dataclasses.replace(location, region=region, endpoint=endpoint)
+                moved[region] = _make_store(there, config)
+            return moved[region]
+
+    return relocate
 
 
 def _make_store(location: Location, config: CloudConfig) -> Any:

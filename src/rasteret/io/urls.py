@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["Location", "StoreKind", "parse_location", "redact_url", "rewrite_url"]
+__all__ = ["Location", "StoreKind", "aws_endpoint", "parse_location", "redact_url", "rewrite_url"]
 
 StoreKind = Literal["s3", "gs", "az", "http", "file"]
 
@@ -164,14 +164,15 @@ def _http_location(url: str, split: urllib.parse.SplitResult) -> Location:
         virtual = _S3_VIRTUAL.match(host)
         if virtual and path:
             region = virtual["region"]
-            return Location("s3", virtual["bucket"], path, region, None, _aws_endpoint(region))
+            return Location("s3", virtual["bucket"], path, region, None, aws_endpoint(region))
         path_style = _S3_PATH.match(host)
         if path_style and "/" in path:
             bucket, _, key = path.partition("/")
             region = path_style["region"]
-            return Location("s3", bucket, key, region, None, _aws_endpoint(region))
+            return Location("s3", bucket, key, region, None, aws_endpoint(region))
     return Location("http", f"{split.scheme.lower()}://{split.netloc}", path)
 
 
-def _aws_endpoint(region: str | None) -> str:
+def aws_endpoint(region: str | None) -> str:
+    """The AWS S3 endpoint of ``region`` (the global one for None)."""
     return f"https://s3.{region}.amazonaws.com" if region else "https://s3.amazonaws.com"

@@ -60,6 +60,13 @@ class RequestRecord:
     """The status code that was sent."""
     query: str = ""
     """The raw query string (signed URLs put their signature here)."""
+    headers: tuple[tuple[str, str], ...] = ()
+    """Request headers as ``(lower-case name, value)`` pairs."""
+
+    def header(self, name: str) -> str | None:
+        """The value of request header ``name`` (case-insensitive), if sent."""
+        name = name.lower()
+        return next((v for k, v in self.headers if k == name), None)
 
 
 class _Server(ThreadingHTTPServer):
@@ -102,7 +109,10 @@ class _Handler(BaseHTTPRequestHandler):
         if owner.latency > 0:
             time.sleep(owner.latency)
         status, headers, body = owner._respond(url_path, range_header)
-        owner._record(RequestRecord(self.command, url_path, range_header, status, split.query))
+        sent = tuple((k.lower(), v) for k, v in self.headers.items())
+        owner._record(
+            RequestRecord(self.command, url_path, range_header, status, split.query, sent)
+        )
         self._send(status, headers, body, head)
 
 
@@ -135,7 +145,10 @@ class RangeHTTPServer:
         server.owner = self
         self._server = server
         self._thread = threading.Thread(
-            target=server.serve_forever, name="rasteret-range-http", daemon=True
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},  # so stop() returns quickly
+            name="rasteret-range-http",
+            daemon=True,
         )
         self._thread.start()
         return self
@@ -189,35 +202,60 @@ class RangeHTTPServer:
         with self._lock:
             self._log.clear()
 
-    def fail(self, path: str, status: int, *, times: int | None = None) -> None:
-        """Answer the next ``times`` requests of URL ``path`` with ``status`` (forever if None)."""
+    def fail(
+        self,
+        path: str,
+        status: int,
+        *,
+        times: int | None = None,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """Answer the next ``times`` requests of URL path ``path`` with ``status``.
+
+        Args:
+            path: URL path, e.g. ``/a.tif``.
+            status: Status code to send.
+            times: How many requests (None: until :meth:`heal`).
+            body: Response body (default: a short text naming the status).
+            headers: Extra response headers.
+        """
         with self._lock:
-            self._forced[path] = [status, times]
+            self._forced[path] = [status, times, body, dict(headers or {})]
+
+    def heal(self, path: str | None = None) -> None:
+        """Stop the failures injected by :meth:`fail` (for one path or all)."""
+        with self._lock:
+            if path is None:
+                self._forced.clear()
+            else:
+                self._forced.pop(path, None)
 
     # -- internals -------------------------------------------------------------------------
     def _record(self, record: RequestRecord) -> None:
         with self._lock:
             self._log.append(record)
 
-    def _forced_status(self, url_path: str) -> int | None:
+    def _forced_response(self, url_path: str) -> tuple[int, dict[str, str], bytes] | None:
         with self._lock:
             forced = self._forced.get(url_path)
             if forced is None:
                 return None
-            status, times = forced
+            status, times, body, headers = forced
             if times is not None:
                 if times <= 1:
                     del self._forced[url_path]
                 else:
                     forced[1] = times - 1
-            return int(status)
+        body = body if body is not None else f"injected {status}\n".encode()
+        return int(status), {"Content-Type": "text/plain", **headers}, body
 
     def _respond(
         self, url_path: str, range_header: str | None
     ) -> tuple[int, dict[str, str], bytes]:
-        forced = self._forced_status(url_path)
+        forced = self._forced_response(url_path)
         if forced is not None:
-            return forced, {"Content-Type": "text/plain"}, f"injected {forced}\n".encode()
+            return forced
         file = (self.root_dir / url_path.lstrip("/")).resolve()
         if not file.is_relative_to(self.root_dir) or not file.is_file():
             return 404, {"Content-Type": "text/plain"}, b"not found\n"

@@ -100,7 +100,7 @@ class CountingReader:
         """Forward and record."""
         data = await self.inner.get_range(path, start, end)
         self._record(Call("get_range", path, ((start, end),), memoryview(data).nbytes))
-        return data  # type: ignore[no-any-return]
+        return data
 
     async def get_ranges(
         self, path: str, starts: Sequence[int], ends: Sequence[int]
@@ -109,7 +109,7 @@ class CountingReader:
         datas = await self.inner.get_ranges(path, starts, ends)
         total = sum(memoryview(d).nbytes for d in datas)
         self._record(Call("get_ranges", path, tuple(zip(starts, ends, strict=True)), total))
-        return datas  # type: ignore[no-any-return]
+        return datas
 
     async def get_prefix(self, path: str, length: int) -> Prefix:
         """Forward (size and ETag kept when the inner reader knows them) and record."""
@@ -139,14 +139,14 @@ class LatencyReader:
     async def get_range(self, path: str, start: int, end: int) -> Buffer:
         """Sleep, then forward."""
         await asyncio.sleep(self.latency)
-        return await self.inner.get_range(path, start, end)  # type: ignore[no-any-return]
+        return await self.inner.get_range(path, start, end)
 
     async def get_ranges(
         self, path: str, starts: Sequence[int], ends: Sequence[int]
     ) -> Sequence[Buffer]:
         """Sleep, then forward."""
         await asyncio.sleep(self.latency)
-        return await self.inner.get_ranges(path, starts, ends)  # type: ignore[no-any-return]
+        return await self.inner.get_ranges(path, starts, ends)
 
     async def get_prefix(self, path: str, length: int) -> Prefix:
         """Sleep, then forward."""
@@ -156,7 +156,7 @@ class LatencyReader:
     async def head(self, path: str) -> Prefix:
         """Sleep, then forward."""
         await asyncio.sleep(self.latency)
-        return await self.inner.head(path)  # type: ignore[no-any-return]
+        return await self.inner.head(path)
 
 
 class URLReader:
@@ -172,14 +172,14 @@ class URLReader:
     async def get_range(self, path: str, start: int, end: int) -> Buffer:
         """Bytes of URL ``path``."""
         reader, key = resolve(path, cloud_config=self.cloud_config)
-        return await reader.get_range(key, start, end)  # type: ignore[no-any-return]
+        return await reader.get_range(key, start, end)
 
     async def get_ranges(
         self, path: str, starts: Sequence[int], ends: Sequence[int]
     ) -> Sequence[Buffer]:
         """Bytes of several ranges of URL ``path``."""
         reader, key = resolve(path, cloud_config=self.cloud_config)
-        return await reader.get_ranges(key, starts, ends)  # type: ignore[no-any-return]
+        return await reader.get_ranges(key, starts, ends)
 
     async def get_prefix(self, path: str, length: int) -> Prefix:
         """Prefix, size and ETag of URL ``path``."""
@@ -189,4 +189,4 @@ class URLReader:
     async def head(self, path: str) -> Prefix:
         """Size and ETag of URL ``path``."""
         reader, key = resolve(path, cloud_config=self.cloud_config)
-        return await reader.head(key)  # type: ignore[no-any-return]
+        return await reader.head(key)
