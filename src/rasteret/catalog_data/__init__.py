@@ -1,0 +1,1 @@
+"""Dataset descriptors shipped with rasteret (``datasets.json``), read by :mod:`rasteret.catalog`."""
