@@ -1,0 +1,23 @@
+"""Query -> pixels: plan the whole read, fetch and decode tiles once, assemble chips.
+
+Import direction: ``options <- grid <- bands <- plan <- (mask, warp) <- assemble <- execute
+<- engine``. Nothing here imports :mod:`rasteret.collection` or :mod:`rasteret.outputs`.
+"""
+
+from rasteret.read.engine import read_chips, read_chips_async
+from rasteret.read.options import DEFAULT_CACHE_MB, ReadOptions
+from rasteret.read.plan import ReadPlan, RecordRef, SkippedRecord, plan_read
+from rasteret.read.result import Chip, ChipSet
+
+__all__ = [
+    "DEFAULT_CACHE_MB",
+    "Chip",
+    "ChipSet",
+    "ReadOptions",
+    "ReadPlan",
+    "RecordRef",
+    "SkippedRecord",
+    "plan_read",
+    "read_chips",
+    "read_chips_async",
+]

@@ -1,0 +1,122 @@
+"""Turn decoded tiles into chip pixels: paste whole tiles, then mask, resample or warp.
+
+Pasting is whole-tile NumPy slicing (one copy per tile and band, no per-pixel Python); the
+``resample`` and ``warp`` modes assemble their region the same way and hand it to
+:mod:`rasteret.read.warp`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from rasteret.read.bands import BandRead, TileKey
+from rasteret.read.grid import Grid
+from rasteret.read.mask import apply_fill, nodata_mask
+from rasteret.read.warp import resample_region, warp_region
+
+__all__ = ["assemble_band", "paste_region"]
+
+
+def paste_region(
+    read: BandRead,
+    keys: tuple[TileKey, ...],
+    decoded: Mapping[TileKey, np.ndarray],
+    out: np.ndarray,
+    *,
+    sample: int,
+) -> None:
+    """Copy the parts of the tiles ``keys`` under ``read.region`` into ``out`` (region-sized).
+
+    Pixels of ``out`` outside the image are left untouched.
+    """
+    col, row, width, height = read.region
+    img_w, img_h = read.image_size
+    tw, th = read.tile_size
+    across = -(-img_w // tw)
+    c0, c1 = max(col, 0), min(col + width, img_w)
+    r0, r1 = max(row, 0), min(row + height, img_h)
+    for key in keys:
+        tile = decoded[key]
+        tr, tc = divmod(key.tile, across)
+        ty, tx = tr * th, tc * tw
+        ys, ye = max(ty, r0), min(ty + tile.shape[1], r1)
+        xs, xe = max(tx, c0), min(tx + tile.shape[2], c1)
+        if ys < ye and xs < xe:
+            out[ys - row : ye - row, xs - col : xe - col] = tile[
+                sample, ys - ty : ye - ty, xs - tx : xe - tx
+            ]
+
+
+def _inside(read: BandRead) -> tuple[slice, slice] | None:
+    """Slices of the region that lie inside the image (None when none does)."""
+    col, row, width, height = read.region
+    img_w, img_h = read.image_size
+    c0, c1 = max(col, 0), min(col + width, img_w)
+    r0, r1 = max(row, 0), min(row + height, img_h)
+    if c0 >= c1 or r0 >= r1:
+        return None
+    return slice(r0 - row, r1 - row), slice(c0 - col, c1 - col)
+
+
+def _region(
+    read: BandRead, decoded: Mapping[TileKey, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """The region's pixels (band dtype), validity, and whether the validity needs a mask
+    beyond nodata (internal mask, or pixels outside the image with no nodata to mark them)."""
+    _, _, width, height = read.region
+    dtype = np.dtype(read.dtype)
+    inside = _inside(read)
+    full = inside is not None and inside == (slice(0, height), slice(0, width))
+    outside_fill = read.nodata if read.nodata is not None else 0
+    canvas = (
+        np.empty((height, width), dtype)
+        if full
+        else np.full((height, width), dtype.type(outside_fill), dtype)
+    )
+    paste_region(read, read.tiles, decoded, canvas, sample=read.sample)
+    valid = np.zeros((height, width), dtype=bool)
+    if inside is not None:
+        valid[inside] = True
+    masked = bool(read.mask_tiles)
+    if masked:
+        mask = np.zeros((height, width), dtype=np.uint16)
+        paste_region(read, read.mask_tiles, decoded, mask, sample=read.mask_sample)
+        valid &= mask != 0
+    valid &= ~nodata_mask(canvas, read.nodata)
+    return canvas, valid, masked or (not full and read.nodata is None)
+
+
+def assemble_band(
+    read: BandRead,
+    decoded: Mapping[TileKey, np.ndarray],
+    grid: Grid,
+    inside_aoi: np.ndarray,
+    out: np.ndarray,
+    out_valid: np.ndarray,
+    fill: float,
+) -> None:
+    """Write one band of one chip into ``out`` / ``out_valid`` (both ``grid``-shaped).
+
+    Args:
+        read: The band's plan.
+        decoded: Every tile the read needs, decoded.
+        grid: The chip's grid.
+        inside_aoi: Pixels of ``grid`` inside the AOI polygon.
+        out: The chip channel to fill (output dtype; cast from the band dtype).
+        out_valid: Its validity.
+        fill: Value of invalid pixels.
+    """
+    if not read.overlaps:
+        out[...] = out.dtype.type(fill)
+        out_valid[...] = False
+        return
+    canvas, valid, use_mask = _region(read, decoded)
+    if read.mode == "resample":
+        canvas, valid = resample_region(canvas, valid, read, grid.shape, use_mask=use_mask)
+    elif read.mode == "warp":
+        canvas, valid = warp_region(canvas, valid, read, grid, use_mask=use_mask)
+    np.logical_and(valid, inside_aoi, out=out_valid)
+    out[...] = canvas
+    apply_fill(out, out_valid, fill)

@@ -1,0 +1,139 @@
+"""A process-wide LRU cache of decoded tiles, bounded in bytes.
+
+Keys are :class:`~rasteret.read.bands.TileKey` values: ``(href, etag/size, level, mask,
+plane, tile)``, so a file rewritten in place (new ETag or size) never serves stale pixels.
+Cached arrays are made read-only: readers copy out of them, never into them.
+
+>>> import numpy as np
+>>> cache = TileCache(max_bytes=100)
+>>> cache.put("a", np.zeros(10, dtype=np.uint8)); cache.put("b", np.zeros(80, dtype=np.uint8))
+>>> cache.get("a") is not None, cache.nbytes
+(True, 90)
+>>> cache.put("c", np.zeros(20, dtype=np.uint8))  # evicts the least recently used: "b"
+>>> cache.get("b") is None, sorted(cache.keys())
+(True, ['a', 'c'])
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
+
+import numpy as np
+
+__all__ = ["TileCache", "clear_tile_cache", "get_tile_cache"]
+
+_MB = 1_000_000
+
+
+class TileCache:
+    """Least-recently-used arrays up to ``max_bytes`` in total; thread-safe.
+
+    Args:
+        max_bytes: Capacity; 0 stores nothing. An array larger than the whole capacity is
+            not stored.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max = max(int(max_bytes), 0)
+        self._items: OrderedDict[Hashable, np.ndarray] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def max_bytes(self) -> int:
+        return self._max
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held right now."""
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def keys(self) -> list[Hashable]:
+        """Keys from least to most recently used."""
+        with self._lock:
+            return list(self._items)
+
+    def get(self, key: Hashable) -> np.ndarray | None:
+        """The array stored under ``key`` (marking it recently used), or None."""
+        with self._lock:
+            arr = self._items.get(key)
+            if arr is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+            return arr
+
+    def put(self, key: Hashable, arr: np.ndarray) -> None:
+        """Store ``arr`` (read-only) under ``key``, evicting old entries to make room."""
+        size = int(arr.nbytes)
+        if size > self._max:
+            return
+        if arr.flags.writeable:
+            arr = arr.view()
+            arr.flags.writeable = False
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._bytes -= int(old.nbytes)
+            self._items[key] = arr
+            self._bytes += size
+            self._evict(self._max)
+
+    def resize(self, max_bytes: int) -> None:
+        """Change the capacity, evicting least recently used entries if needed."""
+        with self._lock:
+            self._max = max(int(max_bytes), 0)
+            self._evict(self._max)
+
+    def clear(self) -> None:
+        """Drop every entry and reset the hit counters."""
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0
+            self.hits = self.misses = 0
+
+    def _evict(self, limit: int) -> None:
+        while self._bytes > limit and self._items:
+            _, arr = self._items.popitem(last=False)
+            self._bytes -= int(arr.nbytes)
+
+
+_cache: TileCache | None = None
+_cache_lock = threading.Lock()
+
+
+def get_tile_cache(cache_mb: float) -> TileCache:
+    """The process-wide cache, resized to ``cache_mb`` megabytes (10**6 bytes)."""
+    global _cache
+    with _cache_lock:
+        if _cache is None:
+            _cache = TileCache(int(cache_mb * _MB))
+        elif _cache.max_bytes != int(cache_mb * _MB):
+            _cache.resize(int(cache_mb * _MB))
+        return _cache
+
+
+def clear_tile_cache() -> None:
+    """Empty the process-wide cache (e.g. between benchmark runs)."""
+    with _cache_lock:
+        if _cache is not None:
+            _cache.clear()
+
+
+def _reset_after_fork() -> None:
+    global _cache, _cache_lock
+    _cache = None
+    _cache_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)

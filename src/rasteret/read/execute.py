@@ -1,0 +1,215 @@
+"""Run a :class:`~rasteret.read.plan.ReadPlan`: fetch, decode and assemble as a pipeline.
+
+1. Tiles already in the decoded-tile cache are used as they are; sparse tiles (byte count 0)
+   are filled without a request.
+2. Every other tile's byte range is grouped by file and coalesced (gap and size limits);
+   every group goes out at once, in one wave, under :mod:`rasteret.io`'s global bound on
+   requests in flight.
+3. As each group's bytes arrive, its tiles are decoded on a thread pool sized to the cores
+   (imagecodecs releases the GIL) and cached.
+4. Each chip is assembled on the same pool as soon as its last tile is decoded.
+
+A tile needed by several chips or bands is fetched and decoded once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from rasteret.io.fetch import FetchOptions, fetch_ranges
+from rasteret.io.ranges import ByteRange, coalesce
+from rasteret.read.assemble import assemble_band
+from rasteret.read.bands import TileKey, TileSource
+from rasteret.read.cache import TileCache, get_tile_cache
+from rasteret.read.mask import geometry_inside
+from rasteret.read.options import ReadOptions
+from rasteret.read.plan import ChipPlan, ReadPlan, RecordRef
+from rasteret.read.result import Chip
+from rasteret.tiff.decode import decode_tile, empty_tile
+
+__all__ = ["decode_pool", "execute_plan_async", "fetch_options"]
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def decode_pool() -> ThreadPoolExecutor:
+    """The shared thread pool for decoding and assembly (one thread per core)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(
+                max_workers=os.cpu_count() or 1, thread_name_prefix="rasteret-decode"
+            )
+        return _pool
+
+
+def _reset_after_fork() -> None:
+    global _pool, _pool_lock
+    _pool = None
+    _pool_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def fetch_options(options: ReadOptions) -> FetchOptions:
+    """The :class:`~rasteret.io.fetch.FetchOptions` a read's options ask for."""
+    defaults = FetchOptions()
+    return FetchOptions(
+        max_concurrent=options.max_concurrent or defaults.max_concurrent,
+        max_gap=defaults.max_gap if options.max_gap is None else options.max_gap,
+        max_coalesced_size=(
+            defaults.max_coalesced_size
+            if options.max_coalesced_size is None
+            else options.max_coalesced_size
+        ),
+    )
+
+
+async def execute_plan_async(
+    plan: ReadPlan,
+    records: list[RecordRef] | tuple[RecordRef, ...],
+    options: ReadOptions,
+    *,
+    on_chip: Callable[[], None] | None = None,
+) -> list[Chip]:
+    """Fetch, decode and assemble every chip of ``plan`` (in plan order)."""
+    loop = asyncio.get_running_loop()
+    pool = decode_pool()
+    cache = get_tile_cache(options.cache_mb)
+    tiles: dict[TileKey, asyncio.Future[np.ndarray]] = {}
+    to_fetch: dict[str, list[TileSource]] = defaultdict(list)
+    for key, source in plan.tiles.items():
+        future: asyncio.Future[np.ndarray] = loop.create_future()
+        tiles[key] = future
+        cached = cache.get(key)
+        if cached is not None:
+            future.set_result(cached)
+        elif source.end == source.start:
+            future.set_result(empty_tile(source.layout, source.sparse_fill, rows=source.rows))
+        else:
+            to_fetch[key.href].append(source)
+    fopts = fetch_options(options)
+    masks: dict[int, asyncio.Future[np.ndarray]] = {}
+
+    def inside(chip: ChipPlan) -> Awaitable[np.ndarray]:
+        if chip.aoi_index not in masks:
+            geom = plan.aoi_geometries[chip.aoi_index]
+            masks[chip.aoi_index] = loop.run_in_executor(
+                pool,
+                lambda: geometry_inside(
+                    geom, chip.grid.transform, chip.grid.shape, all_touched=plan.all_touched
+                ),
+            )
+        return masks[chip.aoi_index]
+
+    async def one_chip(chip: ChipPlan) -> Chip:
+        keys = {k for r in chip.bands for k in (*r.tiles, *r.mask_tiles)}
+        decoded = {k: await tiles[k] for k in keys}
+        aoi = await inside(chip)
+        result = await loop.run_in_executor(
+            pool, _assemble_chip, plan, chip, records[chip.record_index], decoded, aoi
+        )
+        if on_chip is not None:
+            on_chip()
+        return result
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for href, sources in to_fetch.items():
+                for members in _groups(sources, fopts):
+                    group.create_task(
+                        _fetch_and_decode(href, members, fopts, options, tiles, cache, pool)
+                    )
+            chip_tasks = [group.create_task(one_chip(c)) for c in plan.chips]
+    except BaseExceptionGroup as eg:
+        raise _first_error(eg) from None
+    return [t.result() for t in chip_tasks]
+
+
+def _first_error(eg: BaseExceptionGroup[Any]) -> BaseException:
+    """The first real exception of a task group (not a cancellation)."""
+    for exc in eg.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return _first_error(exc)
+        if not isinstance(exc, asyncio.CancelledError):
+            return exc
+    return eg.exceptions[0]
+
+
+def _groups(sources: list[TileSource], fopts: FetchOptions) -> list[list[TileSource]]:
+    """Tiles of one file grouped by the coalesced request that will carry them."""
+    by_range: dict[ByteRange, list[TileSource]] = defaultdict(list)
+    for s in sources:
+        by_range[ByteRange(s.start, s.end)].append(s)
+    merged = coalesce(by_range, max_gap=fopts.max_gap, max_size=fopts.max_coalesced_size)
+    return [[s for m in c.members for s in by_range[m]] for c in merged]
+
+
+async def _fetch_and_decode(
+    href: str,
+    sources: list[TileSource],
+    fopts: FetchOptions,
+    options: ReadOptions,
+    tiles: dict[TileKey, asyncio.Future[np.ndarray]],
+    cache: TileCache,
+    pool: ThreadPoolExecutor,
+) -> None:
+    ranges = [ByteRange(s.start, s.end) for s in sources]
+    views = await fetch_ranges(
+        href, ranges, options=fopts, backend=options.backend, cloud_config=options.cloud_config
+    )
+    loop = asyncio.get_running_loop()
+
+    async def decode(source: TileSource, view: memoryview) -> None:
+        arr = await loop.run_in_executor(pool, _decode, source, view)
+        cache.put(source.key, arr)
+        future = tiles[source.key]
+        if not future.done():
+            future.set_result(arr)
+
+    await asyncio.gather(*(decode(s, v) for s, v in zip(sources, views, strict=True)))
+
+
+def _decode(source: TileSource, view: memoryview) -> np.ndarray:
+    arr = decode_tile(
+        view, source.layout, rows=source.rows, url=source.key.href, tile=source.key.tile
+    )
+    if np.may_share_memory(arr, np.frombuffer(view, dtype=np.uint8)):
+        arr = arr.copy()  # uncompressed tiles are views: do not pin the whole fetched buffer
+    return arr
+
+
+def _assemble_chip(
+    plan: ReadPlan,
+    chip: ChipPlan,
+    record: RecordRef,
+    decoded: dict[TileKey, np.ndarray],
+    inside_aoi: np.ndarray,
+) -> Chip:
+    grid = chip.grid
+    data = np.empty((len(chip.bands), grid.height, grid.width), dtype=plan.dtype)
+    valid = np.empty(data.shape, dtype=bool)
+    for read in chip.bands:
+        c = read.index
+        assemble_band(read, decoded, grid, inside_aoi, data[c], valid[c], plan.fill_values[c])
+    return Chip(
+        record_index=chip.record_index,
+        aoi_index=chip.aoi_index,
+        record_id=record.id,
+        datetime=record.datetime,
+        data=data,
+        valid=valid,
+        transform=grid.transform,
+        crs=grid.crs,
+    )
