@@ -84,8 +84,37 @@ class RasterLevel:
         return min(self.tile_height, self.image_height - tile_row * self.tile_height)
 
     def layout(self, byte_order: str) -> TileLayout:
-        """The decode layout of this level's tiles."""
-        return TileLayout.from_level(self, big_endian=byte_order == ">")
+        """The decode layout of this level's tiles (``byte_order`` of the file: ``<``/``>``).
+
+        Raises:
+            UnsupportedFormatError: a sample type NumPy has no native dtype for.
+        """
+        kinds = {1: "uint", 2: "int", 3: "float"}
+        bits = self.bits_per_sample
+        if self.sample_format not in kinds or bits not in (1, 8, 16, 32, 64) or (
+            bits == 1 and self.sample_format != 1
+        ):
+            raise UnsupportedFormatError(
+                f"expected SampleFormat 1/2/3 with 8, 16, 32 or 64 bits (or 1-bit unsigned), "
+                f"got SampleFormat {self.sample_format} with {bits} bits"
+            )
+        return TileLayout(
+            tile_width=self.tile_width,
+            tile_height=self.tile_height,
+            samples=self.samples_per_pixel if self.planar_configuration == 1 else 1,
+            dtype="uint8" if bits == 1 else f"{kinds[self.sample_format]}{bits}",
+            bits_per_sample=bits,
+            big_endian=byte_order == ">",
+            compression=self.compression,
+            predictor=self.predictor,
+            photometric=self.photometric,
+            planar_configuration=self.planar_configuration,
+            jpeg_tables=self.jpeg_tables,
+            ycbcr_subsampling=None
+            if self.ycbcr_subsampling is None
+            else (int(self.ycbcr_subsampling[0]), int(self.ycbcr_subsampling[1])),
+            lerc_parameters=self.lerc_parameters,
+        )
 
     def to_row(self) -> dict[str, Any]:
         """This level as a Python dict matching ``LEVEL_TYPE``."""
