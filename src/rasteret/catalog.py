@@ -441,5 +441,5 @@ def _write_user(entries: Mapping[str, DatasetDescriptor]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"datasets": [d.to_dict() for d in entries.values()]}
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", "utf-8")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n", "utf-8")
     os.replace(tmp, path)

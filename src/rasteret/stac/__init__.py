@@ -1,24 +1,12 @@
 """STAC: search an API or walk a static catalog, and build enriched collections from items.
 
-Import direction: ``records`` (pure: items -> Arrow) <- ``search`` (pystac-client, pystac)
-and ``tables`` (catalog GeoParquet record tables) <- ``build`` (``build_from_stac`` and the
-catalog's ``build`` over :func:`rasteret.builders.build_from_table`). Band maps and dataset
-descriptors come from :mod:`rasteret.catalog`, below all of these.
+Modules, in import order: ``records`` (pure: item dicts -> a record table), ``search``
+(pystac-client API searches with retries, static catalog walks), ``tables`` (catalog datasets
+backed by a GeoParquet record table), ``build`` (``build_from_stac`` and the catalog's
+``build``, over :func:`rasteret.builders.build_from_table`). Band maps and dataset descriptors
+come from :mod:`rasteret.catalog`, below all of these. The public entry points are re-exported
+by :mod:`rasteret`; this package imports nothing itself, so ``records`` and ``search`` stay
+usable without the collection layer.
 """
 
-from __future__ import annotations
-
-from rasteret.stac.build import build, build_from_stac, find_items
-from rasteret.stac.records import items_to_table
-from rasteret.stac.search import StacSearch, matches_query, search_api, walk_static_catalog
-
-__all__ = [
-    "StacSearch",
-    "build",
-    "build_from_stac",
-    "find_items",
-    "items_to_table",
-    "matches_query",
-    "search_api",
-    "walk_static_catalog",
-]
+__all__: list[str] = []
