@@ -61,20 +61,21 @@ def _inside(read: BandRead) -> tuple[slice, slice] | None:
 
 
 def _region(
-    read: BandRead, decoded: Mapping[TileKey, np.ndarray]
+    read: BandRead, decoded: Mapping[TileKey, np.ndarray], buffer: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, bool]:
     """The region's pixels (band dtype), validity, and whether the validity needs a mask
-    beyond nodata (internal mask, or pixels outside the image with no nodata to mark them)."""
+    beyond nodata (internal mask, or pixels outside the image with no nodata to mark them).
+
+    Pixels are written into ``buffer`` when given (region-shaped, band dtype): a pasted chip
+    is assembled in place, with no intermediate copy.
+    """
     _, _, width, height = read.region
     dtype = np.dtype(read.dtype)
     inside = _inside(read)
     full = inside is not None and inside == (slice(0, height), slice(0, width))
-    outside_fill = read.nodata if read.nodata is not None else 0
-    canvas = (
-        np.empty((height, width), dtype)
-        if full
-        else np.full((height, width), dtype.type(outside_fill), dtype)
-    )
+    canvas = np.empty((height, width), dtype) if buffer is None else buffer
+    if not full:
+        canvas[...] = dtype.type(read.nodata if read.nodata is not None else 0)
     paste_region(read, read.tiles, decoded, canvas, sample=read.sample)
     valid = np.zeros((height, width), dtype=bool)
     if inside is not None:
@@ -84,7 +85,8 @@ def _region(
         mask = np.zeros((height, width), dtype=np.uint16)
         paste_region(read, read.mask_tiles, decoded, mask, sample=read.mask_sample)
         valid &= mask != 0
-    valid &= ~nodata_mask(canvas, read.nodata)
+    if read.nodata is not None:
+        valid &= ~nodata_mask(canvas, read.nodata)
     return canvas, valid, masked or (not full and read.nodata is None)
 
 
@@ -112,11 +114,13 @@ def assemble_band(
         out[...] = out.dtype.type(fill)
         out_valid[...] = False
         return
-    canvas, valid, use_mask = _region(read, decoded)
+    in_place = read.mode == "paste" and out.dtype == np.dtype(read.dtype)
+    canvas, valid, use_mask = _region(read, decoded, out if in_place else None)
     if read.mode == "resample":
         canvas, valid = resample_region(canvas, valid, read, grid.shape, use_mask=use_mask)
     elif read.mode == "warp":
         canvas, valid = warp_region(canvas, valid, read, grid, use_mask=use_mask)
     np.logical_and(valid, inside_aoi, out=out_valid)
-    out[...] = canvas
+    if not in_place:
+        out[...] = canvas
     apply_fill(out, out_valid, fill)

@@ -163,18 +163,17 @@ def best_overview(
     fx = window_width / buf_width
     fy = window_height / buf_height
     desired = fx if (fx < fy or buf_height == 1) else fy
-    threshold = 1.2 if nearest else 1.0
-    if threshold == 1.0:  # GDAL adds 1e-2 to an exact 1.0 against numerical instability
-        threshold += 1e-2
+    threshold = 1.2 if nearest else 1.0  # GDAL_OVERVIEW_OVERSAMPLING_THRESHOLD defaults
+    eps = 1e-1  # GDAL's tolerance against numerical instability
     best, best_factor = 0, 0.0
     for k, (ow, oh) in enumerate(overview_sizes, start=1):
         if ow > full_width or oh > full_height:
             continue
         factor = min(full_width / ow, full_height / oh)
-        if factor >= desired * threshold or factor <= best_factor:
+        if factor >= desired * threshold + eps or factor <= best_factor:
             continue
         best, best_factor = k, factor
-        if abs(desired - factor) < 1e-1:
+        if abs(desired - factor) < eps:
             break
     return best
 

@@ -14,7 +14,8 @@ Output grid (one per AOI, all on one lattice per call):
 * Lattice: resolution ``resolution=`` or the finest full-resolution pixel size among the
   bands natively in that CRS; origin the grid origin of that finest band, so its records are
   pasted without resampling. With no band in that CRS the lattice goes through 0 and the
-  resolution is the finest estimate of :func:`rasterio.warp.calculate_default_transform`.
+  resolution is the finest a band suggests (as many pixels along its diagonal as it has, as
+  ``gdalwarp`` suggests).
 * An AOI's grid covers its bounds (in the output CRS) on the lattice (``grid.py`` snapping);
   with ``out_shape=`` that covered extent is divided into ``out_shape`` pixels instead.
 
@@ -24,6 +25,7 @@ whose raster does not intersect the AOI are left out.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -43,6 +45,7 @@ from rasteret.read.grid import (
     crs_key,
     same_crs,
     snap_bounds,
+    transform_bounds,
     transform_geometry,
 )
 from rasteret.read.options import ReadOptions, representable
@@ -304,21 +307,21 @@ def _lattice(
 def _estimated_resolution(
     usable: Sequence[tuple[int, tuple[BandMetadata, ...]]], out_crs: str
 ) -> tuple[float, float]:
-    from rasterio.warp import calculate_default_transform
-
-    best: tuple[float, float] | None = None
+    """Finest output pixel size any band suggests, the way ``gdalwarp`` suggests one
+    (``GDALSuggestedWarpOutput``): as many pixels along the extent's diagonal as the source
+    has, square pixels."""
+    best: float | None = None
     for _, metas in usable:
         for m in metas:
             lv = m.level
             a, _, c, _, e, f = lv.transform
             bounds = (c, f + e * lv.image_height, c + a * lv.image_width, f)
-            tr, _, _ = calculate_default_transform(
-                crs_key(m.crs, m.epsg), out_crs, lv.image_width, lv.image_height, *bounds
-            )
-            res = (abs(tr.a), abs(tr.e))
-            if best is None or res[0] * res[1] < best[0] * best[1]:
+            xmin, ymin, xmax, ymax = transform_bounds(bounds, crs_key(m.crs, m.epsg), out_crs)
+            diagonal = math.hypot(xmax - xmin, ymax - ymin)
+            res = diagonal / math.hypot(lv.image_width, lv.image_height)
+            if res > 0 and (best is None or res < best):
                 best = res
-    return best or (1.0, 1.0)
+    return (best, best) if best else (1.0, 1.0)
 
 
 def _aoi_grid(geom: shapely.Geometry, out_crs: str, lattice: Lattice, options: ReadOptions) -> Grid:
