@@ -326,8 +326,8 @@ def get_dataset(dataset_id: str) -> DatasetDescriptor:
             "use the full 'provider/name' id"
         )
     close = difflib.get_close_matches(dataset_id, list(known), n=3)
-    hint = f"; did you mean {close}?" if close else ""
-    raise SchemaError(f"unknown dataset {dataset_id!r}{hint} known datasets: {sorted(known)}")
+    hint = f" (did you mean {close}?)" if close else ""
+    raise SchemaError(f"unknown dataset {dataset_id!r}{hint}; known datasets: {sorted(known)}")
 
 
 def band_map_for(data_source: str) -> dict[str, BandSource]:
