@@ -24,7 +24,6 @@ import pyarrow as pa
 import rasterio
 import shapely
 from pyproj import Transformer
-from rasterio.transform import from_origin
 
 __all__ = ["SceneSpec", "record_table", "scene_footprint", "write_multiband_scene", "write_scene"]
 
@@ -54,7 +53,9 @@ class SceneSpec:
 
     @property
     def transform(self) -> rasterio.Affine:
-        return from_origin(self.origin[0], self.origin[1], self.resolution, self.resolution)
+        return rasterio.Affine(
+            self.resolution, 0.0, self.origin[0], 0.0, -self.resolution, self.origin[1]
+        )
 
 
 def _field(spec: SceneSpec, band_number: int) -> np.ndarray:
@@ -62,10 +63,9 @@ def _field(spec: SceneSpec, band_number: int) -> np.ndarray:
     n = spec.size
     y, x = np.mgrid[0:n, 0:n].astype(np.float32) / max(n, 1)
     phase = rng.uniform(0, 2 * np.pi, 3)
-    smooth = (
-        np.sin(2 * np.pi * (x * 1.5) + phase[0]) * np.cos(2 * np.pi * (y * 1.2) + phase[1])
-        + 0.5 * np.sin(2 * np.pi * (x + y) * 3 + phase[2])
-    )
+    smooth = np.sin(2 * np.pi * (x * 1.5) + phase[0]) * np.cos(
+        2 * np.pi * (y * 1.2) + phase[1]
+    ) + 0.5 * np.sin(2 * np.pi * (x + y) * 3 + phase[2])
     base = 1500 + 600 * band_number + 900 * smooth + rng.normal(0, 60, (n, n))
     data = np.clip(base, 1, 60000)
     if spec.nodata is not None:
@@ -96,8 +96,11 @@ def _write(path: Path, spec: SceneSpec, bands: Sequence[np.ndarray]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     stack = np.stack(bands)
     # The COG driver writes from a source dataset: build it in memory first.
-    memory_profile = {k: v for k, v in _profile(spec, len(bands)).items() if k in (
-        "width", "height", "count", "dtype", "crs", "transform", "nodata")}
+    memory_profile = {
+        k: v
+        for k, v in _profile(spec, len(bands)).items()
+        if k in ("width", "height", "count", "dtype", "crs", "transform", "nodata")
+    }
     with rasterio.MemoryFile() as memfile:
         with memfile.open(driver="GTiff", **memory_profile) as mem:
             mem.write(stack)
@@ -140,9 +143,7 @@ def scene_footprint(spec: SceneSpec) -> shapely.Polygon:
     return shapely.transform(box, lambda xy: np.column_stack(transformer.transform(*xy.T)))
 
 
-def record_table(
-    specs: Sequence[SceneSpec], hrefs: Mapping[str, Mapping[str, str]]
-) -> pa.Table:
+def record_table(specs: Sequence[SceneSpec], hrefs: Mapping[str, Mapping[str, str]]) -> pa.Table:
     """A record table (id, datetime, geometry WKB, assets, eo:cloud_cover, proj:epsg).
 
     ``hrefs`` maps scene id -> band -> URL.

@@ -1,0 +1,240 @@
+"""The pixel-read methods of :class:`rasteret.Collection`: AOIs in, NumPy/xarray/GeoPandas out.
+
+Every method normalises its AOIs once (any form of :mod:`rasteret.types`), selects the
+records whose footprints meet them (pushed into the dataset scan), turns their
+``{band}_metadata`` cells into :class:`~rasteret.read.RecordRef` values and runs one planned
+read (:func:`rasteret.read.read_chips`). Records are read in (datetime, id) order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from rasteret.errors import SchemaError
+from rasteret.ingest.metadata import BandMetadata
+from rasteret.ingest.schema import DATETIME, ID, metadata_column
+from rasteret.read import ChipSet, ReadOptions, RecordRef, read_chips
+from rasteret.types import aoi_bounds_crs84, crs_, geometries_to_shapely, geometry_crs
+
+if TYPE_CHECKING:
+    from rasteret.collection import Collection
+
+__all__ = ["AOIs", "PixelReadsMixin", "normalize_aois", "records_for"]
+
+DEFAULT_AOI_CRS = "EPSG:4326"
+_FILTER_KEYWORDS = ("cloud_cover_lt", "date_range", "bbox", "split", "split_column")
+_OPTION_KEYWORDS = (
+    "all_touched",
+    "target_crs",
+    "resolution",
+    "out_shape",
+    "resampling",
+    "fill_value",
+    "dtype",
+    "max_concurrent",
+    "backend",
+    "cloud_config",
+    "cache_mb",
+    "max_gap",
+    "max_coalesced_size",
+    "on_missing",
+    "progress",
+)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class AOIs:
+    """AOIs normalised once: shapely geometries, their CRS, and the table's other columns."""
+
+    geometries: np.ndarray
+    crs: str
+    columns: pa.Table | None
+    """The AOI table's non-geometry columns (one row per AOI), when AOIs came as a table."""
+
+
+def _is_table(value: Any) -> bool:
+    return (
+        isinstance(value, pa.Table | pa.RecordBatch | pa.RecordBatchReader)
+        or hasattr(value, "__arrow_c_stream__")
+        or (type(value).__module__.startswith("geopandas") and hasattr(value, "columns"))
+    )
+
+
+def normalize_aois(
+    geometries: Any, *, geometry_crs_: Any = None, geometry_column: str | None = None
+) -> AOIs:
+    """Normalise AOIs of any accepted form (see :mod:`rasteret.types`).
+
+    The CRS is ``geometry_crs_`` when given, else the CRS the input carries (GeoArrow field
+    metadata, GeoSeries.crs), else EPSG:4326.
+
+    >>> aois = normalize_aois((77.5, 12.9, 77.6, 13.0))
+    >>> aois.crs, aois.geometries[0].bounds
+    ('EPSG:4326', (77.5, 12.9, 77.6, 13.0))
+    """
+    columns: pa.Table | None = None
+    value = geometries
+    if _is_table(geometries):
+        from rasteret.ingest.sources import read_source
+
+        value = read_source(geometries)  # consume a stream exactly once
+    geoms = geometries_to_shapely(value, geometry_column=geometry_column)
+    carried = geometry_crs(value, geometry_column=geometry_column)
+    if isinstance(value, pa.Table):
+        name = geometry_column or _geometry_column_name(value)
+        columns = value.drop_columns([name]) if name in value.column_names else value
+    crs = geometry_crs_ if geometry_crs_ is not None else carried
+    crs_string = DEFAULT_AOI_CRS if crs is None else _crs_string(crs)
+    return AOIs(np.asarray(geoms, dtype=object), crs_string, columns)
+
+
+def _geometry_column_name(table: pa.Table) -> str:
+    from rasteret.types import field_geometry_encoding
+
+    for field in table.schema:
+        if field_geometry_encoding(field)[0] is not None:
+            return field.name
+    return "geometry"
+
+
+def _crs_string(crs: Any) -> str:
+    parsed = crs_(crs)
+    epsg = parsed.to_epsg()
+    return f"EPSG:{epsg}" if epsg is not None else parsed.to_wkt()
+
+
+def records_for(collection: Collection, bands: Sequence[str]) -> list[RecordRef]:
+    """The collection's records as :class:`RecordRef` values, in (datetime, id) order."""
+    columns = [ID, DATETIME, *(metadata_column(b) for b in bands)]
+    table = collection.to_table(columns=columns)
+    if len(table) == 0:
+        return []
+    table = table.sort_by([(DATETIME, "ascending"), (ID, "ascending")])
+    ids = table.column(ID).to_pylist()
+    dates = table.column(DATETIME).to_pylist()
+    per_band = {b: table.column(metadata_column(b)).to_pylist() for b in bands}
+    records = []
+    for row, record_id in enumerate(ids):
+        metas: dict[str, BandMetadata | None] = {}
+        for band in bands:
+            cell = per_band[band][row]
+            metas[band] = None if cell is None else BandMetadata.from_row(cell)
+        records.append(RecordRef(str(record_id), dates[row], metas))
+    return records
+
+
+class PixelReadsMixin:
+    """``get_numpy``, ``get_xarray`` and ``get_gdf`` for :class:`rasteret.Collection`."""
+
+    def _read(
+        self,
+        geometries: Any,
+        bands: Sequence[str] | str,
+        geometry_crs: Any,
+        geometry_column: str | None,
+        data_source: str | None,
+        kwargs: dict[str, Any],
+    ) -> tuple[ChipSet, AOIs]:
+        from rasteret.collection import Collection
+
+        assert isinstance(self, Collection)
+        unknown = sorted(set(kwargs) - set(_FILTER_KEYWORDS) - set(_OPTION_KEYWORDS))
+        if unknown:
+            raise TypeError(f"unexpected keyword arguments {unknown}")
+        if geometries is None:
+            raise SchemaError(
+                "expected AOIs in geometries= (bbox tuple, shapely geometry, WKB, GeoJSON, "
+                "Arrow array or table), got None"
+            )
+        bands = self._require_bands([bands] if isinstance(bands, str) else list(bands))
+        aois = normalize_aois(
+            geometries, geometry_crs_=geometry_crs, geometry_column=geometry_column
+        )
+        filters = {k: kwargs[k] for k in _FILTER_KEYWORDS if k in kwargs}
+        bounds = aoi_bounds_crs84(aois.geometries, geometry_crs=aois.crs)
+        selected = self.subset(**filters).subset(bbox=bounds)
+        options = ReadOptions(**{k: kwargs[k] for k in _OPTION_KEYWORDS if k in kwargs})
+        records = records_for(selected, bands)
+        chips = read_chips(records, aois.geometries, aois.crs, bands, options)
+        return chips, aois
+
+    def get_numpy(
+        self,
+        geometries: Any,
+        bands: Sequence[str] | str,
+        *,
+        geometry_crs: Any = None,
+        geometry_column: str | None = None,
+        data_source: str | None = None,
+        return_index: bool = False,
+        masked: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        """Pixels of every (record, AOI) pair as ``[N, C, H, W]`` (``[N, H, W]`` for one band).
+
+        Entries are record-major: records in (datetime, id) order, then AOIs in the order
+        given. With ``return_index=True`` a :class:`rasteret.outputs.numpy.ChipIndex` naming
+        each entry's record id, datetime and AOI index is returned too. Keywords: those of
+        :class:`rasteret.read.ReadOptions` and the filters of :meth:`Collection.subset`.
+
+        Example:
+            ``arr = collection.get_numpy((77.55, 13.01, 77.58, 13.08), ["B04", "B08"])``
+        """
+        from rasteret.outputs.numpy import chips_to_numpy
+
+        chips, _ = self._read(geometries, bands, geometry_crs, geometry_column, data_source, kwargs)
+        if return_index:
+            return chips_to_numpy(chips, return_index=True, masked=masked)
+        return chips_to_numpy(chips, masked=masked)
+
+    def get_xarray(
+        self,
+        geometries: Any,
+        bands: Sequence[str] | str,
+        *,
+        geometry_crs: Any = None,
+        geometry_column: str | None = None,
+        data_source: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Pixels as one ``xarray.Dataset`` (a variable per band, dims time/y/x, CF CRS).
+
+        Records of the same datetime are mosaicked (first valid pixel wins).
+
+        Example:
+            ``ds = collection.get_xarray((77.55, 13.01, 77.58, 13.08), ["B04"])``
+        """
+        from rasteret.outputs.xarray import chips_to_xarray
+
+        chips, _ = self._read(geometries, bands, geometry_crs, geometry_column, data_source, kwargs)
+        return chips_to_xarray(chips)
+
+    def get_gdf(
+        self,
+        geometries: Any,
+        bands: Sequence[str] | str,
+        *,
+        geometry_crs: Any = None,
+        geometry_column: str | None = None,
+        data_source: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """One GeoDataFrame row per (record, AOI), keeping the AOI table's own columns.
+
+        Each band column holds the chip's 2-D array; ``transform`` and ``crs`` describe its
+        grid.
+
+        Example:
+            ``gdf = collection.get_gdf(parcels, ["B04", "B08"], geometry_column="geometry")``
+        """
+        from rasteret.outputs.geopandas import chips_to_gdf
+
+        chips, aois = self._read(
+            geometries, bands, geometry_crs, geometry_column, data_source, kwargs
+        )
+        return chips_to_gdf(chips, aois.geometries, aois.crs, aois.columns)
