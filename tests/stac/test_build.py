@@ -13,9 +13,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import rasterio
+import rasterio.windows
 import shapely
 
 from rasteret import catalog
@@ -296,3 +298,28 @@ def test_catalog_build_of_a_local_stac_geoparquet(
     assert expected  # the filters keep some records and drop others
     with pytest.raises(SchemaError, match="no records of dataset"):
         build("local/synthetic-table", date_range=("1990-01-01", "1990-02-01"))
+
+
+def test_pixels_read_from_a_stac_built_collection_match_rasterio(
+    stac_server: StacApiServer, stac_scenes: StacScenes, s3_env: MotoS3Server
+) -> None:
+    collection = build_from_stac(
+        stac_api=stac_server.url,
+        collection=S2_COLLECTION,
+        band_map={"B04": "red", "B08": "nir"},
+        bbox=SOUTH,
+    )
+    x0, y0 = stac_scenes.s2_specs[1].origin  # a box on S2-01's pixel grid, overlapping S2-00/02
+    aoi = shapely.box(x0 + 100.0, y0 - 600.0, x0 + 1300.0, y0 - 200.0)
+    pixels, index = collection.get_numpy(
+        aoi, ["B04", "B08"], geometry_crs="EPSG:32643", return_index=True
+    )
+
+    assert pixels.shape[1:] == (2, 40, 120)
+    assert sorted(index.record_id) == ["S2-00", "S2-01", "S2-02"]
+    for entry, record_id in enumerate(index.record_id):
+        for channel, band in enumerate(("B04", "B08")):
+            with rasterio.open(stac_scenes.local[record_id][band]) as src:
+                window = rasterio.windows.from_bounds(*aoi.bounds, transform=src.transform)
+                expected = src.read(1, window=window, boundless=True, fill_value=src.nodata)
+            np.testing.assert_array_equal(pixels[entry, channel], expected)
