@@ -97,7 +97,7 @@ class StacSearch:
         if self.query:
             parts.append(f"query {dict(self.query)}")
         where = f"at {redact_url(self.source)}"
-        return ", ".join([*parts, where]) if parts else f"every item {where}"
+        return f"{', '.join(parts)} {where}" if parts else f"every item {where}"
 
 
 def retry_policy(

@@ -81,20 +81,38 @@ def records_from_table(
 
 
 def remap_assets_column(
-    table: pa.Table, bands: Mapping[str, BandSource], *, where: str = "the table"
+    table: pa.Table,
+    bands: Mapping[str, BandSource],
+    *,
+    keep_unmapped: bool = False,
+    require_all: bool = True,
+    where: str = "the table",
 ) -> pa.Table:
-    """Replace a normalised table's ``assets`` with the bands' assets, keyed by band code.
+    """Re-key a normalised table's ``assets`` by band code (``{band: asset + band_index}``).
+
+    Args:
+        table: a table with the canonical ``assets`` column.
+        bands: band code -> asset key and sample index (e.g. ``band_map_for(data_source)``).
+        keep_unmapped: also keep the assets no band maps, under their own keys (a mapped
+            band of the same name wins).
+        require_all: every band's asset must be in some record.
+        where: names the table in errors.
 
     Raises:
-        SchemaError: a band whose asset no record has.
+        SchemaError: with ``require_all``, a band whose asset no record has.
     """
     rows = []
     for value in table.column(ASSETS).to_pylist():
         assets = dict(value or ())
-        rows.append(list(remap_assets(assets, bands).items()))
+        mapped = remap_assets(assets, bands)
+        if keep_unmapped:
+            used = {source.asset for source in bands.values()}
+            extra = {k: v for k, v in assets.items() if k not in used and k not in mapped}
+            mapped = {**mapped, **extra}
+        rows.append(list(mapped.items()))
     present = {band for row in rows for band, _ in row}
     missing = [b for b in bands if b not in present]
-    if missing:
+    if missing and require_all:
         keys = sorted({k for v in table.column(ASSETS).to_pylist() for k, _ in v or ()})
         raise SchemaError(
             f"bands {missing} map to assets {sorted({bands[b].asset for b in missing})} that no "
