@@ -8,10 +8,11 @@ to ``src.scales``/``src.offsets``.
 
 from __future__ import annotations
 
-import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Final
+
+import numpy as np
 
 from rasteret.errors import HeaderError, UnsupportedFormatError
 from rasteret.tiff._geokeys import Key, crs_from_keys, parse_geo_keys
@@ -21,7 +22,6 @@ __all__ = ["GeoReference", "georeference", "overview_transform", "parse_nodata"]
 
 Transform = tuple[float, float, float, float, float, float]
 IDENTITY: Final[Transform] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
-_INT_RE: Final = re.compile(r"[+-]?\d+")
 _ROTATION_TOLERANCE: Final = 1e-12
 
 
@@ -39,7 +39,8 @@ class GeoReference:
     pixel_is_point: bool
     """GTRasterTypeGeoKey is 2 (PixelIsPoint); ``transform`` is already shifted to corners."""
     nodata: float | None
-    """GDAL_NODATA; an integer text gives an exact ``int`` (e.g. uint64 maxima)."""
+    """GDAL_NODATA as a float (float32 images: rounded to float32, as GDAL reports it).
+    The exact text, e.g. a uint64 maximum, is ``ImageFileDirectory.gdal_nodata``."""
     scales: tuple[float, ...] | None
     """Per-sample SCALE from GDAL_METADATA (missing samples 1.0), or ``None`` if none given."""
     offsets: tuple[float, ...] | None
@@ -50,22 +51,32 @@ class GeoReference:
 
 
 def parse_nodata(text: str | None, *, where: str = "") -> float | None:
-    """Parse a GDAL_NODATA value as GDAL does: ``"nan"``, ``"-inf"``, ints exactly.
+    """Parse a GDAL_NODATA value as GDAL does (``"nan"``, ``"-inf"``, big integers) to a float.
+
+    Integers beyond 2**53 lose precision as floats (as in rasterio's ``src.nodata``); the
+    exact text stays in :attr:`ImageFileDirectory.gdal_nodata`.
 
     >>> parse_nodata("-9999"), parse_nodata("nan"), parse_nodata("18446744073709551615")
-    (-9999, nan, 18446744073709551615)
+    (-9999.0, nan, 1.8446744073709552e+19)
     >>> parse_nodata(None) is None
     True
     """
     if text is None:
         return None
     value = text.strip().rstrip("\0").strip()
-    if _INT_RE.fullmatch(value):
-        return int(value)
     try:
-        return float(value)
+        return float(value)  # correctly rounded, also for integers beyond 2**53
     except ValueError:
         raise HeaderError(f"expected a number in GDAL_NODATA{where}, got {text!r}") from None
+
+
+def _nodata_for(ifd: ImageFileDirectory, where: str) -> float | None:
+    """GDAL_NODATA as GDAL reports it: rounded to float32 for float32 samples."""
+    value = parse_nodata(ifd.gdal_nodata, where=where)
+    if value is not None and ifd.sample_format == 3 and ifd.bits_per_sample == 32:
+        with np.errstate(over="ignore"):
+            return float(np.float32(value))
+    return value
 
 
 def _scales_offsets(
@@ -166,7 +177,7 @@ def georeference(ifd: ImageFileDirectory, *, url: str = "") -> GeoReference:
         epsg=key_crs.epsg,
         transform=transform,
         pixel_is_point=pixel_is_point,
-        nodata=parse_nodata(ifd.gdal_nodata, where=where),
+        nodata=_nodata_for(ifd, where),
         scales=scales,
         offsets=offsets,
         georeferenced=georeferenced,
