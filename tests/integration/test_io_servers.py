@@ -270,3 +270,15 @@ def test_range_server_sustains_300_concurrent_requests(
     assert [bytes(v) for v in views] == [DATA[r.start : r.end] for r in ranges]
     assert server.count("/scene.bin") == 300
     assert elapsed < 2.0, f"300 requests of 20 ms took {elapsed:.2f}s (6 s if serial)"
+
+
+def test_http_slow_responses_time_out_and_are_retried(files: Path, http_server: HttpServer) -> None:
+    server = http_server(files, latency=0.5)
+    options = FetchOptions(request_timeout=0.1, retries=1, backoff_base=0.001)
+    started = time.perf_counter()
+    with pytest.raises(FetchError, match=r"after 2 attempts: TimeoutError"):
+        run(fetch_ranges(server.url_for("scene.bin"), [ByteRange(0, 10)], options=options))
+    assert time.perf_counter() - started < 0.5
+    server.latency = 0.0
+    (view,) = run(fetch_ranges(server.url_for("scene.bin"), [ByteRange(0, 10)], options=options))
+    assert bytes(view) == DATA[:10]

@@ -274,6 +274,11 @@ def test_aws_profile_through_boto3(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert store.credential_provider()["access_key_id"] == "AKIDWORK"
 
 
+def test_unsupported_urls_are_fetch_errors() -> None:
+    with pytest.raises(FetchError, match="cannot read from this URL: expected an s3://"):
+        resolve("ftp://host/a.tif")
+
+
 def test_misconfigured_environment_is_a_fetch_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")  # but no secret
     with pytest.raises(FetchError, match=r"could not set up an s3 store for s3://bkt/a\.tif"):

@@ -134,6 +134,7 @@ async def fetch_ranges(
         FetchError: Any other failure, after retries.
     """
     options = options or FetchOptions()
+    ranges = list(ranges)
     if not ranges:
         return []
     target = open_target(url, backend=backend, cloud_config=cloud_config)

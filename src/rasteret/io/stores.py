@@ -239,7 +239,10 @@ def open_target(
                 f"{type(backend).__name__}"
             )
         return Target(backend, effective, effective)
-    location = parse_location(effective)
+    try:
+        location = parse_location(effective)
+    except ValueError as exc:
+        raise FetchError(f"cannot read from this URL: {exc}") from exc
     return Target(_shared_reader(effective, location, config), location.path, effective)
 
 

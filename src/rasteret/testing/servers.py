@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import re
+import sys
 import threading
 import time
 import urllib.parse
@@ -75,6 +76,11 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = DEFAULT_REQUEST_QUEUE_SIZE
     owner: RangeHTTPServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Clients hanging up (timeouts, cancelled reads) are normal here; report the rest."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
