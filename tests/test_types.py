@@ -158,6 +158,7 @@ def _forms() -> dict[str, tuple[Any, list[Any]]]:
         "wkt": (a.wkt, [a]),
         "geojson-geometry": (shapely.geometry.mapping(a), [a]),
         "geojson-feature": ({"type": "Feature", "geometry": shapely.geometry.mapping(a)}, [a]),
+        "geojson-null-feature": ({"type": "Feature", "geometry": None}, [None]),
         "geojson-collection": (
             {
                 "type": "FeatureCollection",
@@ -273,6 +274,12 @@ def test_undecodable_and_unknown_inputs() -> None:
         arrow_to_shapely(pa.array([1, 2]))
     with pytest.raises(SchemaError, match="expected geometries"):
         geometries_to_shapely(object())
+    with pytest.raises(SchemaError, match=r"rows \[0\]"):
+        geometries_to_shapely(b"\x01\x02")
+    with pytest.raises(SchemaError, match=r"rows \[0\]"):
+        geometries_to_shapely("POLYGON ((0 0, 1")
+    with pytest.raises(SchemaError, match="GeoJSON"):
+        geometries_to_shapely({"type": "Polygon"})
 
 
 # ---------------------------------------------------------------- reprojection

@@ -420,25 +420,32 @@ def _default_geometry_column(schema: pa.Schema) -> str:
 
 def _python_to_shapely(value: Any) -> np.ndarray:
     if value is None or isinstance(value, BaseGeometry):
-        return np.array([value], dtype=object)
+        return _object_array([value])
     if isinstance(value, bytes | bytearray | memoryview):
-        return np.array([shapely.from_wkb(bytes(value))], dtype=object)
+        return arrow_to_shapely(pa.array([bytes(value)], pa.binary()))
     if isinstance(value, str):
-        return np.array([shapely.from_wkt(value)], dtype=object)
+        return arrow_to_shapely(pa.array([value]), "geoarrow.wkt")
     if isinstance(value, Mapping):
         if value.get("type") == "FeatureCollection":
-            return _python_to_shapely([f["geometry"] for f in value["features"]])
+            return _python_to_shapely([f.get("geometry") for f in value.get("features", [])])
         if value.get("type") == "Feature":
-            value = value["geometry"]
-        return np.array([shapely.geometry.shape(value)], dtype=object)
+            return _python_to_shapely(value.get("geometry"))
+        try:
+            return _object_array([shapely.geometry.shape(value)])
+        except (KeyError, TypeError, ValueError, shapely.errors.ShapelyError) as exc:
+            raise SchemaError(
+                f"expected a GeoJSON geometry, got {str(value)[:120]}: {exc}"
+            ) from exc
     if hasattr(value, "__geo_interface__"):
         return _python_to_shapely(dict(value.__geo_interface__))
     if isinstance(value, Sequence | np.ndarray):
         items = list(value)
         if len(items) == 4 and all(isinstance(v, int | float | np.number) for v in items):
-            return np.array([shapely.box(*bbox_(items))], dtype=object)
+            return _object_array([shapely.box(*bbox_(items))])
+        if all(isinstance(v, BaseGeometry) or v is None for v in items):
+            return _object_array(items)
         if all(isinstance(v, bytes) or v is None for v in items):
-            return np.asarray(shapely.from_wkb(np.array(items, dtype=object)), dtype=object)
+            return arrow_to_shapely(pa.array(items, pa.binary()))
         if items and all(isinstance(v, Sequence) and not isinstance(v, str) for v in items):
             boxes = np.array([bbox_(v) for v in items], dtype=float).reshape(-1, 4)
             return np.asarray(shapely.box(*boxes.T), dtype=object)
@@ -448,3 +455,9 @@ def _python_to_shapely(value: Any) -> np.ndarray:
         "expected geometries as shapely, WKB, WKT, GeoJSON, bbox tuples, GeoArrow arrays, a "
         f"GeoSeries or a table with a geometry column, got {type(value).__name__}"
     )
+
+
+def _object_array(items: Sequence[Any]) -> np.ndarray:
+    out = np.empty(len(items), dtype=object)
+    out[:] = items
+    return out

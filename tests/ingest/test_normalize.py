@@ -284,9 +284,11 @@ def test_utm_footprints_reprojected_before_bbox(encoding: str) -> None:
         assert shapely.distance(geom.exterior, shapely.points(corners)).max() < 1e-9
 
 
-def test_geoparquet_crs_and_source_crs_override(tmp_path: Path) -> None:
+@pytest.mark.parametrize("encoding", ["WKB", "geoarrow"])
+def test_geoparquet_crs_and_source_crs_override(encoding: str, tmp_path: Path) -> None:
     path = tmp_path / "utm.parquet"
-    _frame(32643, UTM_FOOTPRINTS).assign(assets=['{"B04": "x"}'] * 2).to_parquet(path)
+    frame = _frame(32643, UTM_FOOTPRINTS).assign(assets=['{"B04": "x"}'] * 2)
+    frame.to_parquet(path, geometry_encoding=encoding)  # GeoParquet 1.1 native or WKB
     expected = _expected_crs84_bounds(32643, UTM_FOOTPRINTS)
     np.testing.assert_allclose(out_bounds(normalize_records(path)), expected, atol=1e-6)
     untagged = raw(geometry=pa.array([g.wkb for g in UTM_FOOTPRINTS]))
