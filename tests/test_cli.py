@@ -232,3 +232,75 @@ def test_build_a_registered_dataset_from_the_stac_api(
     )
     _fails_cleanly(empty, 1, "found no items")
     assert "1990-01-01..1990-02-01" in empty.stderr
+
+
+@pytest.mark.integration
+def test_read_writes_geotiff_netcdf_and_parquet(
+    cli, stac_server: StacApiServer, stac_scenes: StacScenes, s3_env: MotoS3Server, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+    import pyarrow.parquet as pq
+    import rasterio
+    import rasterio.windows
+    import xarray as xr
+
+    from rasteret.stac.build import build_from_stac
+
+    workspace = tmp_path / "ws"
+    build_from_stac(
+        name="pix",
+        stac_api=stac_server.url,
+        collection=S2_COLLECTION,
+        band_map={"B04": "red", "B08": "nir"},
+        date_range=("2024-01-07", "2024-01-07"),  # S2-01 only
+        workspace_dir=workspace,
+    )
+    spec = next(s for s in stac_scenes.s2_specs if s.scene_id == "S2-01")
+    x0, y0 = spec.origin
+    bounds = (x0 + 100.0, y0 - 600.0, x0 + 700.0, y0 - 200.0)
+    area = ["--bbox", ",".join(map(str, bounds)), "--geometry-crs", "EPSG:32643"]
+    common = ["read", "pix", "--workspace-dir", str(workspace), "--bands", "B04,B08", *area]
+    expected = {}
+    for band in ("B04", "B08"):
+        with rasterio.open(stac_scenes.local["S2-01"][band]) as src:
+            window = rasterio.windows.from_bounds(*bounds, transform=src.transform)
+            expected[band] = src.read(1, window=window)
+    assert expected["B04"].shape == (40, 60)
+
+    tif = tmp_path / "out" / "aoi.tif"
+    result = cli(*common, "--output", str(tif))
+    assert result.returncode == 0, result.stderr
+    with rasterio.open(tif) as dst:
+        assert dst.count == 2
+        assert dst.descriptions == ("B04@2024-01-07T05:30:00", "B08@2024-01-07T05:30:00")
+        assert dst.crs.to_epsg() == 32643
+        assert tuple(dst.bounds) == pytest.approx(bounds)
+        assert dst.nodata == 0
+        np.testing.assert_array_equal(dst.read(1), expected["B04"])
+        np.testing.assert_array_equal(dst.read(2), expected["B08"])
+
+    netcdf = tmp_path / "aoi.nc"
+    code, _, err = _in_process(*common, "--output", str(netcdf))
+    assert code == 0, err
+    with xr.open_dataset(netcdf, decode_coords="all", mask_and_scale=False) as dataset:
+        np.testing.assert_array_equal(dataset["B08"].isel(time=0).values, expected["B08"])
+        assert dataset["B08"].dtype == np.uint16  # integers stay integers
+        assert dataset.rio.crs.to_epsg() == 32643
+
+    table = tmp_path / "aoi.parquet"
+    code, _, err = _in_process(*common, "--output", str(table))
+    assert code == 0, err
+    pixels = pq.read_table(table)
+    assert set(pixels.column_names) >= {"time", "y", "x", "B04", "B08"}
+    assert pixels.num_rows == 40 * 60
+    assert str(pixels.schema.field("B04").type) == "uint16"
+    np.testing.assert_array_equal(pixels.column("B04").to_numpy().reshape(40, 60), expected["B04"])
+
+    code, _, err = _in_process(*common, "--output", str(tmp_path / "aoi.png"))
+    assert code == 1
+    assert ".tif, .nc or .parquet" in err
+    code, _, err = _in_process(
+        "read", "pix", "--workspace-dir", str(workspace), "--bands", "B04", "--output", str(tif)
+    )
+    assert code == 1
+    assert "exactly one area" in err
