@@ -17,6 +17,7 @@ from affine import Affine
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rasterio.enums import Resampling
+from rasterio.windows import Window
 
 from rasteret.errors import HeaderError, UnsupportedFormatError
 from rasteret.tiff.header import ImageFileDirectory, IncompleteHeaderError, TiffHeader, parse_header
@@ -255,6 +256,22 @@ def test_tile_tables_are_read_only_uint64(tmp_path: Path) -> None:
         ifd.tile_offsets[0] = 1
 
 
+def test_sparse_tiles_are_allowed_like_gdal(tmp_path: Path) -> None:
+    path = tmp_path / "sparse.tif"
+    profile = {"driver": "GTiff", "width": 128, "height": 128, "count": 1, "dtype": "uint8",
+               "crs": "EPSG:32633", "transform": TRANSFORM, "tiled": True, "blockxsize": 64,
+               "blockysize": 64, "sparse_ok": True}  # fmt: skip
+    with rasterio.open(path, "w", **profile) as dst:  # only one block is ever written
+        dst.write(np.ones((64, 64), "uint8"), 1, window=Window(64, 0, 64, 64))
+    data = path.read_bytes()
+    ifd = parse_header(data, object_size=len(data)).ifds[0]
+    with rasterio.open(path) as src:
+        gdal = [src.get_tag_item(f"BLOCK_OFFSET_{c}_{r}", "TIFF", bidx=1)
+                for r in range(2) for c in range(2)]  # fmt: skip
+    assert [int(o) if o else 0 for o in gdal] == ifd.tile_offsets.tolist()
+    assert ifd.tile_byte_counts.tolist().count(0) == gdal.count(None) >= 1
+
+
 # --------------------------------------------------------------------------- truncation
 
 
@@ -288,6 +305,17 @@ def test_growing_prefixes_converge(name: str, tmp_path: Path) -> None:
             length = min(max(exc.needed, 2 * length), len(data))
     assert all(n > m for n, m in zip(asked, [16, *asked], strict=False))
     _assert_same(header, parse_header(data))
+
+
+def test_tile_table_past_the_object_or_buffer() -> None:
+    data = bytearray(build_tiff([_image(width=64, height=64, tiles=16)]))
+    at = data.index(struct.pack("<HHI", 324, 4, 16), 8)
+    data[at + 8 : at + 12] = struct.pack("<I", 10**9)  # TileOffsets values far away
+    with pytest.raises(HeaderError, match=r"TileOffsets of IFD 0 to end within the object's"):
+        parse_header(bytes(data), url="u", object_size=len(data))
+    with pytest.raises(IncompleteHeaderError) as info:
+        parse_header(bytes(data))
+    assert info.value.needed == 10**9 + 16 * 4
 
 
 def test_object_size_turns_missing_bytes_into_header_error(tmp_path: Path) -> None:
