@@ -179,7 +179,8 @@ def _rasterio_block(path: Path, spec: FixtureSpec, layout: TileLayout, x: int, y
 
 @pytest.mark.parametrize(
     "name", ["uint8_jpeg_ycbcr_3band_pixel_tile256", "uint8_jpeg_rgb_3band_pixel_tile256",
-             "uint8_jpeg_tile256", "uint8_jpeg_3band_band_tile256",
+             "uint8_jpeg_tile256", "uint8_jpeg_3band_band_tile256", "uint8_jpeg_4band_pixel_tile256",
+             "uint8_jpeg_minisblack_3band_pixel_tile256",
              "uint8_jpeg_ycbcr_3band_pixel_mask_striped_rows64", "uint8_webp_3band_pixel_tile256",
              "uint8_webp_4band_pixel_tile512", "float32_lerc_deflate_maxz0.01_tile256"],
 )  # fmt: skip
@@ -363,3 +364,34 @@ def test_bad_predictors_are_unsupported() -> None:
 def test_rows_out_of_range_is_a_caller_error() -> None:
     with pytest.raises(ValueError, match=r"0 < rows <= 16"):
         decode_tile(bytes(1024), TileLayout(**SMALL), rows=17)  # type: ignore[arg-type]
+
+
+def test_subsampled_ycbcr_outside_jpeg_is_unsupported() -> None:
+    layout = TileLayout(**RGB, compression=8, photometric=6, ycbcr_subsampling=(2, 2))  # type: ignore[arg-type]
+    with pytest.raises(
+        UnsupportedFormatError, match=r"YCbCrSubSampling \(2, 2\) with Adobe Deflate"
+    ):
+        decode_tile(zlib.compress(bytes(1024)), layout)
+
+
+def test_image_codec_errors_name_the_expected_tile() -> None:
+    layout = TileLayout(**RGB, compression=50001)  # type: ignore[arg-type]
+    small = imagecodecs.webp_encode(np.zeros((8, 8, 3), dtype=np.uint8))
+    with pytest.raises(DecodeError, match=r"expected a 32x16 uint8 image with 3 sample\(s\)"):
+        decode_tile(small, layout)
+
+
+@pytest.mark.parametrize("big_endian", [False, True])
+def test_float16_with_floating_point_predictor(big_endian: bool) -> None:
+    # GDAL < 3.11 cannot write Float16 GeoTIFFs: the tile is predicted/compressed here.
+    rng = np.random.default_rng(16)
+    tile = (rng.normal(0, 100, (16, 32, 2))).astype(np.float16)
+    predicted = imagecodecs.floatpred_encode(tile, axis=-2)
+    layout = TileLayout(tile_width=32, tile_height=16, samples=2, dtype="float16",
+                        bits_per_sample=16, compression=50000, predictor=3,
+                        big_endian=big_endian)  # fmt: skip
+    out = decode_tile(imagecodecs.zstd_encode(predicted.tobytes()), layout)
+    np.testing.assert_array_equal(out, tile.transpose(2, 0, 1))
+    plain = TileLayout(**{**_fields(layout), "predictor": 1, "compression": 1})
+    stored = tile.astype(">f2" if big_endian else "<f2").tobytes()
+    np.testing.assert_array_equal(decode_tile(stored, plain), tile.transpose(2, 0, 1))

@@ -131,6 +131,7 @@ float32_lerc_nodatanan_tile256 float32_lerc_deflate_4band_band_tile256_300x200
 float32_lerc_bigendian_tile256
 
 uint8_jpeg_ycbcr_3band_pixel_tile256 uint8_jpeg_rgb_3band_pixel_tile256
+uint8_jpeg_minisblack_3band_pixel_tile256 uint8_jpeg_4band_pixel_tile256
 uint8_jpeg_3band_band_tile256 uint8_jpeg_tile256 uint8_jpeg_ycbcr_3band_pixel_mask_striped_rows64
 uint8_webp_3band_pixel_tile256 uint8_webp_lossless_4band_pixel_tile256
 uint8_webp_4band_pixel_tile512
@@ -186,6 +187,7 @@ _FLAGS = {
     "band": {"INTERLEAVE": "BAND"},
     "ycbcr": {"PHOTOMETRIC": "YCBCR"},
     "rgb": {"PHOTOMETRIC": "RGB"},
+    "minisblack": {"PHOTOMETRIC": "MINISBLACK"},
     "lossless": {"WEBP_LOSSLESS": "TRUE"},
     "striped": {"TILED": "NO"},
     "sparse": {"SPARSE_OK": "TRUE"},
@@ -200,7 +202,7 @@ def spec_from_name(name: str) -> FixtureSpec:
     ``lerc_zstd`` included), ``pred2``/``pred3``, ``3band``, ``pixel``/``band``,
     ``tile256``/``tile512x256`` (width x height), ``striped`` with ``rows48``, ``cog``,
     ``bigtiff``, ``bigendian``, ``mask``, ``overviews``, ``sparse``, ``nodata<value>``,
-    ``pixelispoint``, ``usercrs``, ``nogeo``, ``ycbcr``/``rgb``, ``lossless`` (WebP),
+    ``pixelispoint``, ``usercrs``, ``nogeo``, ``ycbcr``/``rgb``/``minisblack``, ``lossless`` (WebP),
     ``maxz<error>`` (LERC) and ``<width>x<height>`` (default 520x300).
 
     Example:

@@ -72,11 +72,7 @@ SUPPORTED_COMPRESSIONS: frozenset[int] = frozenset(
 )
 """Compression codes :func:`decode_tile` decodes with the installed imagecodecs."""
 
-_JPEG_COLORSPACES: dict[tuple[int, int], tuple[str, str]] = {
-    (3, 6): ("YCBCR", "RGB"),  # YCbCr -> RGB, as GDAL returns it (JPEGCOLORMODE=RGB)
-    (3, 2): ("RGB", "RGB"),  # stored as RGB: no colour conversion
-    (4, 5): ("CMYK", "CMYK"),
-}
+_JPEG_RAW_COLORSPACES = {1: "GRAYSCALE", 3: "RGB", 4: "CMYK"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,17 +215,24 @@ class _Where:
         name = self.layout.compression_name
         return DecodeError(f"expected {expected} from {name} {self}, got {got}")
 
-    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def call(
+        self, fn: Callable[..., Any], *args: Any, expected: str = "decodable bytes", **kwargs: Any
+    ) -> Any:
         """Run one codec call; its failures become a DecodeError naming the tile."""
         try:
             return fn(*args, **kwargs)
         except Exception as exc:
-            raise self.error("decodable bytes", f"{type(exc).__name__}: {exc}") from exc
+            raise self.error(expected, f"{type(exc).__name__}: {exc}") from exc
 
 
 def _decode_raster(data: Any, layout: TileLayout, nrows: int, where: _Where) -> np.ndarray:
     """Byte-stream codecs (and none): decompress, unpack bits, undo predictor and byte order."""
     expected = nrows * layout.row_bytes
+    if layout.photometric == 6 and layout.ycbcr_subsampling not in (None, (1, 1)):
+        raise UnsupportedFormatError(
+            f"expected chroma-subsampled YCbCr only inside JPEG tiles in {where}, got "
+            f"YCbCrSubSampling {layout.ycbcr_subsampling} with {layout.compression_name}"
+        )
     if layout.compression == 1:
         buf = np.frombuffer(data, dtype=np.uint8)
         if buf.size < expected:
@@ -241,7 +244,8 @@ def _decode_raster(data: Any, layout: TileLayout, nrows: int, where: _Where) -> 
         capacity = layout.tile_height * layout.row_bytes  # a last strip may be stored padded
         out = np.empty(capacity + 1, dtype=np.uint8)  # one spare byte exposes an overflow
         decoder = _BYTE_DECODERS[layout.compression]
-        size = len(where.call(decoder, data, out=out))
+        want = f"{expected} bytes (or corrupt/oversized data)"
+        size = len(where.call(decoder, data, out=out, expected=want))
         if size not in (expected, capacity):
             got = f"more than {capacity} bytes" if size > capacity else f"{size} bytes"
             raise where.error(f"{expected} bytes", got)
@@ -297,15 +301,25 @@ def _decode_image(
     return arr.reshape(shape).transpose(2, 0, 1)
 
 
+def _describe(out: np.ndarray) -> str:
+    samples = out.shape[2] if out.ndim == 3 else 1
+    return f"a {out.shape[1]}x{out.shape[0]} {out.dtype} image with {samples} sample(s)"
+
+
 def _jpeg(data: Any, layout: TileLayout, out: np.ndarray, where: _Where) -> np.ndarray:
-    colorspace, outcolorspace = _JPEG_COLORSPACES.get(
-        (layout.samples, layout.photometric), (None, None)
-    )
-    if layout.planar_configuration == 2:  # one component per tile: no colour transform
-        colorspace = outcolorspace = None
+    # As libtiff with GDAL's JPEGCOLORMODE=RGB: chunky YCbCr is converted to RGB, everything
+    # else is returned as stored. Naming the stream's colour space as the output's stops
+    # libjpeg from guessing YCbCr (no Adobe marker) and transforming it.
+    colorspace: str | None
+    outcolorspace: str | None
+    if layout.photometric == 6 and layout.samples == 3:
+        colorspace, outcolorspace = "YCBCR", "RGB"
+    else:
+        colorspace = outcolorspace = _JPEG_RAW_COLORSPACES.get(layout.samples)
     return where.call(
         imagecodecs.jpeg8_decode,
         data,
+        expected=_describe(out),
         tables=layout.jpeg_tables,
         colorspace=colorspace,
         outcolorspace=outcolorspace,
@@ -319,7 +333,9 @@ def _webp(data: Any, layout: TileLayout, out: np.ndarray, where: _Where) -> np.n
             f"expected 3 or 4 samples per pixel with WebP in {where}, got {layout.samples}"
         )
     hasalpha = layout.samples == 4
-    return where.call(imagecodecs.webp_decode, data, hasalpha=hasalpha, out=out)
+    return where.call(
+        imagecodecs.webp_decode, data, hasalpha=hasalpha, out=out, expected=_describe(out)
+    )
 
 
 def _lerc(data: Any, layout: TileLayout, out: np.ndarray, where: _Where) -> np.ndarray:
@@ -334,11 +350,14 @@ def _lerc(data: Any, layout: TileLayout, out: np.ndarray, where: _Where) -> np.n
         # A LERC blob is at most the raw tile plus its valid-pixel bit mask and headers.
         capacity = 2 * out.nbytes + 65536
         blob = np.empty(capacity + 1, dtype=np.uint8)
-        size = len(where.call(decoder, data, out=blob))
+        want = f"a LERC blob of at most {capacity} bytes"
+        size = len(where.call(decoder, data, out=blob, expected=want))
         if size > capacity:
             raise where.error(f"a LERC blob of at most {capacity} bytes", "more")
         data = blob[:size]
-    arr, mask = where.call(imagecodecs.lerc_decode, data, masks=True, out=out)
+    arr, mask = where.call(
+        imagecodecs.lerc_decode, data, masks=True, out=out, expected=_describe(out)
+    )
     if layout.big_endian and arr.dtype.itemsize > 1:
         arr.byteswap(inplace=True)  # libtiff hands LERC the samples in file byte order
     if mask is not None and arr.dtype.kind == "f":
@@ -351,4 +370,4 @@ def _lerc(data: Any, layout: TileLayout, out: np.ndarray, where: _Where) -> np.n
 
 
 def _jpeg2k(data: Any, layout: TileLayout, out: np.ndarray, where: _Where) -> np.ndarray:
-    return where.call(imagecodecs.jpeg2k_decode, data, out=out)
+    return where.call(imagecodecs.jpeg2k_decode, data, out=out, expected=_describe(out))
