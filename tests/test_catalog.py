@@ -64,6 +64,7 @@ def test_shipped_descriptors_are_valid() -> None:
         # every descriptor survives a JSON round trip unchanged
         again = DatasetDescriptor.from_dict(json.loads(json.dumps(descriptor.to_dict())))
         assert again == descriptor
+        assert len({again, descriptor}) == 1  # hashable despite its dict fields
 
 
 def test_shipped_band_maps_and_cloud_settings() -> None:

@@ -155,6 +155,10 @@ class CloudSettings:
     url_rewrite_patterns: Mapping[str, str] = field(default_factory=dict)
     """``{prefix: replacement}`` applied to hrefs (e.g. an https mirror -> ``s3://``)."""
 
+    def __hash__(self) -> int:
+        return hash((self.region, self.requester_pays, self.anonymous,
+                     tuple(sorted(self.url_rewrite_patterns.items()))))  # fmt: skip
+
     def to_cloud_config(self) -> CloudConfig:
         """The :class:`~rasteret.io.stores.CloudConfig` for reads and enrichment."""
         return CloudConfig(
@@ -230,6 +234,9 @@ class DatasetDescriptor:
                 object.__setattr__(self, name, tuple(value))
         if self.example_bbox is not None and len(self.example_bbox) != 4:
             raise SchemaError(f"expected example_bbox of 4 numbers in {where}")
+
+    def __hash__(self) -> int:
+        return hash(self.id)
 
     @property
     def band_index_map(self) -> dict[str, int]:
