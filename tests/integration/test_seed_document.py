@@ -22,6 +22,7 @@ import rasterio
 import shapely
 from pyproj import Transformer
 
+from rasteret.testing.oracle import rasterio_aoi_read
 from rasteret.testing.scenes import SceneSpec, record_table, write_multiband_scene, write_scene
 
 pytestmark = pytest.mark.integration
@@ -235,17 +236,9 @@ def test_build_from_in_memory_geodataframe_then_read_parcels(seed_world: dict[st
     assert list(gdf["parcel_id"]) == ["parcel-001"]
     assert list(gdf["crop"]) == ["rice"]
     # The parcel's pixels equal rasterio's read of the same window, outside-polygon filled.
-    from rasterio.features import geometry_mask
-    from rasterio.warp import transform_geom
-    from rasterio.windows import from_bounds
-
-    with rasterio.open(seed_world["local"]["scene-001"]["B04"]) as src:
-        parcel = transform_geom("OGC:CRS84", src.crs, shapely.box(77.55, 13.01, 77.58, 13.08).__geo_interface__)
-        window = from_bounds(*shapely.geometry.shape(parcel).bounds, transform=src.transform)
-        window = window.round_offsets().round_lengths()
-        expected = src.read(1, window=window, boundless=True, fill_value=src.nodata)
-        outside = geometry_mask([parcel], out_shape=expected.shape, transform=src.window_transform(window))
-        expected[outside] = src.nodata
+    expected = rasterio_aoi_read(
+        seed_world["local"]["scene-001"]["B04"], shapely.box(77.55, 13.01, 77.58, 13.08), "OGC:CRS84"
+    )
     np.testing.assert_array_equal(gdf["B04"].iloc[0], expected)
 
 

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Set up .venv (first run only installs), then run the quickstart on generated sample data.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+.venv/bin/python examples/quickstart.py
