@@ -323,3 +323,23 @@ def test_pixels_read_from_a_stac_built_collection_match_rasterio(
                 window = rasterio.windows.from_bounds(*aoi.bounds, transform=src.transform)
                 expected = src.read(1, window=window, boundless=True, fill_value=src.nodata)
             np.testing.assert_array_equal(pixels[entry, channel], expected)
+
+
+def test_url_rewrites_apply_to_enrichment_and_stored_hrefs(
+    stac_scenes: StacScenes, s3_env: MotoS3Server, tmp_path: Path
+) -> None:
+    mirror = "https://mirror.example/naip/"
+    items = json.loads(json.dumps(stac_scenes.naip_items).replace("s3://stac-cogs/naip/", mirror))
+    source = tmp_path / "items.json"  # a static item collection
+    source.write_text(json.dumps({"type": "FeatureCollection", "features": items}))
+    collection = build_from_stac(
+        stac_api=str(source),
+        static_catalog=True,
+        band_map={"NIR": ("image", 3)},
+        cloud_config={"url_rewrite_patterns": {mirror: "s3://stac-cogs/naip/"}},
+    )
+    assert collection.enrichment_errors == []
+    hrefs = [dict(a)["NIR"]["href"] for a in collection.to_table().column("assets").to_pylist()]
+    assert hrefs == [f"s3://stac-cogs/naip/{s.scene_id}.tif" for s in stac_scenes.naip_specs]
+    for scene_id, meta in _metadata(collection, "NIR").items():
+        _assert_matches_rasterio(meta, stac_scenes.local[scene_id]["image"], sample=3)

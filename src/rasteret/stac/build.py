@@ -148,8 +148,9 @@ def build_from_stac(
         data_source=data_source,
         workspace_dir=workspace_dir,
         enrich_cog=True,
-        band_codes=[b for b in band_codes if b in present],
+        band_codes=band_codes,
         cloud_config=cloud,
+        url_rewrite_patterns=_rewrites(cloud),
         max_concurrent=max_concurrent,
         force=force,
         backend=backend,
@@ -303,10 +304,34 @@ def build(
             **stac_options,
         )
     assert descriptor.geoparquet is not None  # the descriptor checks it
+    if stac_options:
+        raise TypeError(
+            f"unexpected keyword arguments {sorted(stac_options)}: dataset {descriptor.id!r} is "
+            "a GeoParquet record table, not a STAC search"
+        )
     table = records_from_table(
         descriptor, selected, bbox=bbox, date_range=date_range, query=query, max_items=max_items
     )
-    return build_from_table(table, enrich_cog=True, band_codes=list(selected), **common)
+    return build_from_table(
+        table,
+        enrich_cog=True,
+        band_codes=list(selected),
+        url_rewrite_patterns=_rewrites(cloud),
+        **common,
+    )
+
+
+def _rewrites(cloud: CloudConfig | Mapping[str, Any] | None) -> dict[str, str] | None:
+    """The URL rewrites of a cloud config: applied to the stored hrefs too, so reads of the
+    collection reach the rewritten location without the config."""
+    if cloud is None:
+        return None
+    patterns = (
+        cloud.get("url_rewrite_patterns")
+        if isinstance(cloud, Mapping)
+        else cloud.url_rewrite_patterns
+    )
+    return dict(patterns) if patterns else None
 
 
 def _select_bands(
