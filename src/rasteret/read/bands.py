@@ -5,11 +5,12 @@ Three modes, from cheapest to most general:
 * ``paste``: same CRS, same pixel size, grid offsets a whole number of pixels apart. The
   chip is a window of the full-resolution image; decoded tiles are copied in with NumPy
   slicing. Bit-exact with ``rasterio`` ``read(window=..., boundless=True)``.
-* ``resample``: same CRS, other pixel size or a sub-pixel offset. GDAL's RasterIO
+* ``resample``: same CRS, other pixel size. GDAL's RasterIO
   semantics: the overview level ``GDALBandGetBestOverviewLevel2`` picks, then the fractional
   window resampled to the chip's shape; equal to ``rasterio`` ``read(window=, out_shape=,
   resampling=)``.
-* ``warp``: another CRS. The overview level is picked the same way from the chip's footprint
+* ``warp``: another CRS, or the same pixel size off by a fraction of a pixel (where
+  RasterIO on an in-memory region would round the offset away). The overview level is picked the same way from the chip's footprint
   in the source CRS, then :func:`rasterio.warp.reproject` onto the chip grid.
 
 The *region* of a band read is the rectangle of its level that gets assembled from tiles: the
@@ -144,7 +145,10 @@ def plan_band(
         if _aligned(x0, y0, w, h, grid):
             region = (round(x0), round(y0), grid.width, grid.height)
             return _build(band, index, meta, "paste", 0, region, None, src_crs, kernel, tiles)
-        mode: Mode = "resample"
+        # GDAL's in-memory RasterIO copies a window as whole pixels when its integer size
+        # equals the output size, ignoring a sub-pixel offset; the warper does not.
+        same_size = int(w) == grid.width and int(h) == grid.height
+        mode: Mode = "warp" if same_size else "resample"
     else:
         a, _, c, _, e, f = full.transform
         xmin, ymin, xmax, ymax = transform_bounds(grid.bounds, grid.crs, src_crs)
@@ -153,9 +157,15 @@ def plan_band(
         mode = "warp"
     sizes = [(o.image_width, o.image_height) for o in meta.overviews]
     level = best_overview(
-        full.image_width, full.image_height, sizes, int(w), int(h),
-        grid.width, grid.height, nearest=nearest,
-    )  # fmt: skip
+        full.image_width,
+        full.image_height,
+        sizes,
+        int(w),
+        int(h),
+        grid.width,
+        grid.height,
+        nearest=nearest,
+    )
     lv = meta.levels[level]
     fx, fy = full.image_width / lv.image_width, full.image_height / lv.image_height
     ox0, oy0, ow, oh = x0 / fx, y0 / fy, w / fx, h / fy

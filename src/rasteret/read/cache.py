@@ -56,6 +56,10 @@ class TileCache:
     def __len__(self) -> int:
         return len(self._items)
 
+    def __contains__(self, key: Hashable) -> bool:
+        with self._lock:
+            return key in self._items
+
     def keys(self) -> list[Hashable]:
         """Keys from least to most recently used."""
         with self._lock:

@@ -11,8 +11,10 @@ are GDAL's to the bit:
 * :func:`warp_region` calls :func:`rasterio.warp.reproject` between two MEM datasets, the
   source carrying the same per-dataset mask.
 
-Validity of a resampled pixel is the validity of the source pixel nearest its centre (a
-nearest-neighbour resampling of the source validity), and never a pixel equal to nodata.
+Validity follows GDAL: after RasterIO resampling, the validity of the source pixel nearest
+each output pixel's centre (what ``read_masks(out_shape=...)`` returns); after warping, the
+pixels the warper wrote (its destination alpha: at least one valid source pixel contributed).
+A pixel equal to nodata is never valid.
 """
 
 from __future__ import annotations
@@ -92,25 +94,25 @@ def _mem(
     nodata: float | None,
     mask: np.ndarray | None = None,
 ) -> Iterator[Any]:
-    """A one-band GDAL MEM dataset holding ``array`` (and ``mask`` as its dataset mask).
+    """A GDAL MEM dataset holding ``array`` (2-D: one band) and ``mask`` as its dataset mask.
 
     Opened with a real (north-up, so never identity) transform: no NotGeoreferencedWarning,
     and no ``warnings.catch_warnings`` (which is not thread-safe) anywhere on this path.
     """
-    height, width = array.shape
+    count, height, width = (1, *array.shape) if array.ndim == 2 else array.shape
     with rasterio.open(
         f"/vsimem/rasteret-{uuid.uuid4().hex}",
         "w+",
         driver="MEM",
         width=width,
         height=height,
-        count=1,
+        count=count,
         dtype=array.dtype,
         nodata=nodata,
         transform=Affine(*transform),
         crs=crs,
     ) as mem:
-        mem.write(array, 1)
+        mem.write(array, 1) if array.ndim == 2 else mem.write(array)
         if mask is not None:
             mem.write_mask(np.where(mask, 255, 0).astype(np.uint8))
         yield mem
@@ -127,14 +129,18 @@ def warp_region(
     """Reproject ``canvas`` (the read's region) onto ``grid`` with the read's kernel.
 
     Returns:
-        The warped pixels (nodata, else 0, where no source pixel lands) and their validity.
+        The warped pixels (nodata, else 0, where nothing was written) and their validity
+        (the warper's destination alpha).
     """
     dst_nodata = read.nodata if read.nodata is not None else 0
     mask = valid if use_mask else None
     with (
         _mem(canvas, read.src_transform, read.src_crs, read.nodata, mask) as src,
         _mem(
-            np.full(grid.shape, dst_nodata, canvas.dtype), grid.transform, grid.crs, dst_nodata
+            np.full((2, *grid.shape), dst_nodata, canvas.dtype),
+            grid.transform,
+            grid.crs,
+            None,
         ) as dst,
     ):
         reproject(
@@ -143,18 +149,8 @@ def warp_region(
             resampling=read.resampling,
             dst_nodata=dst_nodata,
             init_dest_nodata=True,
+            dst_alpha=2,
         )
         data = dst.read(1)
-    with (
-        _mem(valid.astype(np.uint8), read.src_transform, read.src_crs, None) as src,
-        _mem(np.zeros(grid.shape, np.uint8), grid.transform, grid.crs, 0) as dst,
-    ):
-        reproject(
-            rasterio.band(src, 1),
-            rasterio.band(dst, 1),
-            resampling=Resampling.nearest,
-            dst_nodata=0,
-            init_dest_nodata=True,
-        )
-        valid_out = dst.read(1) != 0
-    return data, valid_out & ~nodata_mask(data, read.nodata)
+        written = dst.read(2) != 0
+    return data, written & ~nodata_mask(data, read.nodata)

@@ -1,0 +1,223 @@
+"""Executing a plan: one fetch per tile, one wave, the tile cache, fill/dtype, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import shapely
+from rasterio.windows import Window
+from read_support import record, write_cog
+
+from rasteret.errors import ObjectNotFoundError
+from rasteret.read import ReadOptions, plan_read, read_chips, read_chips_async
+from rasteret.read.cache import TileCache, clear_tile_cache, get_tile_cache
+from rasteret.testing.stores import CountingReader, LatencyReader, URLReader
+
+X0, Y0 = 500_000.0, 4_600_000.0
+
+
+def box(c0: float, r0: float, c1: float, r1: float) -> shapely.Polygon:
+    return shapely.box(X0 + 10 * c0, Y0 - 10 * r1, X0 + 10 * c1, Y0 - 10 * r0)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("execute")
+    return {
+        "chunky": write_cog(d / "chunky.tif", count=3, size=(700, 500)),
+        "planar": write_cog(d / "planar.tif", count=2, interleave="band"),
+        "sparse": write_cog(d / "sparse.tif", sparse=True, overviews=()),
+        **{f"s{i}": write_cog(d / f"s{i}.tif", seed=10 + i) for i in range(4)},
+    }
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache() -> None:
+    clear_tile_cache()
+
+
+def test_every_needed_tile_is_fetched_exactly_once(files: dict[str, Path]) -> None:
+    rec = record("c", files["chunky"], 3)
+    aois = [box(10, 10, 300, 140), box(100, 100, 400, 300), box(250, 20, 260, 30)]
+    counting = CountingReader(URLReader())
+    opts = ReadOptions(backend=counting, max_gap=0, cache_mb=0)
+    chips = read_chips([rec], aois, 32633, ["b1", "b2", "b3"], opts)
+    plan = plan_read([rec], aois, 32633, ["b1", "b2", "b3"], opts)
+    assert len(chips) == 3
+    needed = sum(t.end - t.start for t in plan.tiles.values())
+    requested = [(s, e) for call in counting.calls for s, e in call.ranges]
+    # three bands and three overlapping AOIs, yet every tile's bytes travel once
+    assert sum(e - s for s, e in requested) == needed == counting.bytes_read()
+    assert len(set(requested)) == len(requested)
+
+
+def test_coalescing_merges_neighbouring_tiles(files: dict[str, Path]) -> None:
+    rec = record("c", files["chunky"], 3)
+    counting = CountingReader(URLReader())
+    read_chips(
+        [rec], [box(0, 0, 700, 500)], 32633, ["b1"], ReadOptions(backend=counting, cache_mb=0)
+    )
+    assert counting.requests() == 1  # 24 tiles, all within the default gap and size limits
+    counting.reset()
+    read_chips(
+        [rec],
+        [box(0, 0, 700, 500)],
+        32633,
+        ["b1"],
+        ReadOptions(backend=counting, cache_mb=0, max_coalesced_size=1),
+    )
+    assert counting.requests() == 24
+
+
+def test_all_requests_go_out_in_one_wave(files: dict[str, Path]) -> None:
+    recs = [record(f"s{i}", files[f"s{i}"]) for i in range(4)]
+    aois = [box(0, 0, 600, 400)]
+    latency = 0.25
+    slow = LatencyReader(URLReader(), latency=latency)
+    opts = ReadOptions(backend=slow, cache_mb=0, max_coalesced_size=1)  # 15 requests per file
+    start = time.perf_counter()
+    chips = read_chips(recs, aois, 32633, ["b1"], opts)
+    elapsed = time.perf_counter() - start
+    assert len(chips) == 4
+    # 60 requests one after the other would take 15 s; in one wave, about one latency
+    assert elapsed < 6 * latency
+
+
+def test_repeated_reads_come_from_the_tile_cache(files: dict[str, Path]) -> None:
+    rec = record("c", files["chunky"], 3)
+    aois = [box(50, 50, 250, 200)]
+    counting = CountingReader(URLReader())
+    first = read_chips([rec], aois, 32633, ["b1", "b3"], ReadOptions(backend=counting))
+    assert counting.requests() > 0
+    counting.reset()
+    again = read_chips([rec], aois, 32633, ["b2", "b1"], ReadOptions(backend=counting))
+    assert counting.requests() == 0  # the decoded tiles serve other bands of the file too
+    np.testing.assert_array_equal(again.chips[0].data[1], first.chips[0].data[0])
+    read_chips([rec], aois, 32633, ["b1"], ReadOptions(backend=counting, cache_mb=0))
+    assert counting.requests() > 0  # cache_mb=0: no cache
+
+
+def test_cache_key_includes_the_file_version(files: dict[str, Path]) -> None:
+    rec = record("c", files["chunky"], 1)
+    meta = rec.bands["b1"]
+    assert meta is not None
+    aois = [box(0, 0, 100, 100)]
+    counting = CountingReader(URLReader())
+    read_chips([rec], aois, 32633, ["b1"], ReadOptions(backend=counting))
+    counting.reset()
+    from dataclasses import replace
+
+    changed = type(rec)("c", None, {"b1": replace(meta, etag='"v2"')})
+    read_chips([changed], aois, 32633, ["b1"], ReadOptions(backend=counting))
+    assert counting.requests() > 0
+
+
+def test_sparse_tiles_are_filled_without_requests(files: dict[str, Path]) -> None:
+    rec = record("s", files["sparse"])
+    counting = CountingReader(URLReader())
+    chips = read_chips(
+        [rec],
+        [box(0, 0, 600, 400)],
+        32633,
+        ["b1"],
+        ReadOptions(backend=counting, cache_mb=0, max_coalesced_size=1),
+    )
+    written_tiles = 5  # only the first tile row (600 / 128 -> 5 tiles) holds data
+    assert counting.requests() == written_tiles
+    chip = chips.chips[0]
+    assert not chip.valid[0, 128:].any()
+    assert (chip.data[0, 128:] == 0).all()
+    with rasterio.open(files["sparse"]) as src:
+        np.testing.assert_array_equal(chip.data[0], src.read(1, masked=True).filled(0))
+
+
+def test_fill_value_dtype_and_validity(files: dict[str, Path]) -> None:
+    rec = record("c", files["chunky"], 3)
+    aoi = box(-20, -10, 40, 30)  # crosses the top-left corner (which holds nodata 0)
+    chips = read_chips([rec], [aoi], 32633, ["b2"], ReadOptions(fill_value=65535))
+    chip = chips.chips[0]
+    assert chip.data.shape == (1, 40, 60)
+    assert chip.data.dtype == np.uint16
+    assert not chip.valid[0, :10].any()
+    assert not chip.valid[0, :, :20].any()
+    assert (chip.data[~chip.valid] == 65535).all()
+    with rasterio.open(files["chunky"]) as src:
+        raw = src.read(2, window=Window(0, 0, 40, 30))
+    inner = chip.data[0, 10:, 20:]
+    np.testing.assert_array_equal(inner[raw != 0], raw[raw != 0])
+    assert (chip.valid[0, 10:, 20:] == (raw != 0)).all()
+    as_float = read_chips(
+        [rec], [aoi], 32633, ["b2"], ReadOptions(dtype="float32", fill_value=float("nan"))
+    )
+    data = as_float.chips[0].data
+    assert data.dtype == np.float32
+    assert np.isnan(data[~as_float.chips[0].valid]).all()
+
+
+def test_all_touched_burns_every_touched_pixel(files: dict[str, Path]) -> None:
+    rec = record("c", files["chunky"], 3)
+    tri = shapely.Polygon([(X0 + 1005, Y0 - 1003), (X0 + 1800, Y0 - 1207), (X0 + 1300, Y0 - 2600)])
+    centre = read_chips([rec], [tri], 32633, ["b1"], ReadOptions()).chips[0]
+    touched = read_chips([rec], [tri], 32633, ["b1"], ReadOptions(all_touched=True)).chips[0]
+    assert centre.data.shape == touched.data.shape
+    assert touched.valid.sum() > centre.valid.sum()
+    assert (touched.valid | ~centre.valid).all()  # centre-inside pixels are a subset
+
+
+def test_planar_bands_read_their_own_planes(files: dict[str, Path]) -> None:
+    rec = record("p", files["planar"], 2)
+    chip = read_chips([rec], [box(300, 200, 400, 260)], 32633, ["b2", "b1"]).chips[0]
+    with rasterio.open(files["planar"]) as src:
+        expected = src.read([2, 1], window=Window(300, 200, 100, 60))
+    np.testing.assert_array_equal(chip.data, expected)
+
+
+def test_a_missing_file_raises_instead_of_hanging(tmp_path: Path, files: dict[str, Path]) -> None:
+    gone = tmp_path / "gone.tif"
+    gone.write_bytes(files["s0"].read_bytes())
+    rec = record("g", gone)
+    gone.unlink()
+    with pytest.raises(ObjectNotFoundError):
+        read_chips([rec], [box(0, 0, 50, 50)], 32633, ["b1"], ReadOptions(cache_mb=0))
+
+
+def test_async_entry_point_runs_on_any_loop(files: dict[str, Path]) -> None:
+    rec = record("s", files["s1"])
+
+    async def main() -> int:
+        chips = await read_chips_async([rec], [box(0, 0, 50, 50)], "EPSG:32633", ["b1"])
+        return len(chips)
+
+    assert asyncio.run(main()) == 1
+
+
+def test_progress_bar(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    rec = record("s", files["s2"])
+    read_chips(
+        [rec], [box(0, 0, 50, 50), box(60, 60, 90, 90)], 32633, ["b1"], ReadOptions(progress=True)
+    )
+    assert "rasteret read" in capsys.readouterr().err
+
+
+def test_tile_cache_is_a_bounded_lru() -> None:
+    cache = TileCache(max_bytes=1000)
+    for i in range(5):
+        cache.put(i, np.zeros(300, np.uint8))
+    assert cache.keys() == [2, 3, 4]
+    assert cache.nbytes == 900
+    assert cache.get(2) is not None  # 2 becomes most recent
+    cache.put(5, np.zeros(300, np.uint8))
+    assert cache.keys() == [4, 2, 5]
+    stored = cache.get(5)
+    assert stored is not None
+    assert not stored.flags.writeable
+    cache.put("huge", np.zeros(5000, np.uint8))  # larger than the cache: not stored
+    assert "huge" not in cache
+    cache.resize(300)
+    assert cache.keys() == [5]
+    assert get_tile_cache(1).max_bytes == 1_000_000
