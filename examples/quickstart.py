@@ -36,13 +36,28 @@ def sample_scenes() -> list[SceneSpec]:
     """Three dates over one place in UTM 43N, and one scene in the neighbouring zone 44N."""
     dates = [dt.datetime(2024, m, 15, tzinfo=dt.UTC) for m in (1, 2, 3)]
     scenes = [
-        SceneSpec(f"s2-43N-{d:%Y%m%d}", 32643, (770000.0, 1450000.0), size=1024, tile=256,
-                  datetime=d, seed=i, cloud_cover=10.0 * (i + 1))
+        SceneSpec(
+            f"s2-43N-{d:%Y%m%d}",
+            32643,
+            (770000.0, 1450000.0),
+            size=1024,
+            tile=256,
+            datetime=d,
+            seed=i,
+            cloud_cover=10.0 * (i + 1),
+        )
         for i, d in enumerate(dates)
     ]
     scenes.append(
-        SceneSpec("s2-44N-20240115", 32644, (170000.0, 1450000.0), size=1024, tile=256,
-                  datetime=dates[0], seed=9)
+        SceneSpec(
+            "s2-44N-20240115",
+            32644,
+            (170000.0, 1450000.0),
+            size=1024,
+            tile=256,
+            datetime=dates[0],
+            seed=9,
+        )
     )
     return scenes
 
@@ -73,7 +88,9 @@ def main() -> int:
         )
         took = time.perf_counter() - started
         gets = server.count()
-        print(f"built {collection!r} in {took:.2f} s: {gets} GETs for {2 * len(scenes)} COG headers")
+        print(
+            f"built {collection!r} in {took:.2f} s: {gets} GETs for {2 * len(scenes)} COG headers"
+        )
         print("describe():", collection.describe())
 
         # A parcel inside the UTM 43N scenes, in lon/lat.

@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from rasteret._collection_points import PointSamplingMixin
 from rasteret._collection_reads import PixelReadsMixin
 from rasteret.errors import BandResolutionError, SchemaError
 from rasteret.ingest.schema import (
@@ -51,7 +52,7 @@ __all__ = ["Collection"]
 DateLike = str | _dt.date | _dt.datetime
 
 
-class Collection(PixelReadsMixin):
+class Collection(PixelReadsMixin, PointSamplingMixin):
     """Raster records plus their parsed COG headers, as a lazy Arrow dataset."""
 
     def __init__(
@@ -199,7 +200,9 @@ class Collection(PixelReadsMixin):
 
     def head(self, n: int = 5, columns: Sequence[str] | None = None) -> pa.Table:
         """The first ``n`` records as an Arrow table."""
-        return self._dataset.head(n, columns=list(columns) if columns else None, filter=self._filter)
+        return self._dataset.head(
+            n, columns=list(columns) if columns else None, filter=self._filter
+        )
 
     def describe(self) -> dict[str, Any]:
         """A summary: record count, date range, CRS84 bounds, raster CRSs and per-band coverage."""
@@ -244,7 +247,7 @@ class Collection(PixelReadsMixin):
 
     def export(self, path: str | Path) -> Path:
         """Write the (filtered) records to ``path`` as a collection ``rasteret.load`` opens."""
-        from rasteret.ingest.store import write_collection, workspace_lock
+        from rasteret.ingest.store import workspace_lock, write_collection
 
         target = Path(path).expanduser()
         with workspace_lock(target):

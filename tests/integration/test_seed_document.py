@@ -117,11 +117,15 @@ bands=["B04", "B08"],
 def _scene_over(scene_id: str, bbox: tuple[float, float, float, float], **kw: Any) -> SceneSpec:
     """A UTM 43N scene at 60 m covering the CRS84 ``bbox``."""
     to_utm = Transformer.from_crs("OGC:CRS84", "EPSG:32643", always_xy=True)
-    xs, ys = to_utm.transform([bbox[0], bbox[2], bbox[0], bbox[2]], [bbox[1], bbox[1], bbox[3], bbox[3]])
+    xs, ys = to_utm.transform(
+        [bbox[0], bbox[2], bbox[0], bbox[2]], [bbox[1], bbox[1], bbox[3], bbox[3]]
+    )
     res = 60.0
     x0, y1 = np.floor(min(xs) / res) * res, np.ceil(max(ys) / res) * res
     size = int(np.ceil(max(max(xs) - x0, y1 - min(ys)) / res))
-    return SceneSpec(scene_id, epsg=32643, origin=(x0, y1), size=size, resolution=res, tile=128, **kw)
+    return SceneSpec(
+        scene_id, epsg=32643, origin=(x0, y1), size=size, resolution=res, tile=128, **kw
+    )
 
 
 @pytest.fixture
@@ -137,11 +141,17 @@ def seed_world(s3_env: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     scenes = {
         "scene-001": _scene_over("scene-001", bbox, seed=1, cloud_cover=5.0),
         "scene-002": _scene_over(
-            "scene-002", bbox, seed=2, cloud_cover=55.0,
+            "scene-002",
+            bbox,
+            seed=2,
+            cloud_cover=55.0,
             datetime=dt.datetime(2024, 2, 15, tzinfo=dt.UTC),
         ),
         "scene-003": _scene_over(
-            "scene-003", bbox, seed=3, cloud_cover=12.0,
+            "scene-003",
+            bbox,
+            seed=3,
+            cloud_cover=12.0,
             datetime=dt.datetime(2024, 3, 15, tzinfo=dt.UTC),
         ),
     }
@@ -172,7 +182,7 @@ def seed_world(s3_env: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     mapped_dir = tmp_path / "mapped"
     multiband = {sid: write_multiband_scene(spec, cogs / "multi") for sid, spec in scenes.items()}
     urls = []
-    for sid, path in multiband.items():
+    for path in multiband.values():
         s3.upload_file(str(path), BUCKET, f"multi/{path.name}")
         urls.append(f"s3://{BUCKET}/multi/{path.name}")
     mapped_dir.mkdir()
@@ -237,7 +247,9 @@ def test_build_from_in_memory_geodataframe_then_read_parcels(seed_world: dict[st
     assert list(gdf["crop"]) == ["rice"]
     # The parcel's pixels equal rasterio's read of the same window, outside-polygon filled.
     expected = rasterio_aoi_read(
-        seed_world["local"]["scene-001"]["B04"], shapely.box(77.55, 13.01, 77.58, 13.08), "OGC:CRS84"
+        seed_world["local"]["scene-001"]["B04"],
+        shapely.box(77.55, 13.01, 77.58, 13.08),
+        "OGC:CRS84",
     )
     np.testing.assert_array_equal(gdf["B04"].iloc[0], expected)
 
@@ -276,7 +288,9 @@ def test_column_mapping_with_href_column_and_band_index_map(
     import rasteret
 
     collection = _run(EXAMPLE_COLUMN_MAP, {"rasteret": rasteret})["collection"]
-    table = collection.to_table(columns=["id", "datetime", "assets", "B04_metadata", "B08_metadata"])
+    table = collection.to_table(
+        columns=["id", "datetime", "assets", "B04_metadata", "B08_metadata"]
+    )
     rows = sorted(table.to_pylist(), key=lambda r: r["id"])
     assert [r["id"] for r in rows] == ["scene-001", "scene-002", "scene-003"]
     assert [r["datetime"].year for r in rows] == [2021, 2022, 2023]

@@ -203,7 +203,9 @@ async def enrich_table_async(
                 etag=result.etag,
             )
         except (RasteretError, OSError, IncompleteHeaderError) as exc:
-            failures.append(EnrichmentFailure(str(ids[row]), band, redact_url(href), _describe(exc)))
+            failures.append(
+                EnrichmentFailure(str(ids[row]), band, redact_url(href), _describe(exc))
+            )
             continue
         columns[band][row] = meta.to_row()
         if sidecars[row] is None:

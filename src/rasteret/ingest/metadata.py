@@ -91,8 +91,10 @@ class RasterLevel:
         """
         kinds = {1: "uint", 2: "int", 3: "float"}
         bits = self.bits_per_sample
-        if self.sample_format not in kinds or bits not in (1, 8, 16, 32, 64) or (
-            bits == 1 and self.sample_format != 1
+        if (
+            self.sample_format not in kinds
+            or bits not in (1, 8, 16, 32, 64)
+            or (bits == 1 and self.sample_format != 1)
         ):
             raise UnsupportedFormatError(
                 f"expected SampleFormat 1/2/3 with 8, 16, 32 or 64 bits (or 1-bit unsigned), "
@@ -129,12 +131,13 @@ class RasterLevel:
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> RasterLevel:
         """Inverse of :meth:`to_row` (accepts the dicts ``pyarrow`` gives for the struct)."""
-        kwargs = {f.name: row.get(f.name) for f in fields(RasterLevel)}
+        kwargs: dict[str, Any] = {f.name: row.get(f.name) for f in fields(RasterLevel)}
         kwargs["transform"] = tuple(row["transform"])
         kwargs["tile_offsets"] = np.asarray(row["tile_offsets"], dtype=np.uint64)
         kwargs["tile_byte_counts"] = np.asarray(row["tile_byte_counts"], dtype=np.uint64)
         for key in ("ycbcr_subsampling", "lerc_parameters"):
-            kwargs[key] = None if kwargs[key] is None else tuple(kwargs[key])
+            value = kwargs[key]
+            kwargs[key] = None if value is None else tuple(value)
         return cls(**kwargs)
 
 
@@ -215,9 +218,7 @@ class BandMetadata:
             href=row.get("href") or "",
             overviews=tuple(RasterLevel.from_row(o) for o in row.get("overviews") or ()),
             mask=None if row.get("mask") is None else RasterLevel.from_row(row["mask"]),
-            mask_overviews=tuple(
-                RasterLevel.from_row(o) for o in row.get("mask_overviews") or ()
-            ),
+            mask_overviews=tuple(RasterLevel.from_row(o) for o in row.get("mask_overviews") or ()),
             extra_samples=tuple(row.get("extra_samples") or ()),
             pixel_scale=_tuple_or_none(row.get("pixel_scale")),
             tiepoint=_tuple_or_none(row.get("tiepoint")),
@@ -277,27 +278,19 @@ def band_metadata_from_header(
         HeaderError: the file has no image, or fewer samples than ``band_index`` needs.
         UnsupportedFormatError: the grid is rotated or sheared (from :func:`georeference`).
     """
-    main = [ifd for ifd in header.ifds if not ifd.is_mask]
-    if not main:
+    if not header.ifds:
         raise HeaderError(f"expected at least one image IFD in {href}, found none")
-    base = main[0]
+    base, *overviews = header.main_ifds
     if not 0 <= band_index < base.samples_per_pixel:
         raise HeaderError(
             f"expected sample index < {base.samples_per_pixel} (SamplesPerPixel of IFD 0) "
             f"in {href}, got band_index={band_index}"
         )
     geo: GeoReference = georeference(base, url=href)
-    overviews = [
-        ifd
-        for ifd in main[1:]
-        if ifd.is_reduced_resolution and ifd.samples_per_pixel == base.samples_per_pixel
+    full_mask = header.mask_ifd(0)
+    mask_overviews = [
+        m for level in range(1, len(overviews) + 1) if (m := header.mask_ifd(level)) is not None
     ]
-    overviews.sort(key=lambda ifd: -ifd.image_width)
-    masks = [ifd for ifd in header.ifds if ifd.is_mask]
-    full_masks = [m for m in masks if not m.is_reduced_resolution]
-    mask_overviews = sorted(
-        (m for m in masks if m.is_reduced_resolution), key=lambda ifd: -ifd.image_width
-    )
 
     def transform_of(ifd: ImageFileDirectory) -> Transform:
         return overview_transform(
@@ -318,7 +311,7 @@ def band_metadata_from_header(
         byte_order=header.byte_order,
         href=href,
         overviews=tuple(_level(o, transform_of(o), band_index) for o in overviews),
-        mask=_level(full_masks[0], geo.transform, 0) if full_masks else None,
+        mask=None if full_mask is None else _level(full_mask, geo.transform, 0),
         mask_overviews=tuple(_level(m, transform_of(m), 0) for m in mask_overviews),
         extra_samples=tuple(base.extra_samples),
         pixel_scale=base.model_pixel_scale,

@@ -66,8 +66,18 @@ CRS84_PROJJSON: dict[str, Any] = {
     "coordinate_system": {
         "subtype": "ellipsoidal",
         "axis": [
-            {"name": "Geodetic longitude", "abbreviation": "Lon", "direction": "east", "unit": "degree"},
-            {"name": "Geodetic latitude", "abbreviation": "Lat", "direction": "north", "unit": "degree"},
+            {
+                "name": "Geodetic longitude",
+                "abbreviation": "Lon",
+                "direction": "east",
+                "unit": "degree",
+            },
+            {
+                "name": "Geodetic latitude",
+                "abbreviation": "Lat",
+                "direction": "north",
+                "unit": "degree",
+            },
         ],
     },
     "id": {"authority": "OGC", "code": "CRS84"},
@@ -216,5 +226,9 @@ def open_dataset(folder: Path) -> ds.Dataset:
         else None
     )
     return ds.dataset(
-        files, schema=schema, format="parquet", partitioning=partitioning, partition_base_dir=str(folder)
+        files,
+        schema=schema,
+        format="parquet",
+        partitioning=partitioning,
+        partition_base_dir=str(folder),
     )

@@ -62,7 +62,9 @@ def rasterio_aoi_read(
         dense = shapely.segmentize(aoi, max(xmax - xmin, ymax - ymin) / 20.0)
         shape = transform_geom(aoi_crs, src.crs, shapely.geometry.mapping(dense))
         outside = geometry_mask(
-            [shape], out_shape=data.shape, transform=src.window_transform(window),
+            [shape],
+            out_shape=data.shape,
+            transform=src.window_transform(window),
             all_touched=all_touched,
         )
         data[outside] = fill_value
