@@ -1,0 +1,447 @@
+"""Shared plumbing of the benchmark scripts: data cache, loopback server, timing, tables, floor.
+
+The scripts in this folder are not tests; each prints a Markdown table and (in a full run)
+writes its raw figures to ``benchmarks/results/{name}.json``. Generated data lives in
+``benchmarks/.data/`` (git-ignored; ``RASTERET_BENCH_DATA`` moves it) and is reused.
+
+The object store is :class:`rasteret.testing.servers.RangeHTTPServer` run in a *child process*
+(:class:`ServerProcess`), so its Python threads never compete for the benchmark's GIL, as a
+real object store would not. GDAL is configured through the environment as a knowledgeable
+user would (:data:`GDAL_ENV`); everything else is GDAL's default.
+
+>>> t = measure(lambda: sum(range(1000)), repeat=3, warmup=0)
+>>> len(t.runs), t.median >= t.best
+(3, True)
+>>> print(format_table(["a", "b"], [[1, 2.5]]))
+| a | b |
+| ---: | ---: |
+| 1 | 2.5 |
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import datetime as _dt
+import glob
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+__all__ = [
+    "BENCH_DIR",
+    "DATA_DIR",
+    "GDAL_ENV",
+    "RESULTS_DIR",
+    "Floor",
+    "ServerProcess",
+    "Timing",
+    "clear_gdal_cache",
+    "data_dir",
+    "fmt",
+    "format_table",
+    "header_corpus",
+    "machine_info",
+    "measure",
+    "measure_floor",
+    "parse_args",
+    "print_table",
+    "save_results",
+]
+
+BENCH_DIR = Path(__file__).resolve().parent
+DATA_DIR = Path(os.environ.get("RASTERET_BENCH_DATA", BENCH_DIR / ".data"))
+RESULTS_DIR = BENCH_DIR / "results"
+
+GDAL_ENV: dict[str, str] = {
+    # Do not list the "directory" of every file on open (a /vsicurl/ URL has none to list).
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    # Do not probe for .aux.xml / .msk / .ovr side-car files.
+    "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif",
+}
+"""GDAL settings of every rasterio run: what rioxarray/TorchGeo users get by default plus the
+two settings every cloud guide recommends. GDAL's own defaults stay: parallel multi-range
+reads of the blocks a window needs (``GDAL_HTTP_MULTIRANGE=YES``), merged consecutive ranges,
+16 KiB first read on open, no ``VSI_CACHE``, single-threaded decoding per dataset."""
+for _key, _value in GDAL_ENV.items():
+    os.environ.setdefault(_key, _value)
+
+
+# -- command line, data folders, results ---------------------------------------------------------
+
+
+def parse_args(
+    description: str, argv: Sequence[str] | None = None, *, repeat: int = 3
+) -> argparse.Namespace:
+    """The options every benchmark accepts: ``--quick``, ``--repeat``, ``--no-save``.
+
+    A quick run uses small inputs and one repeat; it never overwrites ``results/``.
+    """
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="smoke run: small data, seconds")
+    parser.add_argument("--repeat", type=int, default=None, help=f"timed runs (default {repeat})")
+    parser.add_argument("--no-save", action="store_true", help="do not write results/*.json")
+    args = parser.parse_args(argv)
+    if args.repeat is None:
+        args.repeat = 1 if args.quick else repeat
+    args.save = not (args.quick or args.no_save)
+    return args
+
+
+def data_dir(*parts: str) -> Path:
+    """``DATA_DIR / parts``, created if missing."""
+    path = DATA_DIR.joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU, cores, memory, OS and the versions of everything measured."""
+    import imagecodecs
+    import numpy
+    import obstore
+    import pyarrow
+    import rasterio
+
+    import rasteret
+
+    cpu = platform.processor() or platform.machine()
+    memory_gb = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                memory_gb = round(int(line.split()[1]) / 1024**2, 1)
+    except OSError:
+        pass
+    return {
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": memory_gb,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "rasteret": rasteret.__version__,
+        "rasterio": rasterio.__version__,
+        "gdal": rasterio.__gdal_version__,
+        "obstore": obstore.__version__,
+        "imagecodecs": imagecodecs.__version__,
+        "numpy": numpy.__version__,
+        "pyarrow": pyarrow.__version__,
+        "gdal_env": GDAL_ENV,
+    }
+
+
+def save_results(name: str, args: argparse.Namespace, payload: dict[str, Any]) -> Path | None:
+    """Write ``results/{name}.json`` (machine, options, payload) unless the run is quick."""
+    if not args.save:
+        return None
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    body = {"benchmark": name, "machine": machine_info(), "repeat": args.repeat, **payload}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(body, indent=1, default=str) + "\n")
+    tmp.replace(path)
+    print(f"\nraw figures: {path.relative_to(BENCH_DIR.parent)}")
+    return path
+
+
+# -- tables ------------------------------------------------------------------------------------
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """A table cell: floats with ``digits`` significant digits, None as a dash."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return "-"
+        return f"{value:.{digits}g}" if abs(value) < 10**digits else f"{value:.0f}"
+    return str(value)
+
+
+def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A Markdown table; numeric columns are right-aligned."""
+    cells = [[fmt(v) for v in row] for row in rows]
+    align = [
+        "---:" if all(_looks_numeric(r[i]) for r in cells) and cells else "---"
+        for i in range(len(headers))
+    ]
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(row) + " |" for row in cells]
+    return "\n".join(lines)
+
+
+def _looks_numeric(cell: str) -> bool:
+    try:
+        float(cell.rstrip("x%"))
+    except ValueError:
+        return cell == "-"
+    return True
+
+
+def print_table(title: str, headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """Print ``### title`` and the table; return the table text."""
+    text = format_table(headers, list(rows))
+    print(f"\n### {title}\n\n{text}", flush=True)
+    return text
+
+
+# -- timing ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Wall-clock seconds of repeated runs of one thing."""
+
+    runs: list[float]
+    result: Any = field(default=None, repr=False, compare=False)
+    """What the last run returned."""
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.runs)
+
+    @property
+    def best(self) -> float:
+        return min(self.runs)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"median_s": self.median, "best_s": self.best, "runs_s": self.runs}
+
+
+def measure(
+    fn: Callable[[], Any],
+    *,
+    repeat: int = 3,
+    warmup: int = 1,
+    before: Callable[[], Any] | None = None,
+) -> Timing:
+    """Time ``fn`` ``repeat`` times after ``warmup`` untimed runs; ``before`` runs untimed first."""
+    result = None
+    for _ in range(warmup):
+        if before is not None:
+            before()
+        result = fn()
+    runs = []
+    for _ in range(max(repeat, 1)):
+        if before is not None:
+            before()
+        start = time.perf_counter()
+        result = fn()
+        runs.append(time.perf_counter() - start)
+    return Timing(runs, result)
+
+
+def clear_gdal_cache() -> None:
+    """Forget everything GDAL's /vsicurl/ layer cached (file sizes, downloaded regions).
+
+    GDAL keeps those across dataset opens in one process; a cold read needs them gone. The
+    call goes to the libgdal rasterio loaded (``VSICurlClearCache`` of the GDAL C API).
+    """
+    global _gdal
+    if _gdal is None:
+        import rasterio
+
+        libs = Path(rasterio.__file__).parent.parent / "rasterio.libs"
+        found = sorted(glob.glob(str(libs / "libgdal*"))) or ["libgdal.so"]
+        _gdal = ctypes.CDLL(found[0])
+    _gdal.VSICurlClearCache()
+
+
+_gdal: Any = None
+
+
+# -- the loopback object store in a child process ------------------------------------------------
+
+
+class ServerProcess:
+    """:class:`~rasteret.testing.servers.RangeHTTPServer` serving ``root`` from a child process.
+
+    Same surface as the in-process server where the benchmarks need it: :attr:`url`,
+    :meth:`url_for`, :meth:`count`, :meth:`clear_log`.
+
+    Args:
+        root: Folder to serve.
+        latency: Seconds slept before answering each request.
+    """
+
+    def __init__(self, root: str | Path, *, latency: float = 0.02) -> None:
+        self.root = Path(root)
+        self.latency = latency
+        self._proc: subprocess.Popen[str] | None = None
+        self.url = ""
+
+    def start(self) -> Self:
+        self._proc = subprocess.Popen(
+            [sys.executable, __file__, "serve", str(self.root), repr(self.latency)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.url = self._read()
+        return self
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            with contextlib.suppress(OSError, RuntimeError):
+                self._ask("stop")
+            self._proc.wait(timeout=10)
+            self._proc = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def url_for(self, relpath: str) -> str:
+        """URL of ``relpath`` under the served folder."""
+        return f"{self.url}/{relpath.lstrip('/')}"
+
+    def count(self, path: str | None = None, method: str = "GET") -> int:
+        """Requests of ``method`` seen so far (for one URL path, or all)."""
+        return int(self._ask(json.dumps(["count", path, method])))
+
+    def clear_log(self) -> None:
+        """Forget every request seen so far."""
+        self._ask(json.dumps(["clear", None, None]))
+
+    def _ask(self, line: str) -> str:
+        if self._proc is None or self._proc.stdin is None:
+            raise RuntimeError("ServerProcess is not started")
+        self._proc.stdin.write(line + "\n")
+        self._proc.stdin.flush()
+        return self._read()
+
+    def _read(self) -> str:
+        if self._proc is None or self._proc.stdout is None:
+            raise RuntimeError("ServerProcess is not started")
+        line = self._proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the server process exited (code {self._proc.poll()})")
+        return line.strip()
+
+
+def _serve(root: str, latency: float) -> None:
+    from rasteret.testing.servers import RangeHTTPServer
+
+    with RangeHTTPServer(root, latency=latency) as server:
+        print(server.url, flush=True)
+        for line in sys.stdin:
+            if line.strip() == "stop":
+                print("ok", flush=True)
+                return
+            command, path, method = json.loads(line)
+            if command == "count":
+                print(server.count(path, method), flush=True)
+            else:
+                server.clear_log()
+                print("ok", flush=True)
+
+
+# -- shared data --------------------------------------------------------------------------------
+
+
+def header_corpus(n: int) -> tuple[Path, list[str]]:
+    """A folder holding one small realistic COG under ``n`` names (hard links); the names.
+
+    The COG: 1024x1024 uint16, deflate + horizontal predictor, 256-pixel tiles, overviews
+    2/4 written by GDAL's COG driver (IFDs and tile tables first, as in every GDAL COG).
+    """
+    from rasteret.testing.scenes import SceneSpec, write_scene
+
+    root = data_dir("headers")
+    spec = SceneSpec("master", epsg=32632, origin=(699960.0, 5400000.0), size=1024, tile=256)
+    master = write_scene(spec, data_dir("headers_master"), bands=("B04",))["B04"]
+    names = [f"cogs/c{i:05d}.tif" for i in range(n)]
+    for name in names:
+        path = root / name
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.link(master, path)
+    return root, names
+
+
+# -- the floor of a read -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Floor:
+    """The floor of a read: fetching and decoding exactly its tiles, each at full parallelism."""
+
+    fetch: Timing
+    """Every tile's byte range as its own ranged GET, all in flight at once (no decode)."""
+    decode: Timing
+    """Every tile decoded on a thread pool of ``os.cpu_count()`` threads (bytes in memory)."""
+    tiles: int
+    fetched_bytes: int
+    decoded_bytes: int
+
+    @property
+    def seconds(self) -> float:
+        return max(self.fetch.median, self.decode.median)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "floor_s": self.seconds,
+            "fetch": self.fetch.as_dict(),
+            "decode": self.decode.as_dict(),
+            "tiles": self.tiles,
+            "fetched_bytes": self.fetched_bytes,
+            "decoded_bytes": self.decoded_bytes,
+        }
+
+
+def measure_floor(tiles: Sequence[Any], *, repeat: int = 3) -> Floor:
+    """Measure the floor of reading ``tiles`` (:class:`rasteret.read.bands.TileSource` values).
+
+    Fetch: :func:`rasteret.io.fetch.fetch_many` with one single-range job per tile and
+    ``max_concurrent`` equal to the tile count (no coalescing, no decoding).
+    Decode: :func:`rasteret.tiff.decode.decode_tile` of every tile on ``os.cpu_count()``
+    threads.
+    """
+    from rasteret._sync import run
+    from rasteret.io.fetch import FetchOptions, fetch_many
+    from rasteret.io.ranges import ByteRange
+    from rasteret.tiff.decode import decode_tile
+
+    tiles = [t for t in tiles if t.end > t.start]
+    jobs = [(t.key.href, [ByteRange(t.start, t.end)]) for t in tiles]
+    options = FetchOptions(max_concurrent=max(len(jobs), 1), max_gap=0)
+    fetch = measure(lambda: run(fetch_many(jobs, options=options)), repeat=repeat)
+    buffers = [bytes(views[0]) for views in fetch.result]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+
+        def decode_all() -> int:
+            arrays = pool.map(
+                lambda pair: decode_tile(pair[1], pair[0].layout, rows=pair[0].rows),
+                zip(tiles, buffers, strict=True),
+            )
+            return sum(a.nbytes for a in arrays)
+
+        decode = measure(decode_all, repeat=repeat)
+    return Floor(fetch, decode, len(tiles), sum(map(len, buffers)), int(decode.result or 0))
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["serve"]:
+    _serve(sys.argv[2], float(sys.argv[3]))
