@@ -1,0 +1,360 @@
+"""``Collection.sample_points``: pixel values under points, as an Arrow table.
+
+Points come as a table (Arrow, GeoDataFrame, DuckDB relation, Polars frame, anything with
+``__arrow_c_stream__``) with a geometry column (WKB, GeoArrow point, shapely) or x/y columns,
+or as an array of shapely points or WKB. They are normalised once to float64 ``x``/``y``
+arrays plus the table's other columns (:func:`normalize_points`); the records whose
+footprints meet the points' bounds are selected with pushdown (as for pixel reads), read
+with :func:`rasteret.read.sample.read_points` and assembled by
+:func:`rasteret.outputs.points.samples_to_table`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import shapely
+
+from rasteret._collection_reads import (
+    _FILTER_KEYWORDS,
+    DEFAULT_AOI_CRS,
+    _crs_string,
+    _geometry_column_name,
+    _is_table,
+    records_for,
+)
+from rasteret.errors import SchemaError
+from rasteret.read import ReadOptions
+from rasteret.read.grid import crs_key, transform_bounds
+from rasteret.read.points import PointOptions
+from rasteret.read.sample import read_points
+from rasteret.types import arrow_to_shapely, field_geometry_encoding, geometries_to_shapely
+from rasteret.types import geometry_crs as carried_crs
+
+__all__ = ["XY_COLUMN_PAIRS", "PointSamplingMixin", "Points", "normalize_points"]
+
+XY_COLUMN_PAIRS = (("x", "y"), ("lon", "lat"), ("longitude", "latitude"))
+"""Column pairs detected as point coordinates (case-insensitive), in order of preference."""
+_OPTION_KEYWORDS = (
+    "max_concurrent",
+    "backend",
+    "cloud_config",
+    "cache_mb",
+    "max_gap",
+    "max_coalesced_size",
+    "on_missing",
+    "progress",
+)
+_POINT_KEYWORDS = ("batch_size", "max_decoded_mb")
+_CRS_METADATA_KEY = b"crs"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Points:
+    """Points normalised once: coordinates, CRS, and the table's other columns."""
+
+    x: np.ndarray
+    """float64; NaN for null or empty points."""
+    y: np.ndarray
+    crs: str
+    """``EPSG:n`` when the CRS has a code, else WKT."""
+    columns: pa.Table | None
+    """The point table's non-geometry columns (None for plain geometry arrays)."""
+    geometry: pa.Array | pa.ChunkedArray | None
+    """The table's own WKB geometry column, reused in the output (None: built from x/y)."""
+    geometry_name: str
+
+
+def normalize_points(
+    points: Any,
+    *,
+    geometry_column: str | None = None,
+    x_column: str | None = None,
+    y_column: str | None = None,
+    geometry_crs: Any = None,
+) -> Points:
+    """Normalise points of any accepted form.
+
+    A table is read through its geometry column (``geometry_column``, else the GeoArrow /
+    GeoParquet-tagged one, else ``geometry``) unless ``x_column``/``y_column`` are given or
+    it has no geometry column; then x/y columns are used (auto-detected among
+    :data:`XY_COLUMN_PAIRS`). x/y columns need ``geometry_crs`` unless their field metadata
+    carries a ``crs`` entry. Geometry CRS: ``geometry_crs``, else the CRS the input carries,
+    else EPSG:4326.
+
+    Raises:
+        SchemaError: no geometry or x/y columns, x/y without a CRS, or non-point geometries.
+
+    >>> pts = normalize_points(pa.table({"site": ["a"], "lon": [77.5], "lat": [13.0]}),
+    ...                        geometry_crs="EPSG:4326")
+    >>> pts.x.tolist(), pts.crs, pts.columns.column_names
+    ([77.5], 'EPSG:4326', ['site', 'lon', 'lat'])
+    """
+    if (x_column is None) != (y_column is None):
+        raise SchemaError(
+            f"expected both x_column= and y_column= or neither, got x_column={x_column!r}, "
+            f"y_column={y_column!r}"
+        )
+    if not _is_table(points):
+        geoms = geometries_to_shapely(points)
+        x, y = _point_xy(geoms)
+        crs = geometry_crs if geometry_crs is not None else carried_crs(points)
+        return Points(x, y, _crs_or_default(crs), None, None, "geometry")
+    from rasteret.ingest.sources import read_source
+
+    table = read_source(points)  # consume a stream exactly once
+    if x_column is None and geometry_column is None and not _has_geometry(table):
+        x_column, y_column = _detect_xy(table)
+    if x_column is not None and y_column is not None:
+        return _from_xy(table, x_column, y_column, geometry_crs)
+    name = geometry_column or _geometry_column_name(table)
+    if name not in table.column_names:
+        raise SchemaError(
+            f"expected a point geometry column {name!r} or x/y columns, found {table.column_names}"
+        )
+    field = table.schema.field(name)
+    encoding, crs = field_geometry_encoding(field, table.schema.metadata)
+    column = table.column(name)
+    xy = _wkb_points_fast(column) if encoding in (None, "geoarrow.wkb", "ogc.wkb") else None
+    if xy is None:
+        xy = _point_xy(arrow_to_shapely(column, encoding), where=f"column {name!r}")
+    is_wkb = pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type)
+    return Points(
+        xy[0],
+        xy[1],
+        _crs_or_default(geometry_crs if geometry_crs is not None else crs),
+        table.drop_columns([name]),
+        column if is_wkb else None,
+        name,
+    )
+
+
+def _has_geometry(table: pa.Table) -> bool:
+    return _geometry_column_name(table) in table.column_names
+
+
+def _detect_xy(table: pa.Table) -> tuple[str, str]:
+    lower = {n.lower(): n for n in table.column_names}
+    for xn, yn in XY_COLUMN_PAIRS:
+        if xn in lower and yn in lower:
+            return lower[xn], lower[yn]
+    raise SchemaError(
+        "expected a point geometry column (WKB, GeoArrow point; pass geometry_column=) or "
+        f"x/y columns ({', '.join('/'.join(p) for p in XY_COLUMN_PAIRS)}; or pass "
+        f"x_column=/y_column=), got columns {table.column_names}"
+    )
+
+
+def _from_xy(table: pa.Table, x_name: str, y_name: str, geometry_crs: Any) -> Points:
+    for name in (x_name, y_name):
+        if name not in table.column_names:
+            raise SchemaError(f"expected a coordinate column {name!r}, found {table.column_names}")
+    crs = geometry_crs
+    if crs is None:
+        for name in (x_name, y_name):
+            meta = table.schema.field(name).metadata or {}
+            if _CRS_METADATA_KEY in meta:
+                crs = meta[_CRS_METADATA_KEY].decode()
+                break
+    if crs is None:
+        raise SchemaError(
+            f"expected a CRS for the coordinate columns {x_name!r}/{y_name!r}, got none: their "
+            "field metadata has no 'crs'; pass geometry_crs= (e.g. geometry_crs='EPSG:4326' "
+            "for longitude/latitude)"
+        )
+    x = _float_column(table, x_name)
+    y = _float_column(table, y_name)
+    return Points(x, y, _crs_or_default(crs), table, None, _free_name(table, "geometry"))
+
+
+def _float_column(table: pa.Table, name: str) -> np.ndarray:
+    column = table.column(name)
+    try:
+        values = column.cast(pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise SchemaError(
+            f"expected numbers in coordinate column {name!r}, got {column.type}"
+        ) from exc
+    return np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float64)  # nulls -> NaN
+
+
+def _free_name(table: pa.Table, name: str) -> str:
+    return name if name not in table.column_names else f"point_{name}"
+
+
+def _crs_or_default(crs: Any) -> str:
+    return DEFAULT_AOI_CRS if crs is None else _crs_string(crs)
+
+
+def _point_xy(geoms: np.ndarray, where: str = "points") -> tuple[np.ndarray, np.ndarray]:
+    """x and y of point geometries (NaN for None and empty points)."""
+    geoms = np.asarray(geoms, dtype=object)
+    kinds = shapely.get_type_id(geoms)
+    bad = np.flatnonzero((kinds != 0) & (kinds != -1))
+    if len(bad):
+        i = int(bad[0])
+        raise SchemaError(
+            f"expected Point geometries in {where}, got {geoms[i].geom_type} at row {i}"
+            f"{' (and ' + str(len(bad) - 1) + ' more)' if len(bad) > 1 else ''}; use "
+            "get_numpy()/get_gdf() for areas"
+        )
+    return (
+        np.asarray(shapely.get_x(geoms), dtype=np.float64),
+        np.asarray(shapely.get_y(geoms), dtype=np.float64),
+    )
+
+
+_WKB_POINT = np.dtype([("order", "u1"), ("type", "<u4"), ("x", "<f8"), ("y", "<f8")])
+
+
+def _wkb_points_fast(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray] | None:
+    """x/y of a WKB column of 2-D little-endian points without nulls, read straight from
+    the buffer; None when the column is anything else (the general path handles it)."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if isinstance(array.type, pa.ExtensionType):
+        array = array.storage
+    if not (pa.types.is_binary(array.type) or pa.types.is_large_binary(array.type)):
+        return None
+    if array.null_count or len(array) == 0:
+        return None
+    _, offsets_buf, data_buf = array.buffers()
+    offset_type = np.int64 if pa.types.is_large_binary(array.type) else np.int32
+    offsets = np.frombuffer(offsets_buf, dtype=offset_type)[
+        array.offset : array.offset + len(array) + 1
+    ]
+    size = _WKB_POINT.itemsize
+    if not np.array_equal(np.diff(offsets), np.full(len(array), size)):
+        return None
+    start = int(offsets[0])
+    records = np.frombuffer(data_buf, dtype=_WKB_POINT, count=len(array), offset=start)
+    if not (np.all(records["order"] == 1) and np.all(records["type"] == 1)):
+        return None
+    return records["x"].astype(np.float64), records["y"].astype(np.float64)
+
+
+def points_bounds_crs84(points: Points) -> tuple[float, float, float, float] | None:
+    """CRS84 bounds of the finite points (their bbox reprojected, edges densified), or None."""
+    finite = np.isfinite(points.x) & np.isfinite(points.y)
+    if not finite.any():
+        return None
+    x, y = points.x[finite], points.y[finite]
+    bounds = (float(x.min()), float(y.min()), float(x.max()), float(y.max()))
+    xmin, ymin, xmax, ymax = transform_bounds(bounds, crs_key(points.crs), "OGC:CRS84")
+    if xmin > xmax:  # crosses the antimeridian
+        xmin, xmax = -180.0, 180.0
+    return xmin, ymin, xmax, ymax
+
+
+class PointSamplingMixin:
+    """``sample_points`` for :class:`rasteret.Collection`."""
+
+    def sample_points(
+        self,
+        points: Any,
+        bands: Sequence[str] | str,
+        *,
+        geometry_column: str | None = None,
+        x_column: str | None = None,
+        y_column: str | None = None,
+        geometry_crs: Any = None,
+        match: str = "all",
+        max_distance_pixels: int = 0,
+        return_neighbourhood: str = "off",
+        neighbourhood_radius: int = 1,
+        keep_missing: bool = False,
+        data_source: str | None = None,
+        **kwargs: Any,
+    ) -> pa.Table:
+        """Band values under points: one row per (point, record) whose raster holds it.
+
+        Args:
+            points: A table (Arrow, GeoDataFrame, DuckDB, Polars, ...) with a point
+                geometry column or x/y columns, or shapely points / WKB.
+            bands: Band names, in output column order.
+            geometry_column: The table's point column (default: the tagged one, else
+                ``geometry``).
+            x_column, y_column: Coordinate columns (default: detected ``x``/``y``,
+                ``lon``/``lat``, ``longitude``/``latitude`` when there is no geometry).
+            geometry_crs: CRS of the points (required for x/y columns without CRS
+                metadata; default for geometries: theirs, else EPSG:4326).
+            match: ``"all"`` records, or only the ``"latest"`` with a valid value per
+                point and band (one row per point).
+            max_distance_pixels: Take the nearest valid pixel within this many pixels
+                when the point's own pixel is nodata.
+            return_neighbourhood: ``"always"`` or ``"if_center_nodata"``: add each band's
+                ``(2r+1)²`` window as a ``{band}_neighbourhood`` list column.
+            neighbourhood_radius: ``r`` of that window.
+            keep_missing: Keep points outside every record as a row of nulls.
+            data_source: Accepted for API symmetry with the other reads.
+            **kwargs: Filters of :meth:`Collection.subset` and I/O options
+                (``max_concurrent``, ``backend``, ``cache_mb``, ``max_gap``,
+                ``max_coalesced_size``, ``on_missing``, ``progress``, ``batch_size``,
+                ``max_decoded_mb``).
+
+        Returns:
+            A ``pyarrow.Table``; columns as in :mod:`rasteret.outputs.points`, rows
+            point-major (points in input order, then records by datetime and id).
+
+        Example:
+            ``table = collection.sample_points(sites, ["B04", "B08"], geometry_crs=4326)``
+        """
+        from rasteret.collection import Collection
+        from rasteret.outputs.points import samples_to_table
+
+        assert isinstance(self, Collection)
+        del data_source
+        allowed = {*_FILTER_KEYWORDS, *_OPTION_KEYWORDS, *_POINT_KEYWORDS}
+        unknown = sorted(set(kwargs) - allowed)
+        if unknown:
+            raise TypeError(f"unexpected keyword arguments {unknown} for sample_points()")
+        if points is None:
+            raise SchemaError(
+                "expected points (a table with a point geometry or x/y columns, shapely "
+                "points or WKB), got None"
+            )
+        bands = self._require_bands([bands] if isinstance(bands, str) else list(bands))
+        point_options = PointOptions(
+            match=match,  # type: ignore[arg-type]
+            max_distance_pixels=max_distance_pixels,
+            return_neighbourhood=return_neighbourhood,  # type: ignore[arg-type]
+            neighbourhood_radius=neighbourhood_radius,
+            **{k: kwargs[k] for k in _POINT_KEYWORDS if k in kwargs},
+        )
+        read_options = ReadOptions(**{k: kwargs[k] for k in _OPTION_KEYWORDS if k in kwargs})
+        pts = normalize_points(
+            points,
+            geometry_column=geometry_column,
+            x_column=x_column,
+            y_column=y_column,
+            geometry_crs=geometry_crs,
+        )
+        bounds = points_bounds_crs84(pts)
+        records = []
+        if bounds is not None:
+            filters = {k: kwargs[k] for k in _FILTER_KEYWORDS if k in kwargs}
+            records = records_for(self.subset(**filters).subset(bbox=bounds), bands)
+        samples = read_points(records, pts.x, pts.y, pts.crs, bands, point_options, read_options)
+        return samples_to_table(
+            samples,
+            [r.id for r in records],
+            [r.datetime for r in records],
+            [_record_crs(r, bands[0]) for r in records],
+            columns=pts.columns,
+            x=pts.x,
+            y=pts.y,
+            point_crs=pts.crs,
+            geometry=pts.geometry,
+            geometry_name=pts.geometry_name,
+            keep_missing=keep_missing,
+        )
+
+
+def _record_crs(record: Any, band: str) -> str | None:
+    meta = record.bands.get(band)
+    if meta is None:
+        return None
+    return crs_key(meta.crs, meta.epsg)
