@@ -29,6 +29,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+import pyproj
 
 from rasteret.errors import WorkspaceError
 from rasteret.ingest.schema import BBOX, GEOMETRY, MONTH, SCHEMA_VERSION, YEAR
@@ -48,40 +49,8 @@ __all__ = [
 MANIFEST = "_rasteret.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
-CRS84_PROJJSON: dict[str, Any] = {
-    "$schema": "https://proj.org/schemas/v0.7/projjson.schema.json",
-    "type": "GeographicCRS",
-    "name": "WGS 84 (CRS84)",
-    "datum_ensemble": {
-        "name": "World Geodetic System 1984 ensemble",
-        "members": [{"name": "World Geodetic System 1984 (G2139)"}],
-        "ellipsoid": {
-            "name": "WGS 84",
-            "semi_major_axis": 6378137,
-            "inverse_flattening": 298.257223563,
-        },
-        "accuracy": "2.0",
-        "id": {"authority": "EPSG", "code": 6326},
-    },
-    "coordinate_system": {
-        "subtype": "ellipsoidal",
-        "axis": [
-            {
-                "name": "Geodetic longitude",
-                "abbreviation": "Lon",
-                "direction": "east",
-                "unit": "degree",
-            },
-            {
-                "name": "Geodetic latitude",
-                "abbreviation": "Lat",
-                "direction": "north",
-                "unit": "degree",
-            },
-        ],
-    },
-    "id": {"authority": "OGC", "code": "CRS84"},
-}
+CRS84_PROJJSON: dict[str, Any] = pyproj.CRS("OGC:CRS84").to_json_dict()
+"""The GeoParquet ``crs`` of every collection footprint (longitude/latitude, WGS 84)."""
 
 
 def default_workspace() -> Path:
