@@ -115,9 +115,19 @@ _cache: TileCache | None = None
 _cache_lock = threading.Lock()
 
 
+_DISABLED = TileCache(0)
+
+
 def get_tile_cache(cache_mb: float) -> TileCache:
-    """The process-wide cache, resized to ``cache_mb`` megabytes (10**6 bytes)."""
+    """The process-wide cache, resized to ``cache_mb`` megabytes (10**6 bytes).
+
+    ``cache_mb=0`` returns an empty cache that stores nothing, leaving the process-wide cache
+    (and what other reads put in it) untouched; any other size resizes the shared cache
+    (the last read's setting wins).
+    """
     global _cache
+    if cache_mb <= 0:
+        return _DISABLED
     with _cache_lock:
         if _cache is None:
             _cache = TileCache(int(cache_mb * _MB))

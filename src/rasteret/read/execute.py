@@ -115,8 +115,9 @@ async def execute_plan_async(
 
     async def one_chip(chip: ChipPlan) -> Chip:
         keys = {k for r in chip.bands for k in (*r.tiles, *r.mask_tiles)}
+        polygon = inside(chip)  # rasterized while the tiles are still on their way
         decoded = {k: await tiles[k] for k in keys}
-        aoi = await inside(chip)
+        aoi = await polygon
         result = await loop.run_in_executor(
             pool, _assemble_chip, plan, chip, records[chip.record_index], decoded, aoi
         )
