@@ -120,6 +120,12 @@ def test_same_grid_reads_are_bit_exact(fixture_paths: dict[str, Path], name: str
             shapely.box(x0 + 30, y0 - 400, x0 + 2000, y0 - 30).difference(
                 shapely.box(x0 + 300, y0 - 300, x0 + 900, y0 - 100)
             ),  # a hole
+            shapely.MultiPolygon(
+                [
+                    shapely.box(x0 + 40, y0 - 300, x0 + 500, y0 - 20),
+                    shapely.box(x0 + 1500, y0 - 2000, x0 + 1900, y0 - 1200),
+                ]
+            ),
         ]
         rec = record("r", path, src.count)
         for all_touched in (False, True):

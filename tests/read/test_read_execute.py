@@ -221,3 +221,36 @@ def test_tile_cache_is_a_bounded_lru() -> None:
     cache.resize(300)
     assert cache.keys() == [5]
     assert get_tile_cache(1).max_bytes == 1_000_000
+
+
+def test_bands_of_different_resolution_share_one_grid(tmp_path: Path) -> None:
+    fine = write_cog(tmp_path / "b04.tif", res=10.0, size=(600, 400), overviews=())
+    coarse = write_cog(tmp_path / "b11.tif", res=20.0, size=(300, 200), seed=3, overviews=())
+    from read_support import band_metadata
+
+    from rasteret.read import RecordRef
+
+    rec = RecordRef("s2", None, {"B04": band_metadata(fine), "B11": band_metadata(coarse)})
+    aoi = box(101, 51, 301, 171)  # odd pixel offsets: half a 20 m pixel off
+    chip = read_chips([rec], [aoi], 32633, ["B04", "B11"]).chips[0]
+    assert chip.data.shape == (2, 120, 200)
+    with rasterio.open(coarse) as src:  # GDAL's own upsampling of the same window
+        expected = src.read(1, window=Window(50.5, 25.5, 100, 60), out_shape=(120, 200))
+    np.testing.assert_array_equal(chip.data[1][chip.valid[1]], expected[chip.valid[1]])
+    assert chip.valid[1].mean() > 0.9
+
+
+@pytest.mark.parametrize("nodata", [0, None])
+def test_resampled_reads_across_the_scene_edge(tmp_path: Path, nodata: int | None) -> None:
+    path = write_cog(tmp_path / "edge.tif", nodata=nodata, overviews=(2, 4))
+    rec = record("e", path)
+    aoi = box(-100, -60, 300, 180)  # 400 x 240 pixels, a quarter of them outside
+    chip = read_chips([rec], [aoi], 32633, ["b1"], ReadOptions(out_shape=(60, 100))).chips[0]
+    assert chip.data.shape == (1, 60, 100)
+    assert not chip.valid[0, :15].any()  # rows above the raster
+    assert not chip.valid[0, :, :25].any()  # columns left of the raster
+    assert (chip.data[0][~chip.valid[0]] == 0).all()
+    with rasterio.open(path) as src:  # inside, GDAL reads the same level at the same scale
+        inner = src.read(1, window=Window(0, 0, 300, 180), out_shape=(45, 75))
+    core = chip.valid[0, 15:, 25:]
+    np.testing.assert_array_equal(chip.data[0, 15:, 25:][core], inner[core])
