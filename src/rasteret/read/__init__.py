@@ -1,7 +1,11 @@
 """Query -> pixels: plan the whole read, fetch and decode tiles once, assemble chips.
 
-Import direction: ``options <- grid <- bands <- plan <- (mask, warp) <- assemble <- execute
-<- engine``. Nothing here imports :mod:`rasteret.collection` or :mod:`rasteret.outputs`.
+Import direction: ``options <- grid <- bands <- plan <- result``, ``(mask, warp) <- assemble
+<- execute (+ cache) <- engine``. Nothing here imports :mod:`rasteret.collection` or
+:mod:`rasteret.outputs`.
+
+>>> ReadOptions(resampling="average").resampling_for("uint16").name
+'average'
 """
 
 from rasteret.read.engine import read_chips, read_chips_async

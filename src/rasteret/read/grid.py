@@ -19,6 +19,7 @@ drop edge pixels whose centres lie inside the AOI and so breaks ``all_touched``.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -149,7 +150,9 @@ def best_overview(
         window_width, window_height: Integer size of the requested window at full resolution
             (rasterio passes ``int(width)``, truncated).
         buf_width, buf_height: Output size; with a single size, both axes use it.
-        nearest: Whether the kernel is nearest (threshold 1.2) or not (threshold 1.0).
+        nearest: Whether the kernel is nearest (threshold 1.2) or not (threshold 1.0); the
+            ``GDAL_OVERVIEW_OVERSAMPLING_THRESHOLD`` environment variable overrides both, as
+            it does in GDAL.
 
     Returns:
         0 for full resolution, ``k`` for ``overview_sizes[k - 1]``.
@@ -163,7 +166,8 @@ def best_overview(
     fx = window_width / buf_width
     fy = window_height / buf_height
     desired = fx if (fx < fy or buf_height == 1) else fy
-    threshold = 1.2 if nearest else 1.0  # GDAL_OVERVIEW_OVERSAMPLING_THRESHOLD defaults
+    configured = os.environ.get("GDAL_OVERVIEW_OVERSAMPLING_THRESHOLD")
+    threshold = float(configured) if configured else (1.2 if nearest else 1.0)
     eps = 1e-1  # GDAL's tolerance against numerical instability
     best, best_factor = 0, 0.0
     for k, (ow, oh) in enumerate(overview_sizes, start=1):

@@ -82,7 +82,11 @@ def _mem_read(
     *,
     nodata: float | None,
 ) -> np.ndarray:
-    with _mem(canvas, read.src_transform, read.src_crs, nodata, mask) as mem:
+    # RasterIO ignores georeferencing: any non-identity transform keeps rasterio quiet
+    transform = read.src_transform
+    if abs(transform[2]) < 1 and abs(transform[5]) < 1:
+        transform = (*transform[:2], 1e6, *transform[3:5], 1e6)
+    with _mem(canvas, transform, read.src_crs, nodata, mask) as mem:
         return mem.read(1, window=window, out_shape=out_shape, resampling=resampling)
 
 
