@@ -12,7 +12,7 @@ with :func:`rasteret.read.sample.read_points` and assembled by
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -28,6 +28,7 @@ from rasteret._collection_reads import (
     records_for,
 )
 from rasteret.errors import SchemaError
+from rasteret.ingest.schema import metadata_column
 from rasteret.read import ReadOptions
 from rasteret.read.grid import crs_key, transform_bounds
 from rasteret.read.points import PointOptions
@@ -338,6 +339,10 @@ class PointSamplingMixin:
             filters = {k: kwargs[k] for k in _FILTER_KEYWORDS if k in kwargs}
             records = records_for(self.subset(**filters).subset(bbox=bounds), bands)
         samples = read_points(records, pts.x, pts.y, pts.crs, bands, point_options, read_options)
+        if not records:  # no record to take the dtypes from: the collection's first one
+            samples = replace(samples, values=tuple(
+                np.empty(0, dtype=d) for d in _collection_dtypes(self, bands)
+            ))  # fmt: skip
         return samples_to_table(
             samples,
             [r.id for r in records],
@@ -358,3 +363,13 @@ def _record_crs(record: Any, band: str) -> str | None:
     if meta is None:
         return None
     return crs_key(meta.crs, meta.epsg)
+
+
+def _collection_dtypes(collection: Any, bands: Sequence[str]) -> list[np.dtype]:
+    """Each band's dtype in the collection's first record (float64 when it has none)."""
+    head = collection.dataset.head(1, columns=[metadata_column(b) for b in bands])
+    out = []
+    for band in bands:
+        cells = head.column(metadata_column(band)).to_pylist() if head.num_rows else [None]
+        out.append(np.dtype(cells[0]["dtype"]) if cells[0] else np.dtype("float64"))
+    return out

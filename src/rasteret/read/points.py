@@ -37,7 +37,7 @@ from typing import Any, Literal
 import numpy as np
 from affine import Affine
 
-from rasteret.errors import SchemaError
+from rasteret.errors import SchemaError, UnsupportedFormatError
 from rasteret.ingest.metadata import BandMetadata, RasterLevel
 from rasteret.read.bands import TileKey, TileSource, _alpha_sample, _mask_level, _tiles
 from rasteret.read.grid import crs_key, same_crs, transform_bounds, transformer
@@ -199,6 +199,7 @@ def plan_points(
     y = np.asarray(y, dtype=np.float64).ravel()
     if x.shape != y.shape:
         raise SchemaError(f"expected as many x as y coordinates, got {len(x)} and {len(y)}")
+    _check_georeferenced(records, bands)
     usable, skipped = _resolve_bands(records, bands, read_options or ReadOptions())
     src = crs_key(crs_(points_crs))
     finder = _Candidates(x, y, src)
@@ -248,6 +249,17 @@ def plan_points(
         gathers=tuple(gathers),
         skipped=tuple(skipped),
     )
+
+
+def _check_georeferenced(records: Sequence[RecordRef], bands: tuple[str, ...]) -> None:
+    for rec in records:
+        for band in bands:
+            meta = rec.bands.get(band)
+            if meta is not None and meta.crs is None and not meta.epsg:
+                raise UnsupportedFormatError(
+                    f"expected a georeferenced raster to place points on, got no CRS in "
+                    f"{meta.href} (band {band!r} of record {rec.id!r})"
+                )
 
 
 def _concat(parts: list[np.ndarray]) -> np.ndarray:
