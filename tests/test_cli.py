@@ -304,3 +304,72 @@ def test_read_writes_geotiff_netcdf_and_parquet(
     )
     assert code == 1
     assert "exactly one area" in err
+
+
+@pytest.mark.integration
+def test_sample_points_writes_parquet_and_csv(
+    cli, stac_server: StacApiServer, stac_scenes: StacScenes, s3_env: MotoS3Server, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    import csv
+
+    import pyarrow.parquet as pq
+    import rasterio
+    from pyproj import Transformer
+
+    from rasteret.stac.build import build_from_stac
+
+    workspace = tmp_path / "ws"
+    build_from_stac(
+        name="pts",
+        stac_api=stac_server.url,
+        collection=S2_COLLECTION,
+        band_map={"B04": "red", "B08": "nir"},
+        date_range=("2024-01-07", "2024-01-07"),  # S2-01 only
+        workspace_dir=workspace,
+    )
+    spec = next(s for s in stac_scenes.s2_specs if s.scene_id == "S2-01")
+    x0, y0 = spec.origin
+    utm = [(x0 + 10 * c + 5, y0 - 10 * r - 5) for r, c in ((30, 40), (100, 7), (200, 250))]
+    to_lonlat = Transformer.from_crs(32643, 4326, always_xy=True)
+    points = tmp_path / "points.csv"
+    with points.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["site", "lon", "lat"])
+        for number, (x, y) in enumerate(utm):
+            writer.writerow([f"p{number}", *to_lonlat.transform(x, y)])
+    expected = {}
+    for band in ("B04", "B08"):
+        with rasterio.open(stac_scenes.local["S2-01"][band]) as src:
+            expected[band] = [int(v[0]) for v in src.sample(utm)]
+
+    out = tmp_path / "samples.parquet"
+    result = cli(
+        "sample-points", "pts", "--workspace-dir", str(workspace), "--points", str(points),
+        "--bands", "B04,B08", "--output", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "wrote 3 samples" in result.stdout
+    table = pq.read_table(out)
+    assert table.column("site").to_pylist() == ["p0", "p1", "p2"]
+    assert table.column("record_id").to_pylist() == ["S2-01"] * 3
+    assert table.column("B04").to_pylist() == expected["B04"]
+    assert table.column("B08").to_pylist() == expected["B08"]
+    assert str(table.schema.field("B04").type) == "uint16"
+
+    as_csv = tmp_path / "samples.csv"
+    code, _, err = _in_process(
+        "sample-points", "pts", "--workspace-dir", str(workspace), "--points", str(points),
+        "--bands", "B08", "--output", str(as_csv), "--x-column", "lon", "--y-column", "lat",
+    )  # fmt: skip
+    assert code == 0, err
+    with as_csv.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["B08"]) for r in rows] == expected["B08"]
+    assert all(r["geometry"].startswith("POINT") for r in rows)
+
+    code, _, err = _in_process(
+        "sample-points", "pts", "--workspace-dir", str(workspace), "--points",
+        str(tmp_path / "missing.csv"), "--bands", "B04", "--output", str(out),
+    )  # fmt: skip
+    assert code == 1
+    assert "no points file" in err

@@ -115,7 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     points.add_argument("--x-column", help="x/longitude column (with --y-column)")
     points.add_argument("--y-column", help="y/latitude column (with --x-column)")
     points.add_argument("--geometry-column", help="WKB point column")
-    points.add_argument("--points-crs", help="CRS of the points (default EPSG:4326)")
+    points.add_argument(
+        "--points-crs", help="CRS of the points (default: the file's, else EPSG:4326)"
+    )
+    points.add_argument("--max-distance-pixels", type=int, default=0,
+                        help="use the nearest valid pixel within N pixels of a nodata one")  # fmt: skip
+    points.add_argument("--keep-missing", action="store_true",
+                        help="keep points outside every record as rows of nulls")  # fmt: skip
     points.add_argument("--match", choices=("all", "latest"), default="all",
                         help="every record covering a point, or only the latest")  # fmt: skip
     _workspace_arg(points)

@@ -23,16 +23,33 @@ def sample_points(args: argparse.Namespace) -> int:
     """``rasteret sample-points NAME``: band values at the points of a table."""
     collection = open_collection(args)
     points = _read_points(Path(args.points))
-    options: dict[str, Any] = {"match": args.match}
+    options: dict[str, Any] = {
+        "match": args.match,
+        "max_distance_pixels": args.max_distance_pixels,
+        "keep_missing": args.keep_missing,
+    }
     for key in ("x_column", "y_column", "geometry_column"):
         if getattr(args, key):
             options[key] = getattr(args, key)
     if args.points_crs:
         options["geometry_crs"] = args.points_crs
+    elif not _has_crs(points, args.geometry_column):
+        options["geometry_crs"] = "EPSG:4326"
     result = collection.sample_points(points, bands=args.bands, **options)
     _write_table(result, Path(args.output))
     print(f"wrote {result.num_rows} samples to {args.output}")
     return 0
+
+
+def _has_crs(points: Any, geometry_column: str | None) -> bool:
+    """Whether the points' geometry column says its CRS (GeoArrow or GeoParquet metadata)."""
+    from rasteret.errors import RasteretError
+    from rasteret.types import geometry_crs
+
+    try:
+        return geometry_crs(points, geometry_column=geometry_column) is not None
+    except (RasteretError, ValueError, TypeError):  # no geometry column (x/y points)
+        return False
 
 
 def _read_points(path: Path) -> Any:
@@ -53,8 +70,14 @@ def _read_points(path: Path) -> Any:
 def _write_table(table: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".csv":
+        import pyarrow as pa
         import pyarrow.csv as pacsv
+        import shapely
 
+        for index, field in enumerate(table.schema):
+            if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type):
+                wkt = shapely.to_wkt(shapely.from_wkb(table.column(index).to_numpy(False)))
+                table = table.set_column(index, field.name, pa.array(wkt, pa.string()))
         pacsv.write_csv(table, path)
     else:
         import pyarrow.parquet as pq
