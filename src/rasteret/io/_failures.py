@@ -4,6 +4,10 @@ obstore raises ``FileNotFoundError`` (404), ``PermissionDeniedError`` (403),
 ``UnauthenticatedError`` (401) and ``GenericError`` for everything else, with the HTTP status
 in the message. Custom readers raise builtins. Both are sorted here into retryable failures
 (5xx, 429, 408, timeouts, dropped connections, short bodies) and final ones.
+
+Errors name the URL, never its credentials: :func:`describe` and :func:`scrub` take signature
+query parameters (``X-Amz-Signature``, ``sig``, ...) and ``user:password@`` out of messages,
+including those of the chained store errors a traceback prints.
 """
 
 from __future__ import annotations
@@ -16,16 +20,25 @@ from obstore import exceptions as obstore_errors
 
 from rasteret.errors import AccessDeniedError, FetchError, ObjectNotFoundError
 from rasteret.io._s3region import wrong_region
-from rasteret.io.urls import redact_url
+from rasteret.io.urls import _is_secret, redact_url
 
-__all__ = ["Failure", "ShortBodyError", "classify", "describe", "to_fetch_error"]
+__all__ = [
+    "Failure",
+    "ShortBodyError",
+    "classify",
+    "describe",
+    "redact_text",
+    "scrub",
+    "to_fetch_error",
+]
 
 FailureKind = Literal[
     "not_found", "denied", "unsatisfiable", "wrong_region", "short", "transient", "final"
 ]
 
 _STATUS_RE = re.compile(r"(?:status code: |status: )(\d{3})")
-_URL_RE = re.compile(r"\b(?:https?|s3|gs|az|abfss?)://[^\s\"'<>]+")
+_URL_RE = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]+")
+_PARAM_RE = re.compile(r"([A-Za-z][A-Za-z0-9_.-]*)=([^&\s\"'<>]*)")
 _UNSATISFIABLE = ("StartTooLarge", "Range Not Satisfiable", "InvalidRange")
 _FINAL_OBSTORE = (
     obstore_errors.InvalidPathError,
@@ -98,10 +111,42 @@ def _status(text: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def redact_text(text: str) -> str:
+    """``text`` with credentials taken out of every URL and ``name=value`` pair in it.
+
+    >>> redact_text("GET https://h/a.tif?X-Amz-Signature=abc&v=1 failed; sig=xyz")
+    'GET https://h/a.tif?v=1 failed; sig=[redacted]'
+    """
+    text = _URL_RE.sub(lambda m: redact_url(m.group(0)), text)
+    return _PARAM_RE.sub(
+        lambda m: f"{m.group(1)}=[redacted]" if _is_secret(m.group(1)) else m.group(0), text
+    )
+
+
+def scrub(exc: BaseException) -> None:
+    """Redact (in place) the messages of ``exc`` and of every exception chained to it."""
+    stack, seen = [exc], set()
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        try:
+            current.args = tuple(redact_text(a) if isinstance(a, str) else a for a in current.args)
+            if isinstance(current, OSError):
+                for attr in ("filename", "filename2", "strerror"):
+                    value = getattr(current, attr, None)
+                    if isinstance(value, str):
+                        setattr(current, attr, redact_text(value))
+        except (AttributeError, TypeError):  # an exception type with read-only fields
+            pass
+        stack.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+
+
 def describe(exc: BaseException) -> str:
     """A one-line summary of ``exc`` with every URL in it redacted."""
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    first = _URL_RE.sub(lambda m: redact_url(m.group(0)), first)
+    first = redact_text(first)
     if len(first) > _MAX_CAUSE_CHARS:
         first = first[: _MAX_CAUSE_CHARS - 3] + "..."
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__

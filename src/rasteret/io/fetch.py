@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, overload
 
 from rasteret.errors import FetchError
-from rasteret.io._failures import ShortBodyError, classify, to_fetch_error
+from rasteret.io._failures import ShortBodyError, classify, scrub, to_fetch_error
 from rasteret.io.limiter import get_limiter
 from rasteret.io.ranges import DEFAULT_MAX_GAP, DEFAULT_MAX_SIZE, ByteRange, coalesce, slice_members
 from rasteret.io.stores import CloudConfig, Prefix, Target, open_target, read_prefix
@@ -291,10 +291,17 @@ async def _with_retries(
             failure = classify(exc)
             remaining = deadline - loop.time()
             if not failure.retryable or tries > options.retries or remaining <= 0:
+                cause: BaseException = exc
+                if isinstance(exc, TimeoutError) and not str(exc):  # asyncio.timeout's own
+                    cause = TimeoutError(
+                        f"no complete response within request_timeout={options.request_timeout} s"
+                    )
+                    cause.__cause__ = exc
+                scrub(cause)
                 error = to_fetch_error(
-                    exc, failure, url=target.display_url, what=what, attempts=tries
+                    cause, failure, url=target.display_url, what=what, attempts=tries
                 )
-                raise error from exc
+                raise error from cause
             await asyncio.sleep(min(options.backoff(tries - 1), remaining))
 
 

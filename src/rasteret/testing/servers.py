@@ -4,7 +4,14 @@ Both bind 127.0.0.1 on a free port, run in daemon threads and are context manage
 
 :class:`RangeHTTPServer` serves a folder over HTTP/1.1 with real ``Range`` support (206,
 ``Content-Range``, 416), ``HEAD``, ``ETag``, keep-alive, an optional latency per request, a
-request log, and injectable failures (a status for the next *n* requests of a path).
+request log, and injectable failures: a status for the next *n* requests of a path
+(:meth:`~RangeHTTPServer.fail`), and seeded faults on the wire
+(:meth:`~RangeHTTPServer.inject_faults` with a :class:`~rasteret.testing.faults.FaultPlan`):
+503 SlowDown, 500 and 429 answers in S3's XML, connections reset before any byte, bodies cut
+off half-way after the full ``Content-Length`` was promised, responses that stall mid-body,
+and ``206`` answers that carry only half the range (with a matching ``Content-Range``). A
+server can also stand in for S3: point ``AWS_ENDPOINT_URL`` at it and ``s3://bucket/key``
+is served from ``root_dir/bucket/key`` (signatures are not checked).
 
 :class:`MotoS3Server` runs moto's S3 in server mode and hands out the standard AWS environment
 variables that point any client at it, so code under test is configured only through them.
@@ -24,6 +31,8 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import re
+import socket
+import struct
 import sys
 import threading
 import time
@@ -36,6 +45,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from rasteret._optional import import_optional
+from rasteret.testing.faults import STATUS, FaultInjector, FaultKind, FaultPlan
 
 __all__ = ["MotoS3Server", "RangeHTTPServer", "RequestRecord"]
 
@@ -63,6 +73,8 @@ class RequestRecord:
     """The raw query string (signed URLs put their signature here)."""
     headers: tuple[tuple[str, str], ...] = ()
     """Request headers as ``(lower-case name, value)`` pairs."""
+    fault: str | None = None
+    """The fault injected into the answer (a :data:`~rasteret.testing.faults.FaultKind`)."""
 
     def header(self, name: str) -> str | None:
         """The value of request header ``name`` (case-insensitive), if sent."""
@@ -114,12 +126,77 @@ class _Handler(BaseHTTPRequestHandler):
         range_header = self.headers.get("Range")
         if owner.latency > 0:
             time.sleep(owner.latency)
-        status, headers, body = owner._respond(url_path, range_header)
+        forced = owner._forced_response(url_path)
+        status, headers, body = forced or owner._respond(url_path, range_header)
+        fault = None if head or forced else owner._next_fault(url_path, range_header, status)
+        if fault in STATUS:
+            status, code = STATUS[fault]
+            headers = {"Content-Type": "application/xml", "Retry-After": "0"}
+            body = _s3_error(code, url_path)
         sent = tuple((k.lower(), v) for k, v in self.headers.items())
         owner._record(
-            RequestRecord(self.command, url_path, range_header, status, split.query, sent)
+            RequestRecord(self.command, url_path, range_header, status, split.query, sent, fault)
         )
-        self._send(status, headers, body, head)
+        if fault is None or fault in STATUS:
+            self._send(status, headers, body, head)
+        else:
+            self._send_broken(fault, status, headers, body)
+
+    def _send_broken(
+        self, fault: FaultKind, status: int, headers: Mapping[str, str], body: bytes
+    ) -> None:
+        """A reset, a cut-off or stalled body, or a short 206 (see :class:`FaultPlan`)."""
+        if fault == "reset":
+            self._abort()
+            return
+        if fault == "short":
+            start, _, size = _content_range(headers, len(body))
+            body = body[: len(body) // 2]
+            if body:
+                headers = {
+                    **headers,
+                    "Content-Range": f"bytes {start}-{start + len(body) - 1}/{size}",
+                }
+            self._send(status, headers, body, head=False)
+            return
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        half = len(body) // 2
+        self.wfile.write(body[:half])
+        if fault == "cut":
+            self._abort()
+            return
+        # stall: stop sending for a while (or until the server stops), then finish the body
+        self.wfile.flush()
+        self.server.owner._stopping.wait(self.server.owner._stall_seconds())
+        self.wfile.write(body[half:])
+
+    def _abort(self) -> None:
+        """Drop the connection with a TCP reset."""
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()  # the socket closes (RST) once finish() closes its files
+
+
+def _s3_error(code: str, resource: str) -> bytes:
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>'
+        f"{code}</Code><Message>Please reduce your request rate (injected)</Message>"
+        f"<Resource>{resource}</Resource><RequestId>0</RequestId></Error>"
+    ).encode()
+
+
+def _content_range(headers: Mapping[str, str], length: int) -> tuple[int, int, int]:
+    """``(start, end, size)`` of a response's ``Content-Range`` (the whole body if none)."""
+    match = re.match(r"bytes (\d+)-(\d+)/(\d+)", headers.get("Content-Range", ""))
+    if match is None:
+        return 0, length, length
+    start, last, size = (int(g) for g in match.groups())
+    return start, last + 1, size
 
 
 class RangeHTTPServer:
@@ -130,10 +207,17 @@ class RangeHTTPServer:
         latency: Seconds to sleep before answering each request (simulates an object store).
         host: Interface to bind; loopback by default.
         port: Port to bind; 0 picks a free one.
+        faults: Seeded faults to inject into GET answers (see :meth:`inject_faults`).
     """
 
     def __init__(
-        self, root_dir: str | Path, *, latency: float = 0.0, host: str = "127.0.0.1", port: int = 0
+        self,
+        root_dir: str | Path,
+        *,
+        latency: float = 0.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        faults: FaultPlan | None = None,
     ) -> None:
         self.root_dir = Path(root_dir).resolve()
         self.latency = latency
@@ -141,6 +225,9 @@ class RangeHTTPServer:
         self._lock = threading.Lock()
         self._log: list[RequestRecord] = []
         self._forced: dict[str, list[Any]] = {}
+        self._injector: FaultInjector | None = None
+        self._stopping = threading.Event()
+        self.inject_faults(faults)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -149,6 +236,7 @@ class RangeHTTPServer:
         """Bind and start serving in a daemon thread; returns ``self``."""
         server = _Server((self._host, self._port), _Handler)
         server.owner = self
+        self._stopping.clear()
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever,
@@ -160,7 +248,8 @@ class RangeHTTPServer:
         return self
 
     def stop(self) -> None:
-        """Stop serving and close the listening socket."""
+        """Stop serving and close the listening socket (stalled answers are let go)."""
+        self._stopping.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -237,7 +326,41 @@ class RangeHTTPServer:
             else:
                 self._forced.pop(path, None)
 
+    def inject_faults(self, plan: FaultPlan | None) -> FaultInjector | None:
+        """From now on, fault GET answers as ``plan`` says (None: stop injecting).
+
+        Each GET is one request keyed by ``url_path|Range header``; a repeated request gets a
+        fresh draw (see :class:`~rasteret.testing.faults.FaultPlan`). Status faults apply to
+        every GET; resets, cuts, stalls and short bodies to answers with a body (200/206).
+        HEAD requests and :meth:`fail` answers are never faulted.
+
+        Returns:
+            The injector, whose log lists the faults injected.
+        """
+        with self._lock:
+            self._injector = None if plan is None else FaultInjector(plan)
+            return self._injector
+
+    @property
+    def fault_injector(self) -> FaultInjector | None:
+        """The current injector (its ``faults`` list what was injected), if any."""
+        with self._lock:
+            return self._injector
+
     # -- internals -------------------------------------------------------------------------
+    def _next_fault(self, url_path: str, range_header: str | None, status: int) -> FaultKind | None:
+        injector = self.fault_injector
+        if injector is None:
+            return None
+        kind = injector.next(f"{url_path}|{range_header}")
+        if kind is not None and kind not in STATUS and status not in (200, 206):
+            return None
+        return kind
+
+    def _stall_seconds(self) -> float:
+        injector = self.fault_injector
+        return 0.0 if injector is None else injector.plan.stall_seconds
+
     def _record(self, record: RequestRecord) -> None:
         with self._lock:
             self._log.append(record)
@@ -259,9 +382,6 @@ class RangeHTTPServer:
     def _respond(
         self, url_path: str, range_header: str | None
     ) -> tuple[int, dict[str, str], bytes]:
-        forced = self._forced_response(url_path)
-        if forced is not None:
-            return forced
         file = (self.root_dir / url_path.lstrip("/")).resolve()
         if not file.is_relative_to(self.root_dir) or not file.is_file():
             return 404, {"Content-Type": "text/plain"}, b"not found\n"
