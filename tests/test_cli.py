@@ -18,13 +18,7 @@ from rasteret.builders import load
 from rasteret.catalog import DatasetDescriptor
 from rasteret.cli import main
 from rasteret.testing.servers import MotoS3Server
-from support import stac_server as stac_support
 from support.stac_server import S2_COLLECTION, StacApiServer, StacScenes, rustac_executable
-
-# the STAC fixtures of tests/support/stac_server.py, for the tests of this module
-stac_api = stac_support.stac_api
-stac_scenes = stac_support.stac_scenes
-stac_server = stac_support.stac_server
 
 SOUTH = "77.40,13.0,77.51,13.2"
 SHIPPED = ("earthsearch/sentinel-2-l2a", "earthsearch/naip", "pc/esa-worldcover")

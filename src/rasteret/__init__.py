@@ -20,6 +20,7 @@ from rasteret import errors
 from rasteret.builders import RasteretWarning, as_collection, build_from_table, load
 from rasteret.collection import Collection
 from rasteret.errors import RasteretError
+from rasteret.stac.build import build, build_from_stac
 
 try:
     __version__ = version("rasteret")
@@ -32,6 +33,8 @@ __all__ = [
     "RasteretWarning",
     "__version__",
     "as_collection",
+    "build",
+    "build_from_stac",
     "build_from_table",
     "errors",
     "load",

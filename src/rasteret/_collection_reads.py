@@ -140,6 +140,22 @@ class PixelReadsMixin:
         data_source: str | None,
         kwargs: dict[str, Any],
     ) -> tuple[ChipSet, AOIs]:
+        records, aois, names, options = self._prepare(
+            geometries, bands, geometry_crs, geometry_column, data_source, kwargs
+        )
+        chips = read_chips(records, aois.geometries, aois.crs, names, options)
+        return chips, aois
+
+    def _prepare(
+        self,
+        geometries: Any,
+        bands: Sequence[str] | str,
+        geometry_crs: Any,
+        geometry_column: str | None,
+        data_source: str | None,
+        kwargs: dict[str, Any],
+    ) -> tuple[list[RecordRef], AOIs, list[str], ReadOptions]:
+        """Check the keywords, normalise the AOIs, select the records: everything but I/O."""
         from rasteret.collection import Collection
 
         assert isinstance(self, Collection)
@@ -158,10 +174,14 @@ class PixelReadsMixin:
         filters = {k: kwargs[k] for k in _FILTER_KEYWORDS if k in kwargs}
         bounds = aoi_bounds_crs84(aois.geometries, geometry_crs=aois.crs)
         selected = self.subset(**filters).subset(bbox=bounds)
-        options = ReadOptions(**{k: kwargs[k] for k in _OPTION_KEYWORDS if k in kwargs})
-        records = records_for(selected, bands)
-        chips = read_chips(records, aois.geometries, aois.crs, bands, options)
-        return chips, aois
+        option_values = {k: kwargs[k] for k in _OPTION_KEYWORDS if k in kwargs}
+        source = data_source if data_source is not None else self.data_source
+        if source and option_values.get("cloud_config") is None:
+            from rasteret.catalog import cloud_config_for
+
+            option_values["cloud_config"] = cloud_config_for(source)
+        options = ReadOptions(**option_values)
+        return records_for(selected, bands), aois, bands, options
 
     def get_numpy(
         self,
@@ -200,17 +220,29 @@ class PixelReadsMixin:
         geometry_crs: Any = None,
         geometry_column: str | None = None,
         data_source: str | None = None,
+        chunks: Any = None,
         **kwargs: Any,
     ) -> Any:
         """Pixels as one ``xarray.Dataset`` (a variable per band, dims time/y/x, CF CRS).
 
-        Records of the same datetime are mosaicked (first valid pixel wins).
+        Records of the same datetime are mosaicked (first valid pixel wins). With
+        ``chunks=`` (``"auto"``, pixels per dim as an int, a tuple or a dict over
+        ``time``/``y``/``x``) the Dataset is lazy and Dask-backed, on the same grid and with
+        the same values; computing a chunk reads only the tiles under it (needs the ``dask``
+        extra; see :func:`rasteret.dask.lazy_xarray`).
 
         Example:
             ``ds = collection.get_xarray((77.55, 13.01, 77.58, 13.08), ["B04"])``
         """
         from rasteret.outputs.xarray import chips_to_xarray
 
+        if chunks is not None:
+            from rasteret.dask.xarray import lazy_xarray  # raises MissingDependencyError
+
+            records, aois, names, options = self._prepare(
+                geometries, bands, geometry_crs, geometry_column, data_source, kwargs
+            )
+            return lazy_xarray(records, aois.geometries, aois.crs, names, options, chunks=chunks)
         chips, _ = self._read(geometries, bands, geometry_crs, geometry_column, data_source, kwargs)
         return chips_to_xarray(chips)
 

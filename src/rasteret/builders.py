@@ -94,27 +94,31 @@ def build_from_table(
         band_index_map=band_index_map,
         url_rewrite_patterns=url_rewrite_patterns,
     )
+    if data_source:
+        table, cloud = _apply_data_source(table, data_source, cloud)
     options = {
         "data_source": data_source,
         "enrich_cog": enrich_cog,
         "band_codes": list(band_codes) if band_codes is not None else None,
         "requester_pays": cloud.requester_pays if cloud else False,
     }
-    folder = records_dir(name, workspace_dir) if name else None
-    digest = fingerprint(table, options) if folder is not None else None
-    if folder is not None and not force:
-        manifest = read_manifest(folder)
-        if manifest is not None and manifest.get("fingerprint") == digest:
-            return load(folder)
-
-    failures: list[EnrichmentFailure] = []
-    if enrich_cog:
-        table, failures = _enrich(
-            table, band_codes, max_concurrent, backend, cloud, _show_progress(progress)
+    if not name:
+        table, failures = _maybe_enrich(
+            table, enrich_cog, band_codes, max_concurrent, backend, cloud, progress
         )
-    if folder is None:
         return Collection(ds.dataset(table), data_source=data_source, enrichment_errors=failures)
+    folder = records_dir(name, workspace_dir)
+    digest = fingerprint(table, options)
+    # One lock over check, build, write and open: a concurrent builder of the same name waits,
+    # then reuses this result when its input is the same, and never opens a half-swapped folder.
     with workspace_lock(folder):
+        if not force:
+            manifest = read_manifest(folder)
+            if manifest is not None and manifest.get("fingerprint") == digest:
+                return load(folder)
+        table, failures = _maybe_enrich(
+            table, enrich_cog, band_codes, max_concurrent, backend, cloud, progress
+        )
         write_collection(
             table,
             folder,
@@ -125,7 +129,21 @@ def build_from_table(
                 "enrichment_errors": [asdict(f) for f in failures],
             },
         )
-    return load(folder)
+        return load(folder)
+
+
+def _maybe_enrich(
+    table: pa.Table,
+    enrich_cog: bool,
+    band_codes: Sequence[str] | None,
+    max_concurrent: int,
+    backend: Any,
+    cloud: CloudConfig | None,
+    progress: bool | None,
+) -> tuple[pa.Table, list[EnrichmentFailure]]:
+    if not enrich_cog:
+        return table, []
+    return _enrich(table, band_codes, max_concurrent, backend, cloud, _show_progress(progress))
 
 
 def _cloud_config(
@@ -138,6 +156,25 @@ def _cloud_config(
         base["url_rewrite_patterns"] = dict(patterns)
         config = CloudConfig(**base)
     return config
+
+
+def _apply_data_source(
+    table: pa.Table, data_source: str, cloud: CloudConfig | None
+) -> tuple[pa.Table, CloudConfig | None]:
+    """Re-key assets by the registered band map of ``data_source`` and take its cloud settings."""
+    from rasteret.catalog import band_map_for, cloud_config_for
+    from rasteret.stac.tables import remap_assets_column
+
+    mapping = band_map_for(data_source)
+    if mapping:
+        table = remap_assets_column(
+            table,
+            mapping,
+            keep_unmapped=True,
+            require_all=False,
+            where=f"data_source={data_source!r}",
+        )
+    return table, cloud if cloud is not None else cloud_config_for(data_source)
 
 
 def _show_progress(progress: bool | None) -> bool:

@@ -40,6 +40,7 @@ __all__ = [
     "CloudSettings",
     "DatasetDescriptor",
     "band_map_for",
+    "cloud_config_for",
     "datasets",
     "get_dataset",
     "parse_band_map",
@@ -335,6 +336,19 @@ def get_dataset(dataset_id: str) -> DatasetDescriptor:
     close = difflib.get_close_matches(dataset_id, list(known), n=3)
     hint = f" (did you mean {close}?)" if close else ""
     raise SchemaError(f"unknown dataset {dataset_id!r}{hint}; known datasets: {sorted(known)}")
+
+
+def cloud_config_for(data_source: str) -> CloudConfig | None:
+    """The cloud settings (requester-pays, region, rewrites) of a registered data source.
+
+    ``""`` and names that are not registered datasets have none (``None``).
+    """
+    if not data_source:
+        return None
+    try:
+        return get_dataset(data_source).cloud.to_cloud_config()
+    except SchemaError:
+        return None
 
 
 def band_map_for(data_source: str) -> dict[str, BandSource]:

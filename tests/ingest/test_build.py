@@ -246,3 +246,21 @@ def test_band_resolution_errors_say_what_is_missing(served: Any) -> None:
     enriched = rasteret.build_from_table(table, enrich_cog=True)
     with pytest.raises(BandResolutionError, match=r"'B12'.*data_source"):
         enriched.get_numpy((0, 0, 1, 1), ["B04", "B12"])
+
+
+def test_data_source_maps_asset_keys_to_band_codes(served: Any) -> None:
+    _, table, _ = served
+    assets = [
+        {"red": a["B04"], "nir": a["B08"], "thumbnail": {"href": "x.jpg"}}
+        for a in table.column("assets").to_pylist()
+    ]
+    table = table.set_column(table.column_names.index("assets"), "assets", pa.array(assets))
+    collection = rasteret.build_from_table(
+        table, data_source="earthsearch/sentinel-2-l2a", enrich_cog=True
+    )
+    assert collection.data_source == "earthsearch/sentinel-2-l2a"
+    assert collection.bands == ["B04", "B08"]
+    b04 = rasteret.build_from_table(table, enrich_cog=True, band_codes=["red"])
+    first = b04.to_table(columns=["red_metadata"]).column(0)[0].as_py()
+    mapped = collection.to_table(columns=["B04_metadata"]).column(0)[0].as_py()
+    assert first["href"] == mapped["href"]
