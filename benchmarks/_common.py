@@ -45,6 +45,8 @@ __all__ = [
     "GDAL_ENV",
     "RESULTS_DIR",
     "Floor",
+    "SCENE_ORIGINS",
+    "SceneCorpus",
     "ServerProcess",
     "Timing",
     "clear_gdal_cache",
@@ -58,6 +60,7 @@ __all__ = [
     "parse_args",
     "print_table",
     "save_results",
+    "scene_corpus",
 ]
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -96,6 +99,8 @@ def parse_args(
     if args.repeat is None:
         args.repeat = 1 if args.quick else repeat
     args.save = not (args.quick or args.no_save)
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"{os.cpu_count()} cores, load average {load} (1/5/15 min) at start", flush=True)
     return args
 
 
@@ -134,6 +139,7 @@ def machine_info() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "memory_gb": memory_gb,
         "os": platform.platform(),
+        "load_average_1_5_15min": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(),
         "rasteret": rasteret.__version__,
         "rasterio": rasterio.__version__,
@@ -366,7 +372,7 @@ def header_corpus(n: int) -> tuple[Path, list[str]]:
     """A folder holding one small realistic COG under ``n`` names (hard links); the names.
 
     The COG: 1024x1024 uint16, deflate + horizontal predictor, 256-pixel tiles, overviews
-    2/4 written by GDAL's COG driver (IFDs and tile tables first, as in every GDAL COG).
+    2/4/8 written by GDAL's COG driver (IFDs and tile tables first, as in every GDAL COG).
     """
     from rasteret.testing.scenes import SceneSpec, write_scene
 
@@ -380,6 +386,83 @@ def header_corpus(n: int) -> tuple[Path, list[str]]:
             path.parent.mkdir(parents=True, exist_ok=True)
             os.link(master, path)
     return root, names
+
+
+@dataclass(frozen=True)
+class SceneCorpus:
+    """Sentinel-2-like scenes on disk: a time series in UTM 32N and one in 33N, at 12 deg E."""
+
+    root: Path
+    """Folder to serve; :attr:`relpaths` are relative to it."""
+    specs: tuple[Any, ...]
+    """Every :class:`rasteret.testing.scenes.SceneSpec` (zone 32 first, then zone 33)."""
+    relpaths: dict[str, dict[str, str]]
+    """Scene id -> band -> file path relative to :attr:`root`."""
+
+    def hrefs(self, base_url: str) -> dict[str, dict[str, str]]:
+        """Scene id -> band -> URL under ``base_url``."""
+        return {
+            sid: {band: f"{base_url}/{rel}" for band, rel in bands.items()}
+            for sid, bands in self.relpaths.items()
+        }
+
+
+#: Upper-left corners of the two scene footprints: both cover the 12 deg E zone border near
+#: 48.3 deg N (zone 32N x ~722 km, zone 33N x ~278 km), 40.96 km on a side.
+SCENE_ORIGINS = {32632: (699960.0, 5400000.0), 32633: (250000.0, 5400000.0)}
+
+
+def scene_corpus(quick: bool, dates: int = 15) -> SceneCorpus:
+    """Generate (once) and return the scene corpus of the read benchmarks.
+
+    Full: 4096x4096 uint16 at 10 m, 1024x1024 deflate+predictor tiles, overviews 2/4/8 (COG
+    driver); bands B04 and B08 in zone 32N, B04 in zone 33N; ``dates`` dates 5 days apart,
+    the same dates in both zones. Quick: 3 dates of 1024x1024 at 40 m with 256x256 tiles (same
+    footprints, same tile footprints). Files are written by a process pool, once.
+    """
+    from rasteret.testing.scenes import SceneSpec
+
+    size, tile, res = (1024, 256, 40.0) if quick else (4096, 1024, 10.0)
+    dates = 3 if quick else dates
+    folder = data_dir("scenes_quick" if quick else "scenes")
+    t0 = _dt.datetime(2024, 5, 3, 10, 30, tzinfo=_dt.UTC)
+    specs: list[Any] = []
+    jobs: list[tuple[Any, tuple[str, ...]]] = []
+    relpaths: dict[str, dict[str, str]] = {}
+    for zone, bands in ((32632, ("B04", "B08")), (32633, ("B04",))):
+        for i in range(dates):
+            when = t0 + _dt.timedelta(days=5 * i)
+            spec = SceneSpec(
+                f"T{zone % 100}_{when:%Y%m%d}",
+                epsg=zone,
+                origin=SCENE_ORIGINS[zone],
+                size=size,
+                resolution=res,
+                tile=tile,
+                datetime=when,
+                seed=zone % 100 * 1000 + i,
+                cloud_cover=float(i * 7 % 60),
+            )
+            specs.append(spec)
+            relpaths[spec.scene_id] = {b: f"{spec.scene_id}_{b}.tif" for b in bands}
+            if not all((folder / rel).exists() for rel in relpaths[spec.scene_id].values()):
+                jobs.append((spec, bands))
+    if jobs:
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
+
+        print(f"writing {len(jobs)} scenes into {folder} (once) ...", flush=True)
+        workers = min(len(jobs), os.cpu_count() or 1)
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            list(pool.map(_write_scene, [(spec, bands, folder) for spec, bands in jobs]))
+    return SceneCorpus(folder, tuple(specs), relpaths)
+
+
+def _write_scene(job: tuple[Any, tuple[str, ...], Path]) -> None:
+    from rasteret.testing.scenes import write_scene
+
+    spec, bands, folder = job
+    write_scene(spec, folder, bands=bands)
 
 
 # -- the floor of a read -------------------------------------------------------------------------
