@@ -34,6 +34,7 @@ from rasteret.ingest.store import (
     open_dataset,
     read_manifest,
     records_dir,
+    recover,
     workspace_lock,
     write_collection,
 )
@@ -112,6 +113,7 @@ def build_from_table(
     # One lock over check, build, write and open: a concurrent builder of the same name waits,
     # then reuses this result when its input is the same, and never opens a half-swapped folder.
     with workspace_lock(folder):
+        recover(folder)  # whatever a killed build of this name left behind
         if not force:
             manifest = read_manifest(folder)
             if manifest is not None and manifest.get("fingerprint") == digest:
