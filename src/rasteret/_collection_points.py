@@ -298,7 +298,10 @@ class PointSamplingMixin:
 
         Returns:
             A ``pyarrow.Table``; columns as in :mod:`rasteret.outputs.points`, rows
-            point-major (points in input order, then records by datetime and id).
+            point-major (points in input order, then records by datetime and id). For a
+            Dask DataFrame of points, a Dask DataFrame of the same rows, sampled partition
+            by partition on the workers (:func:`rasteret.dask.sample_points_dask`; needs
+            the ``dask`` extra).
 
         Example:
             ``table = collection.sample_points(sites, ["B04", "B08"], geometry_crs=4326)``
@@ -307,6 +310,24 @@ class PointSamplingMixin:
         from rasteret.outputs.points import samples_to_table
 
         assert isinstance(self, Collection)
+        if type(points).__module__.startswith(("dask.", "dask_geopandas")):
+            from rasteret.dask.points import sample_points_dask  # needs the dask extra
+
+            return sample_points_dask(
+                self,
+                points,
+                bands,
+                geometry_column=geometry_column,
+                x_column=x_column,
+                y_column=y_column,
+                geometry_crs=geometry_crs,
+                match=match,
+                max_distance_pixels=max_distance_pixels,
+                return_neighbourhood=return_neighbourhood,
+                neighbourhood_radius=neighbourhood_radius,
+                keep_missing=keep_missing,
+                **kwargs,
+            )
         del data_source
         allowed = {*_FILTER_KEYWORDS, *_OPTION_KEYWORDS, *_POINT_KEYWORDS}
         unknown = sorted(set(kwargs) - allowed)

@@ -69,6 +69,7 @@ def build_from_table(
     force: bool = False,
     backend: Any = None,
     progress: bool | None = None,
+    client: Any = None,
 ) -> Collection:
     """Turn a table of raster records into a collection.
 
@@ -81,6 +82,10 @@ def build_from_table(
         band_codes: bands to enrich (default: every asset that points at a TIFF).
         max_concurrent: header requests in flight during enrichment.
         force: rebuild even when a stored collection matches the input.
+        client: a ``distributed.Client``: header parsing is spread over its workers, one
+            task per partition of records (``max_concurrent`` requests in flight on each
+            worker), with the same result and failure report as the local path (needs the
+            ``dask`` extra; see :func:`rasteret.dask.enrich_table_distributed`).
 
     Returns:
         The collection. Assets whose header could not be read are listed in
@@ -105,7 +110,7 @@ def build_from_table(
     }
     if not name:
         table, failures = _maybe_enrich(
-            table, enrich_cog, band_codes, max_concurrent, backend, cloud, progress
+            table, enrich_cog, band_codes, max_concurrent, backend, cloud, progress, client
         )
         return Collection(ds.dataset(table), data_source=data_source, enrichment_errors=failures)
     folder = records_dir(name, workspace_dir)
@@ -119,7 +124,7 @@ def build_from_table(
             if manifest is not None and manifest.get("fingerprint") == digest:
                 return load(folder)
         table, failures = _maybe_enrich(
-            table, enrich_cog, band_codes, max_concurrent, backend, cloud, progress
+            table, enrich_cog, band_codes, max_concurrent, backend, cloud, progress, client
         )
         write_collection(
             table,
@@ -142,10 +147,13 @@ def _maybe_enrich(
     backend: Any,
     cloud: CloudConfig | None,
     progress: bool | None,
+    client: Any = None,
 ) -> tuple[pa.Table, list[EnrichmentFailure]]:
     if not enrich_cog:
         return table, []
-    return _enrich(table, band_codes, max_concurrent, backend, cloud, _show_progress(progress))
+    return _enrich(
+        table, band_codes, max_concurrent, backend, cloud, _show_progress(progress), client
+    )
 
 
 def _cloud_config(
@@ -194,6 +202,7 @@ def _enrich(
     backend: Any,
     cloud: CloudConfig | None,
     progress: bool,
+    client: Any = None,
 ) -> tuple[pa.Table, list[EnrichmentFailure]]:
     from rasteret.ingest.enrich import _assets_as_dicts
 
@@ -215,18 +224,35 @@ def _enrich(
         from tqdm.auto import tqdm
 
         hrefs = {a[b]["href"] for a in assets for b in bands if a and b in a and a[b]}
-        bar = tqdm(total=len(hrefs), desc="COG headers", unit="file")
+        bar = (
+            tqdm(total=len(hrefs), desc="COG headers", unit="file")
+            if client is None
+            else tqdm(total=len(table), desc="COG headers", unit="record")
+        )
     try:
-        enriched, failures, _ = _sync.run(
-            enrich_table_async(
+        if client is not None:
+            from rasteret.dask.enrich import enrich_table_distributed
+
+            enriched, failures = enrich_table_distributed(
                 table,
                 bands,
+                client=client,
                 max_concurrent=max_concurrent,
                 backend=backend,
                 cloud_config=cloud,
-                on_header=bar.update if bar is not None else None,
+                on_partition=(lambda part: bar.update(len(part))) if bar is not None else None,
             )
-        )
+        else:
+            enriched, failures, _ = _sync.run(
+                enrich_table_async(
+                    table,
+                    bands,
+                    max_concurrent=max_concurrent,
+                    backend=backend,
+                    cloud_config=cloud,
+                    on_header=bar.update if bar is not None else None,
+                )
+            )
     finally:
         if bar is not None:
             bar.close()
