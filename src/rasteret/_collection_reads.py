@@ -228,8 +228,9 @@ class PixelReadsMixin:
         Records of the same datetime are mosaicked (first valid pixel wins). With
         ``chunks=`` (``"auto"``, pixels per dim as an int, a tuple or a dict over
         ``time``/``y``/``x``) the Dataset is lazy and Dask-backed, on the same grid and with
-        the same values; computing a chunk reads only the tiles under it (needs the ``dask``
-        extra; see :func:`rasteret.dask.lazy_xarray`).
+        the same values (reads that reproject: within the GDAL warper's approximation);
+        computing a chunk reads only the tiles under it (needs the ``dask`` extra; see
+        :func:`rasteret.dask.lazy_xarray`).
 
         Example:
             ``ds = collection.get_xarray((77.55, 13.01, 77.58, 13.08), ["B04"])``
