@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import inspect
 import os
+import threading
 import uuid
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -73,6 +75,31 @@ def is_dask_collection(value: Any) -> bool:
     return module.startswith(("dask.", "dask_geopandas")) and hasattr(value, "__dask_graph__")
 
 
+_aligned_cache: dict[int, tuple[weakref.ref[pa.Table], pa.Table]] = {}
+_aligned_lock = threading.Lock()
+
+
+def _aligned(records: pa.Table) -> pa.Table:
+    """``records`` with buffers Arrow allocated (aligned), copied once per process.
+
+    A table unpickled from a Dask frame can sit at any byte offset, and Arrow's scanner
+    warns about (and copies) such buffers on every filter; one IPC round trip fixes it.
+    """
+    with _aligned_lock:
+        hit = _aligned_cache.get(id(records))
+        if hit is not None and hit[0]() is records:
+            return hit[1]
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, records.schema) as writer:
+        writer.write_table(records)
+    copy = pa.ipc.open_stream(sink.getvalue()).read_all()
+    with _aligned_lock:
+        for key in [k for k, (ref, _) in _aligned_cache.items() if ref() is None]:
+            del _aligned_cache[key]
+        _aligned_cache[id(records)] = (weakref.ref(records), copy)
+    return copy
+
+
 def sample_partition(
     records: pa.Table,
     points: Any,
@@ -85,7 +112,8 @@ def sample_partition(
 
     if isinstance(points, ParquetPart):
         points = points.read()
-    table = Collection(ds.dataset(records)).sample_points(points, list(bands), **kwargs)
+    collection = Collection(ds.dataset(_aligned(records)))
+    table = collection.sample_points(points, list(bands), **kwargs)
     if schema is None or table.schema.equals(schema):
         return table
     return table.cast(schema)
