@@ -33,6 +33,7 @@ import pyarrow.dataset as ds
 
 from rasteret._collection_points import PointSamplingMixin
 from rasteret._collection_reads import PixelReadsMixin
+from rasteret._collection_torchgeo import TorchGeoMixin
 from rasteret.errors import BandResolutionError, SchemaError
 from rasteret.ingest.schema import (
     ASSETS,
@@ -52,7 +53,7 @@ __all__ = ["Collection"]
 DateLike = str | _dt.date | _dt.datetime
 
 
-class Collection(PixelReadsMixin, PointSamplingMixin):
+class Collection(PixelReadsMixin, PointSamplingMixin, TorchGeoMixin):
     """Raster records plus their parsed COG headers, as a lazy Arrow dataset."""
 
     def __init__(

@@ -1,0 +1,376 @@
+"""TorchGeo output: a real ``GeoDataset`` whose pixels come from rasteret's planned reads.
+
+:class:`RasteretGeoDataset` holds the records (their parsed headers) and an index in
+TorchGeo's own form, so TorchGeo's samplers, ``DataLoader`` collation, transforms and
+``IntersectionDataset``/``UnionDataset`` work unchanged. Samples match those of TorchGeo's
+``RasterDataset`` over the same files: same keys (``image`` or ``mask``, ``crs``,
+``bounds``), shapes, dtype and values (see :mod:`rasteret.outputs._torchgeo_merge`).
+
+Two TorchGeo generations are supported:
+
+* 0.8 and newer: queries are ``GeoSlice`` values (``[xmin:xmax:xres, ymin:ymax:yres,
+  tmin:tmax:tres]``) and the index is a GeoDataFrame over an ``IntervalIndex`` of time;
+* 0.7: queries are ``BoundingBox`` values and the index is an R-tree with POSIX times.
+
+The dataset pickles as plain data (records, index, options): no event loop, store or thread
+pool. Each ``DataLoader`` worker creates its own on first use (rasteret resets them after a
+fork).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyproj
+import shapely
+from rasterio.enums import Resampling
+
+from rasteret._optional import import_optional
+from rasteret.errors import RasteretError, ReadError
+from rasteret.outputs._torchgeo_merge import query_grid, read_frames, source_grid
+from rasteret.outputs._torchgeo_window import SourceGrid
+from rasteret.read.grid import crs_key
+from rasteret.read.options import ReadOptions
+from rasteret.read.plan import RecordRef
+
+torch = import_optional("torch", extra="torchgeo")
+geopandas = import_optional("geopandas", extra="torchgeo")
+tg_datasets = import_optional("torchgeo.datasets", extra="torchgeo")
+tg_utils = import_optional("torchgeo.datasets.utils", extra="torchgeo")
+
+__all__ = ["GEOSLICE_QUERIES", "RasteretGeoDataset"]
+
+GEOSLICE_QUERIES: bool = hasattr(tg_utils, "GeoSlice")
+"""True for TorchGeo >= 0.8 (GeoSlice queries, GeoDataFrame index); False for 0.7."""
+
+_GeoDataset: Any = tg_datasets.GeoDataset
+_NATIVE = "native"
+_MAX_POSIX = pd.Timestamp.max.timestamp()
+_SECOND = pd.Timedelta(seconds=1) - pd.Timedelta(microseconds=1)
+
+
+class RasteretGeoDataset(_GeoDataset):
+    """A TorchGeo ``GeoDataset`` over a rasteret collection's records.
+
+    Build it with :meth:`rasteret.Collection.to_torchgeo_dataset`; the arguments here are
+    already validated and normalised.
+
+    Args:
+        records: The records, in (datetime, id) order; each has metadata for every band.
+        bands: Band names, in channel order.
+        crs: The dataset CRS (``EPSG:n`` or WKT).
+        res: Pixel size ``(x, y)`` in CRS units.
+        is_image: Samples carry ``image`` (float32 by default) or ``mask`` (int64).
+        time_series: Stack the records of each query as ``[T, C, H, W]`` (one frame per
+            distinct datetime) instead of mosaicking them into ``[C, H, W]``.
+        labels: One value per record for ``sample["label"]`` (None: no label).
+        transforms: Applied to every sample.
+        chip_size: Force every sample to ``(height, width)`` pixels.
+        resampling: Kernel for reads off the native grid (default as TorchGeo: bilinear
+            for float output, nearest otherwise).
+        dtype: Output ``torch.dtype``; ``"native"`` keeps the bands' dtype (uint16 becomes
+            int32 and uint32 int64, as TorchGeo converts them); default as TorchGeo.
+        options: I/O options of the reads.
+    """
+
+    filename_glob = "*"
+
+    def __init__(
+        self,
+        records: Sequence[RecordRef],
+        bands: Sequence[str],
+        *,
+        crs: str,
+        res: tuple[float, float],
+        is_image: bool = True,
+        time_series: bool = False,
+        labels: Sequence[Any] | None = None,
+        transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        chip_size: tuple[int, int] | None = None,
+        resampling: Resampling | None = None,
+        dtype: Any = None,
+        options: ReadOptions | None = None,
+    ) -> None:
+        self.records = tuple(records)
+        self.bands = tuple(bands)
+        self.is_image = is_image
+        self.time_series = time_series
+        self.labels = None if labels is None else list(labels)
+        self.transforms = transforms
+        self.chip_size = chip_size
+        self.options = options or ReadOptions()
+        self.paths: list[str] = [m.href for r in self.records for m in r.bands.values() if m]
+        self._dtype = dtype
+        self._resampling = resampling
+        self._res = (float(res[0]), float(res[1]))
+        self._sources: dict[tuple[int, str, str], SourceGrid] = {}
+        self._crs_cache: tuple[Any, str] | None = None
+        footprints = [self._footprint(i, crs) for i in range(len(self.records))]
+        times = [_interval(r.datetime) for r in self.records]
+        self._record_index = _frame(footprints, times, self.records, crs)
+        if time_series:  # one row per distinct footprint, spanning its records' times
+            groups: dict[bytes, list[int]] = {}
+            for i, box in enumerate(footprints):
+                groups.setdefault(shapely.to_wkb(box), []).append(i)
+            rows = list(groups.values())
+            spans = [(min(times[i][0] for i in g), max(times[i][1] for i in g)) for g in rows]
+            index = _frame(
+                [footprints[g[0]] for g in rows],
+                spans,
+                [self.records[g[0]] for g in rows],
+                crs,
+                [g[0] for g in rows],
+            )
+        else:
+            index = self._record_index
+        if GEOSLICE_QUERIES:
+            self.index = index
+        else:
+            self._crs = _rasterio_crs(crs)
+            self.index = _rtree(index)
+
+    # ------------------------------------------------------------------ TorchGeo surface
+    @property
+    def dtype(self) -> Any:
+        """The ``torch.dtype`` of samples (``None`` with ``dtype="native"``)."""
+        if isinstance(self._dtype, str) and self._dtype == _NATIVE:
+            return None
+        if self._dtype is not None:
+            return self._dtype
+        return torch.float32 if self.is_image else torch.long
+
+    @property
+    def resampling(self) -> Resampling:
+        """Kernel for reads off the native grid; TorchGeo's rule unless one was given."""
+        if self._resampling is not None:
+            return self._resampling
+        dtype = self.dtype
+        if dtype is not None and dtype.is_floating_point:
+            return Resampling.bilinear
+        return Resampling.nearest
+
+    def __getitem__(self, query: Any) -> dict[str, Any]:
+        """The sample of a query: ``image`` or ``mask``, ``crs``, ``bounds`` (and ``label``).
+
+        Raises:
+            IndexError: the query meets no record.
+            RasteretError: a read failed; the message names the record, band and URL.
+        """
+        rows, bounds, res = self._select(query)
+        if not rows:
+            raise IndexError(f"query: {query} not found in index with bounds: {self.bounds}")
+        frames = self._frames(rows)
+        crs = self._crs_key()
+        grid = query_grid(crs, bounds, res, self.chip_size)
+        try:
+            array = read_frames(
+                self.records, self.bands, frames, grid, self.resampling, self.options,
+                lambda ri, band: self._source(ri, band, crs),
+            )  # fmt: skip
+        except RasteretError as exc:
+            raise _with_context(exc, self.records, frames, self.bands) from exc
+        except Exception as exc:  # a kernel (GDAL) failure: still say where
+            raise ReadError(f"{_where(self.records, frames, self.bands, str(exc))}: {exc}") from exc
+        data = _to_tensor(array if self.time_series else array[0])
+        if self.dtype is not None:
+            data = data.to(self.dtype)
+        sample: dict[str, Any] = {"crs": self.crs, "bounds": query}
+        if self.is_image:
+            sample["image"] = data
+        else:
+            sample["mask"] = data.squeeze(1) if self.time_series else data.squeeze(0)
+        if self.labels is not None:
+            sample["label"] = _label(self.labels[frames[0][0]])
+        if self.transforms is not None:
+            sample = self.transforms(sample)
+        return sample
+
+    def __str__(self) -> str:
+        return (
+            f"RasteretGeoDataset Dataset\n    type: GeoDataset\n    bbox: {self.bounds}\n"
+            f"    size: {len(self)}\n    bands: {list(self.bands)}"
+        )
+
+    # ------------------------------------------------------------------ internals
+    def _footprint(self, ri: int, crs: str) -> shapely.Geometry:
+        meta = self.records[ri].bands[self.bands[0]]
+        assert meta is not None
+        return shapely.box(*self._source(ri, self.bands[0], crs).bounds)
+
+    def _source(self, ri: int, band: str, crs: str) -> SourceGrid:
+        key = (ri, band, crs)
+        grid = self._sources.get(key)
+        if grid is None:
+            meta = self.records[ri].bands[band]
+            assert meta is not None
+            grid = self._sources[key] = source_grid(meta, crs)
+        return grid
+
+    def _crs_key(self) -> str:
+        crs = self.crs
+        if self._crs_cache is None or self._crs_cache[0] is not crs:
+            self._crs_cache = (crs, crs_key(pyproj.CRS.from_user_input(crs)))
+        return self._crs_cache[1]
+
+    def _select(
+        self, query: Any
+    ) -> tuple[list[int], tuple[float, float, float, float], tuple[float, float]]:
+        """Record positions a query hits (in index order), its bounds and pixel size."""
+        if GEOSLICE_QUERIES:
+            x, y, t = self._disambiguate_slice(query)
+            interval = pd.Interval(t.start, t.stop)
+            bounds = (x.start, y.start, x.stop, y.stop)
+            res = (x.step, y.step)
+            if self.time_series:
+                index = self._current_record_index()
+                index = index.iloc[index.index.overlaps(interval)]
+            else:
+                index = self.index.iloc[self.index.index.overlaps(interval)]
+                index = index.iloc[:: t.step]
+            index = index.cx[x.start : x.stop, y.start : y.stop]
+            return [int(r) for r in index["record"]], bounds, res
+        bounds = (query.minx, query.miny, query.maxx, query.maxy)
+        if self.time_series:
+            index = self._current_record_index()
+            span = pd.Interval(_posix(query.mint), _posix(query.maxt), closed="both")
+            index = index.iloc[index.index.overlaps(span)]
+            index = index.cx[query.minx : query.maxx, query.miny : query.maxy]
+            return [int(r) for r in index["record"]], bounds, self.res
+        hits = self.index.intersection(tuple(query), objects=True)
+        return sorted(int(h.object) for h in hits), bounds, self.res
+
+    def _current_record_index(self) -> Any:
+        crs = self.crs
+        if not self._record_index.crs.equals(crs):
+            self._record_index = self._record_index.to_crs(crs)
+        return self._record_index
+
+    def _frames(self, rows: list[int]) -> list[list[int]]:
+        if not self.time_series:
+            return [rows]
+        frames: dict[Any, list[int]] = {}
+        for ri in sorted(rows):
+            frames.setdefault(self.records[ri].datetime, []).append(ri)
+        return list(frames.values())
+
+
+def _interval(value: datetime | None) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """A record's time as TorchGeo indexes a timestamp parsed to the second: the closed
+    interval ``[t, t + 1 s - 1 us]`` (naive UTC); no datetime means all time."""
+    if value is None:
+        return pd.Timestamp.min, pd.Timestamp.max
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    start = pd.Timestamp(value).floor("s")
+    return start, start + _SECOND
+
+
+def _posix(value: float) -> pd.Timestamp:
+    """A TorchGeo 0.7 time (POSIX seconds; 0 and ``sys.maxsize`` mean unbounded)."""
+    if value <= 0:
+        return pd.Timestamp.min
+    if value >= _MAX_POSIX:
+        return pd.Timestamp.max
+    return pd.Timestamp(value, unit="s")
+
+
+def _frame(
+    boxes: Sequence[shapely.Geometry],
+    times: Sequence[tuple[pd.Timestamp, pd.Timestamp]],
+    records: Sequence[RecordRef],
+    crs: str,
+    positions: Sequence[int] | None = None,
+) -> Any:
+    index = pd.IntervalIndex.from_tuples(list(times), closed="both", name="datetime")
+    data = {
+        "id": [r.id for r in records],
+        "record": list(range(len(records))) if positions is None else list(positions),
+    }
+    return geopandas.GeoDataFrame(
+        data, index=index, geometry=list(boxes), crs=pyproj.CRS.from_user_input(crs)
+    )
+
+
+def _rasterio_crs(crs: str) -> Any:
+    from rasterio.crs import CRS
+
+    return CRS.from_user_input(crs)
+
+
+def _rtree(frame: Any) -> Any:
+    """TorchGeo 0.7's R-tree: ``(minx, maxx, miny, maxy, mint, maxt)`` -> record position."""
+    from rtree.index import Index, Property
+
+    index = Index(interleaved=False, properties=Property(dimension=3))
+    for i, (box, interval, record) in enumerate(
+        zip(frame.geometry, frame.index, frame["record"], strict=True)
+    ):
+        xmin, ymin, xmax, ymax = box.bounds
+        mint = 0.0 if interval.left == pd.Timestamp.min else interval.left.timestamp()
+        maxt = (
+            float(sys.maxsize) if interval.right == pd.Timestamp.max else interval.right.timestamp()
+        )
+        index.insert(i, (xmin, xmax, ymin, ymax, mint, maxt), int(record))
+    return index
+
+
+def _to_tensor(array: np.ndarray) -> Any:
+    """As TorchGeo's ``array_to_tensor``: uint16 -> int32, uint32 -> int64, else as is."""
+    if array.dtype == np.uint16:
+        array = array.astype(np.int32)
+    elif array.dtype == np.uint32:
+        array = array.astype(np.int64)
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def _label(value: Any) -> Any:
+    """A label as a tensor when it is numeric (int/bool -> int64, float -> float32)."""
+    if isinstance(value, bool | np.bool_ | int | np.integer):
+        return torch.tensor(int(value), dtype=torch.long)
+    if isinstance(value, float | np.floating):
+        return torch.tensor(float(value), dtype=torch.float32)
+    if isinstance(value, list | tuple | np.ndarray):
+        array = np.asarray(value)
+        if array.dtype.kind in "biuf":
+            return torch.as_tensor(
+                array, dtype=torch.float32 if array.dtype.kind == "f" else torch.long
+            )
+    return value
+
+
+def _where(
+    records: Sequence[RecordRef],
+    frames: Sequence[Sequence[int]],
+    bands: Sequence[str],
+    message: str,
+) -> str:
+    """The (record, band, URL) a failure message points at, else every one of the query."""
+    pairs = [
+        (records[ri].id, band, meta.href)
+        for frame in frames
+        for ri in frame
+        for band in bands
+        if (meta := records[ri].bands.get(band)) is not None
+    ]
+    named = [p for p in pairs if p[2] and p[2] in message] or pairs
+    shown = "; ".join(f"record {rid!r} band {band!r} at {href}" for rid, band, href in named[:6])
+    more = f" (+{len(named) - 6} more)" if len(named) > 6 else ""
+    return f"failed to read {shown}{more}"
+
+
+def _with_context(
+    exc: RasteretError,
+    records: Sequence[RecordRef],
+    frames: Sequence[Sequence[int]],
+    bands: Sequence[str],
+) -> BaseException:
+    message = f"{_where(records, frames, bands, str(exc))}: {exc}"
+    try:
+        return type(exc)(message)
+    except Exception:
+        return ReadError(message)
