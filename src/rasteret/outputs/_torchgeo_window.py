@@ -10,26 +10,23 @@ pastes it). Otherwise GDAL RasterIO:
    pixels; a pixel is valid when the resampled mask says so.
 
 A record that is not on the dataset's CRS and default grid is read through
-``WarpedVRT(src, crs=, transform=, width=, height=)``: GDAL's warper, nearest kernel, the
-default approximate transformer (0.125 pixel error threshold). GDAL computes the VRT's
-pixels one block at a time (512 x 128 pixels, clipped at the raster edges) or, for a read at
-the window's own size larger than a block in both axes, the requested window at once. The
-approximate transformer interpolates along each row of what it warps, so the same chunks
-give the same pixels (other chunks differ on a fraction of a percent of pixels). A
-downsampling read of the VRT uses its implicit overviews: each warps the matching source
-overview onto the VRT grid coarsened by the same factor.
+``WarpedVRT(src, crs=, transform=, width=, height=)``: GDAL's warper (nearest kernel,
+approximate transformer) computes the VRT's pixels block by block, and a downsampling read
+goes through the VRT's implicit overviews, each the matching source overview warped onto the
+VRT grid coarsened by the same factor.
 
-:func:`plan_window` decides the level, the pixels to assemble and (for a VRT) the chunks to
-warp; the record's native pixels under them come from a rasteret read
-(:func:`source_chip_grid`); :func:`window_pixels` warps each chunk with
-:func:`rasterio.warp.reproject` onto exactly that chunk and runs the RasterIO on an
-in-memory GTiff, which resamples as a file or VRT band does.
+:func:`plan_window` picks the level as GDAL does and the pixels the read needs; the record's
+native pixels under them come from a rasteret read (:func:`source_chip_grid`).
+:func:`window_pixels` then runs GDAL itself on those pixels in memory: RasterIO on an
+in-memory GTiff for a file (GDAL's MEM driver resamples fractional windows differently from
+a file band), or, for a VRT, a ``WarpedVRT`` on the same grid over an in-memory copy of the
+record's pixels, read with the same window, size and kernel, so that its blocks, transformer
+approximations and resampling are GDAL's own.
 """
 
 from __future__ import annotations
 
 import math
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,7 +38,7 @@ import rasterio.windows
 from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.io import MemoryFile
-from rasterio.warp import reproject
+from rasterio.vrt import WarpedVRT
 
 from rasteret.ingest.metadata import BandMetadata
 from rasteret.read.grid import (
@@ -56,7 +53,6 @@ from rasteret.read.mask import nodata_mask
 from rasteret.read.options import representable
 
 __all__ = [
-    "VRT_BLOCK",
     "SourceGrid",
     "WindowRead",
     "plan_window",
@@ -65,11 +61,8 @@ __all__ = [
     "window_pixels",
 ]
 
-VRT_BLOCK = (512, 128)
-"""``(width, height)`` of a ``VRTWarpedDataset`` block (GDAL's default)."""
-
 _SOURCE_MARGIN = 2
-"""Native pixels read beyond a VRT chunk's footprint, so every nearest pick is inside."""
+"""Native pixels read beyond a VRT window's footprint, so every nearest pick is inside."""
 
 _KERNEL_RADIUS = {Resampling.cubic: 2, Resampling.cubic_spline: 2, Resampling.lanczos: 3}
 """Kernel half-widths (in source pixels) beyond the default 1, for RasterIO margins."""
@@ -116,11 +109,9 @@ class WindowRead:
     """0 for full resolution, ``k`` for the k-th overview (of the file, or of the source
     and the VRT)."""
     region: Window
-    """The pixels of ``grid`` assembled (for a VRT: the union of ``chunks``)."""
-    chunks: tuple[Window, ...]
-    """VRT windows warped one at a time, as GDAL warps them (empty for a file)."""
+    """The pixels of ``grid`` the read needs: the window plus the kernel's margin."""
     window: FracWindow
-    """The RasterIO window relative to ``region``, read at the output size."""
+    """The RasterIO window, in pixels of ``grid``, read at the output size."""
     kernel: Resampling
     """The RasterIO kernel (the dataset's resampling)."""
 
@@ -167,8 +158,7 @@ def plan_window(
         else:
             grid = SourceGrid(meta.levels[level].transform, ov_w, ov_h, False)
         x0, y0, w, h = window = (x0 / fx, y0 / fy, w / fx, h / fy)
-    whole = all(abs(v - round(v)) < 1e-6 for v in window)
-    if whole and (round(w), round(h)) == (out_w, out_h):
+    if _whole(window, out_size):
         need: Window = (round(x0), round(y0), out_w, out_h)
     else:
         margin = math.ceil(_KERNEL_RADIUS.get(kernel, 1) * max(w / out_w, h / out_h, 1.0)) + 1
@@ -176,33 +166,13 @@ def plan_window(
         c1 = min(math.ceil(x0 + w) + margin, grid.width)
         r1 = min(math.ceil(y0 + h) + margin, grid.height)
         need = (c0, r0, c1 - c0, r1 - r0)
-    chunks: tuple[Window, ...] = ()
-    if grid.warped:
-        block_w, block_h = min(grid.width, VRT_BLOCK[0]), min(grid.height, VRT_BLOCK[1])
-        if need[2:] == (out_w, out_h) and out_w > block_w and out_h > block_h:
-            chunks = (need,)  # GDAL warps a large same-size request directly
-        else:
-            chunks = _blocks(grid, need, block_w, block_h)
-        need = _union(chunks)
-    return WindowRead(grid, level, need, chunks, (x0 - need[0], y0 - need[1], w, h), kernel)
+    return WindowRead(grid, level, need, window, kernel)
 
 
-def _blocks(grid: SourceGrid, need: Window, block_w: int, block_h: int) -> tuple[Window, ...]:
-    col, row, width, height = need
-    out: list[Window] = []
-    for br in range(row // block_h, (row + height - 1) // block_h + 1):
-        for bc in range(col // block_w, (col + width - 1) // block_w + 1):
-            c, r = bc * block_w, br * block_h
-            out.append((c, r, min(block_w, grid.width - c), min(block_h, grid.height - r)))
-    return tuple(out)
-
-
-def _union(chunks: tuple[Window, ...]) -> Window:
-    c0 = min(c for c, _, _, _ in chunks)
-    r0 = min(r for _, r, _, _ in chunks)
-    c1 = max(c + w for c, _, w, _ in chunks)
-    r1 = max(r + h for _, r, _, h in chunks)
-    return c0, r0, c1 - c0, r1 - r0
+def _whole(window: FracWindow, out_size: tuple[int, int]) -> bool:
+    """Whole pixels at the output size: a copy, no resampling."""
+    _, _, w, h = window
+    return all(abs(v - round(v)) < 1e-6 for v in window) and (round(w), round(h)) == out_size
 
 
 def source_chip_grid(meta: BandMetadata, read: WindowRead, crs: str) -> Grid | None:
@@ -252,84 +222,41 @@ def window_pixels(
     dtype = canvas.dtype
     fill = dtype.type(nodata if nodata is not None and representable(nodata, dtype) else 0)
     pixels = np.where(valid, canvas, fill)
-    masked = bool((~valid & ~nodata_mask(pixels, nodata)).any())
-    mask = valid if masked else None
-    if read.chunks:
-        pixels, mask = _warp_chunks(pixels, mask, transform, src_crs, read, crs, nodata, fill), None
+    mask = valid if bool((~valid & ~nodata_mask(pixels, nodata)).any()) else None
     x0, y0, w, h = read.window
-    if all(abs(v - round(v)) < 1e-6 for v in read.window) and (round(w), round(h)) == out_size:
-        rows = slice(round(y0), round(y0) + out_size[1])
-        cols = slice(round(x0), round(x0) + out_size[0])
-        data = pixels[rows, cols]
-        ok = ~nodata_mask(data, nodata) if mask is None else mask[rows, cols]
-        return data, ok
-    region_transform = read.grid.sub_grid(crs, read.region).transform
-    with _gtiff(pixels, region_transform, crs, nodata, mask) as dataset:
-        arr = dataset.read(
-            1,
-            window=rasterio.windows.Window(*read.window),
-            out_shape=(out_size[1], out_size[0]),
-            resampling=read.kernel,
-            masked=True,
-        )
-    return np.asarray(arr.data), ~np.ma.getmaskarray(arr)
-
-
-def _warp_chunks(
-    pixels: np.ndarray,
-    mask: np.ndarray | None,
-    transform: Transform,
-    src_crs: str,
-    read: WindowRead,
-    crs: str,
-    nodata: float | None,
-    fill: Any,
-) -> np.ndarray:
-    """The VRT pixels of ``read.region``, each chunk warped on its own (nearest)."""
-    rc, rr, rw, rh = read.region
-    region = np.full((rh, rw), fill, pixels.dtype)
-    with _mem(pixels, transform, src_crs, nodata, mask) as src:
-        for col, row, width, height in read.chunks:
-            chunk = np.full((height, width), fill, pixels.dtype)
-            reproject(
-                rasterio.band(src, 1),
-                chunk,
-                dst_transform=Affine(*read.grid.sub_grid(crs, (col, row, width, height)).transform),
-                dst_crs=crs,
-                dst_nodata=fill,
-                resampling=Resampling.nearest,
-                init_dest_nodata=True,
+    shape = (out_size[1], out_size[0])
+    if read.grid.warped:
+        grid = read.grid
+        with (
+            _gtiff(pixels, transform, src_crs, nodata, mask) as src,
+            WarpedVRT(
+                src,
+                crs=crs,
+                transform=Affine(*grid.transform),
+                width=grid.width,
+                height=grid.height,
+            ) as vrt,
+        ):
+            window = rasterio.windows.Window(x0, y0, w, h)
+            return _split(
+                vrt.read(1, window=window, out_shape=shape, resampling=read.kernel, masked=True)
             )
-            region[row - rr : row - rr + height, col - rc : col - rc + width] = chunk
-    return region
+    col, row = read.region[:2]
+    if _whole(read.window, out_size):
+        rows = slice(round(y0) - row, round(y0) - row + shape[0])
+        cols = slice(round(x0) - col, round(x0) - col + shape[1])
+        data = pixels[rows, cols]
+        return data, ~nodata_mask(data, nodata) if mask is None else mask[rows, cols]
+    window = rasterio.windows.Window(x0 - col, y0 - row, w, h)
+    with _gtiff(pixels, transform, crs, nodata, mask) as dataset:
+        return _split(
+            dataset.read(1, window=window, out_shape=shape, resampling=read.kernel, masked=True)
+        )
 
 
-@contextmanager
-def _mem(
-    array: np.ndarray,
-    transform: Transform,
-    crs: str,
-    nodata: float | None,
-    mask: np.ndarray | None = None,
-) -> Iterator[Any]:
-    """A one-band GDAL MEM dataset holding ``array`` (``mask`` as its per-dataset mask)."""
-    height, width = array.shape
-    with rasterio.open(
-        f"/vsimem/rasteret-tg-{uuid.uuid4().hex}",
-        "w+",
-        driver="MEM",
-        width=width,
-        height=height,
-        count=1,
-        dtype=array.dtype,
-        nodata=nodata,
-        transform=Affine(*transform),
-        crs=crs,
-    ) as mem:
-        mem.write(array, 1)
-        if mask is not None:
-            mem.write_mask(np.where(mask, 255, 0).astype(np.uint8))
-        yield mem
+def _split(arr: np.ma.MaskedArray) -> tuple[np.ndarray, np.ndarray]:
+    """A masked read as ``(data, valid)``."""
+    return np.asarray(arr.data), ~np.ma.getmaskarray(arr)
 
 
 @contextmanager
@@ -342,8 +269,9 @@ def _gtiff(
 ) -> Iterator[Any]:
     """``array`` as an in-memory GTiff opened for reading (``mask`` as its internal mask).
 
-    GDAL's MEM driver serves fractional-window RasterIO through its own fast path, which
-    does not resample as a file or VRT band does; a GTiff band does.
+    Not GDAL's MEM driver: it serves fractional-window RasterIO through its own fast path,
+    which does not resample as a file or VRT band does, and a ``WarpedVRT`` wants a
+    read-only source.
     """
     height, width = array.shape
     with MemoryFile() as memfile:
