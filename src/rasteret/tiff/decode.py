@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COMPRESSION_NAMES",
+    "MAX_TILE_BYTES",
     "SUPPORTED_COMPRESSIONS",
     "TileLayout",
     "decode_tile",
@@ -73,6 +74,10 @@ SUPPORTED_COMPRESSIONS: frozenset[int] = frozenset(
 """Compression codes :func:`decode_tile` decodes with the installed imagecodecs."""
 
 _JPEG_RAW_COLORSPACES = {1: "GRAYSCALE", 3: "RGB", 4: "CMYK"}
+
+MAX_TILE_BYTES = 2**31 - 1
+"""Largest decoded tile (or strip) accepted, as in GDAL: a header declaring more (a hostile
+or corrupt file) is refused before anything is allocated."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +148,7 @@ def empty_tile(layout: TileLayout, fill: float, *, rows: int | None = None) -> n
         [[[-9999, -9999, -9999, -9999], [-9999, -9999, -9999, -9999]]]
     """
     nrows = layout.tile_height if rows is None else rows
+    _check_size(layout, "")
     return np.full((layout.samples, nrows, layout.tile_width), fill, dtype=layout.dtype)
 
 
@@ -184,6 +190,7 @@ def decode_tile(
     if not 0 < nrows <= layout.tile_height:
         raise ValueError(f"expected 0 < rows <= {layout.tile_height}, got {nrows}")
     where = _Where(url, tile, layout)
+    _check_size(layout, f" in {where}")
     code = layout.compression
     if code not in SUPPORTED_COMPRESSIONS:
         raise UnsupportedFormatError(
@@ -200,6 +207,16 @@ def decode_tile(
     if code == _LERC:
         return _decode_image(data, layout, nrows, where, _lerc)
     return _decode_image(data, layout, nrows, where, _jpeg2k)
+
+
+def _check_size(layout: TileLayout, where: str) -> None:
+    size = layout.tile_height * layout.row_bytes
+    if size > MAX_TILE_BYTES:
+        raise UnsupportedFormatError(
+            f"expected tiles of at most {MAX_TILE_BYTES} decoded bytes{where}, got "
+            f"{layout.tile_width} x {layout.tile_height} pixels of {layout.samples} "
+            f"{layout.bits_per_sample}-bit samples ({size} bytes)"
+        )
 
 
 @dataclass(frozen=True, slots=True)
