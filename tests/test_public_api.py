@@ -31,12 +31,16 @@ def test_all_is_the_documented_surface() -> None:
 
 def test_build_from_table_signature_matches_the_contract() -> None:
     params = inspect.signature(rasteret.build_from_table).parameters
-    assert list(params) == [
+    contract = [
         "path", "name", "data_source", "workspace_dir", "column_map", "href_column",
         "band_index_map", "url_rewrite_patterns", "filesystem", "columns", "filter_expr",
         "enrich_cog", "band_codes", "cloud_config", "max_concurrent", "force", "backend",
         "progress",
     ]  # fmt: skip
+    # The contract's parameters, in its order; anything beyond it comes after, keyword-only.
+    assert list(params)[: len(contract)] == contract
+    extra = list(params)[len(contract) :]
+    assert all(params[k].kind is inspect.Parameter.KEYWORD_ONLY for k in extra)
     defaults = {k: p.default for k, p in params.items() if k != "path"}
     assert defaults["max_concurrent"] == 300
     assert defaults["enrich_cog"] is False
