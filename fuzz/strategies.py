@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from hypothesis import strategies as st
-from targets import INTERESTING, HeaderSeed, Mutation, TileSeed, entry_positions
+from targets import INTERESTING, TAGS, HeaderSeed, Mutation, TileSeed, entry_positions
 
 __all__ = ["header_inputs", "mutations", "tile_inputs"]
 
@@ -19,6 +19,7 @@ def mutations(positions: Sequence[int], max_size: int = 8) -> st.SearchStrategy[
     pos = st.one_of(st.sampled_from(positions), anywhere) if positions else anywhere
     value = st.one_of(st.sampled_from(INTERESTING), st.integers(0, 2**64 - 1))
     one = st.one_of(
+        st.builds(Mutation, op=st.just("tag"), pos=st.sampled_from(TAGS), arg=value),
         st.builds(Mutation, op=st.just("flip"), pos=pos, arg=st.integers(0, 7)),
         st.builds(Mutation, op=st.just("byte"), pos=pos, arg=st.integers(0, 255)),
         st.builds(

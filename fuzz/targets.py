@@ -44,6 +44,7 @@ from rasteret.tiff.header import IncompleteHeaderError, TiffHeader, parse_header
 
 __all__ = [
     "INTERESTING",
+    "TAGS",
     "HeaderSeed",
     "Mutation",
     "TileSeed",
@@ -56,6 +57,9 @@ __all__ = [
 HEADER_SLACK = 256
 """Bytes kept past a seed's header size (so tile bytes right after the IFDs are present)."""
 TILES_PER_FILE = 3
+TAGS = (256, 257, 258, 259, 262, 273, 277, 278, 279, 284, 317, 322, 323, 324, 325, 338, 339,
+        530, 34735)  # fmt: skip
+"""Tags whose values size the image, its tiles, samples and tables (targets of ``tag``)."""
 INTERESTING = (0, 1, 2, 7, 8, 15, 16, 255, 256, 0x7FFF, 0xFFFF, 0x10000, 0x7FFFFFFF,
                0xFFFFFFFF, 2**32, 2**63 - 1, 2**64 - 1)  # fmt: skip
 """Integers that find edge cases in offsets, counts and sizes."""
@@ -86,8 +90,9 @@ class Mutation:
     """One edit of a byte string; positions wrap around its length."""
 
     op: str
-    """``flip`` (a bit), ``byte``, ``int`` (a TIFF-sized integer), ``truncate``, ``insert``,
-    ``delete`` or ``splice`` (copy a run of bytes elsewhere)."""
+    """``flip`` (a bit), ``byte``, ``int`` (a TIFF-sized integer), ``tag`` (set tag ``pos`` of
+    IFD 0 to the single integer ``arg``), ``truncate``, ``insert``, ``delete`` or ``splice``
+    (copy a run of bytes elsewhere)."""
     pos: int
     arg: int = 0
     width: int = 1
@@ -98,6 +103,9 @@ def mutate(data: bytes, mutations: Iterable[Mutation], byte_order: str = "<") ->
     """Apply ``mutations`` in order (integers are written in ``byte_order``)."""
     buf = bytearray(data)
     for m in mutations:
+        if m.op == "tag":
+            _set_tag(buf, byte_order, m.pos, m.arg)
+            continue
         if not buf and m.op != "insert":
             continue
         pos = m.pos % max(len(buf), 1)
@@ -121,6 +129,26 @@ def mutate(data: bytes, mutations: Iterable[Mutation], byte_order: str = "<") ->
             src = m.arg % len(buf)
             buf[pos : pos + m.width] = buf[src : src + m.width]
     return bytes(buf)
+
+
+def _set_tag(buf: bytearray, byte_order: str, tag: int, value: int) -> None:
+    """Rewrite IFD 0's entry ``tag`` (if present) as one LONG (LONG8 in BigTIFF) ``value``."""
+    bigtiff = bytes(buf[2:4]) == (b"+\x00" if byte_order == "<" else b"\x00+")
+    entry, head = (20, "HHQQ") if bigtiff else (12, "HHII")
+    try:
+        first = struct.unpack_from(
+            byte_order + ("Q" if bigtiff else "I"), buf, 8 if bigtiff else 4
+        )[0]
+        count = struct.unpack_from(byte_order + ("Q" if bigtiff else "H"), buf, first)[0]
+        start = first + (8 if bigtiff else 2)
+        for k in range(min(count, 4096)):
+            pos = start + k * entry
+            if struct.unpack_from(byte_order + "H", buf, pos)[0] == tag:
+                kind, limit = (16, 2**64) if bigtiff else (4, 2**32)
+                struct.pack_into(byte_order + head, buf, pos, tag, kind, 1, value % limit)
+                return
+    except struct.error:
+        return
 
 
 def load_seeds(paths: Iterable[Path]) -> tuple[list[HeaderSeed], list[TileSeed]]:
