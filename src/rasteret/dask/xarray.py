@@ -91,16 +91,33 @@ def _block_range(starts: np.ndarray, lo: int, hi: int) -> range:
     return range(max(first, 0), min(last, len(starts) - 1))
 
 
-def _blocks(layout: Layout, sizes: Sizes) -> dict[tuple[int, int, int], list[int]]:
-    """Per block ``(t, i, j)``: the chip indexes (eager order) that may reach it."""
+Block = tuple[tuple[int, ...], tuple[int, ...], tuple[tuple[int, int, int], ...]]
+"""A block's records and AOIs (indexes into the layout) and its chips as ``(slot in the
+block, index into those records, index into those AOIs)``, in eager chip order."""
+
+
+def _blocks(layout: Layout, sizes: Sizes) -> dict[tuple[int, int, int], Block]:
+    """Per block ``(t, i, j)`` with any chip: what its task reads (the same for every band)."""
     tstarts, ystarts, xstarts = (_starts(s) for s in sizes)
-    blocks: dict[tuple[int, int, int], list[int]] = {}
+    members: dict[tuple[int, int, int], list[int]] = {}
     for n, place in enumerate(layout.chips):
         r0, r1, c0, c1 = place.window
         t = int(np.searchsorted(tstarts, place.slot, side="right")) - 1
         for i in _block_range(ystarts, r0, r1):
             for j in _block_range(xstarts, c0, c1):
-                blocks.setdefault((t, i, j), []).append(n)
+                members.setdefault((t, i, j), []).append(n)
+    first_slot = tstarts.tolist()
+    blocks: dict[tuple[int, int, int], Block] = {}
+    for key, chip_ids in members.items():
+        records: dict[int, int] = {}
+        aois: dict[int, int] = {}
+        chips = []
+        for n in chip_ids:
+            place = layout.chips[n]
+            rj = records.setdefault(place.record_index, len(records))
+            aj = aois.setdefault(place.aoi_index, len(aois))
+            chips.append((place.slot - first_slot[key[0]], rj, aj))
+        blocks[key] = (tuple(records), tuple(aois), tuple(chips))
     return blocks
 
 
@@ -112,7 +129,7 @@ def _band_array(
     layout: Layout,
     b: int,
     sizes: Sizes,
-    blocks: dict[tuple[int, int, int], list[int]],
+    blocks: dict[tuple[int, int, int], Block],
     options: ReadOptions,
     token: str,
 ) -> Any:
@@ -127,31 +144,25 @@ def _band_array(
         for ai, (grid, offset) in enumerate(zip(layout.aoi_grids, layout.aoi_offsets, strict=True))
         if grid is not None and offset is not None
     }
-    tstarts, ystarts, xstarts = (_starts(s) for s in sizes)
+    ystarts, xstarts = (_starts(s).tolist() for s in sizes[1:])
     dtype = layout.dtype
+    fill, nodata = layout.fill_values[b], layout.nodata[b]
+    empty: Block = ((), (), ())
     graph: dict[Any, Any] = {}
     for t, tsize in enumerate(sizes[0]):
         for i, ysize in enumerate(sizes[1]):
             for j, xsize in enumerate(sizes[2]):
-                members = blocks.get((t, i, j), [])
-                rec_index: dict[int, int] = {}
-                aoi_index: dict[int, int] = {}
-                chips = []
-                for n in members:
-                    place = layout.chips[n]
-                    rj = rec_index.setdefault(place.record_index, len(rec_index))
-                    aj = aoi_index.setdefault(place.aoi_index, len(aoi_index))
-                    chips.append((place.slot - int(tstarts[t]), rj, aj))
+                rec_ids, aoi_ids, chips = blocks.get((t, i, j), empty)
                 spec = ChunkRead(
-                    band=band,
-                    records=tuple(slim[ri] for ri in rec_index),
-                    aois=tuple(aois[ai] for ai in aoi_index),
-                    chips=tuple(chips),
-                    window=(int(ystarts[i]), int(xstarts[j]), ysize, xsize),
+                    records=tuple(slim[ri] for ri in rec_ids),
+                    aois=tuple(aois[ai] for ai in aoi_ids),
+                    chips=chips,
+                    window=(ystarts[i], xstarts[j], ysize, xsize),
                     slots=tsize,
+                    band=band,
                     dtype=dtype.str,
-                    fill=layout.fill_values[b],
-                    nodata=layout.nodata[b],
+                    fill=fill,
+                    nodata=nodata,
                     crs=layout.crs,
                     all_touched=layout.all_touched,
                     options=options,
