@@ -13,6 +13,7 @@ import geopandas as gpd
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 import rasterio
 import shapely
@@ -342,7 +343,7 @@ def test_match_all_gives_a_row_per_point_and_record(series: Any, files: dict) ->
         ("r2", "b04_left", "b08"),
         ("r3", "b04_empty", "holes"),
     ):
-        part = out.filter(pa.compute.equal(out["record_id"], rid))
+        part = out.filter(pc.equal(out["record_id"], rid))
         assert part["B04"].to_pylist() == _as_list(_oracle(files[b04], xs, ys)[1], inside)
         assert part["B08"].to_pylist() == _as_list(_oracle(files[b08], xs, ys)[1], inside)
 
@@ -480,8 +481,8 @@ def test_multiband_chunky_and_planar_files(files: dict) -> None:
     inside, _ = _oracle(files["chunky"], xs, ys)
     for name, index in (("R", 1), ("G", 2), ("B", 3)):
         want = _as_list(_oracle(files["chunky"], xs, ys, index)[1], inside)
-        assert out.filter(pa.compute.equal(out["record_id"], "chunky"))[name].to_pylist() == want
-        assert out.filter(pa.compute.equal(out["record_id"], "planar"))[name].to_pylist() == want
+        assert out.filter(pc.equal(out["record_id"], "chunky"))[name].to_pylist() == want
+        assert out.filter(pc.equal(out["record_id"], "planar"))[name].to_pylist() == want
     # a chunky tile serves all three bands: 6 tiles per file, chunky fetched once, planar per band
     plan = plan_points(
         [_record(files["chunky"], 3), _record(files["planar"], 3)], xs, ys, EPSG, ["b1", "b2", "b3"]

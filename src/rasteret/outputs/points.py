@@ -7,8 +7,8 @@ Columns, in order:
 3. ``record_id`` (string) and ``datetime`` (the record's);
 4. one column per band in the band's own dtype, null where the pixel is nodata, masked or
    outside the raster;
-5. ``point_crs``, ``raster_crs`` (``EPSG:n`` or WKT), ``row`` and ``col`` (int32: the pixel
-   holding the point in the first band's full-resolution grid);
+5. ``point_crs``, ``raster_crs`` (``EPSG:n`` or WKT; dictionary-encoded strings), ``row``
+   and ``col`` (int32: the pixel holding the point in the first band's full-resolution grid);
 6. per band, when asked for: ``{band}_row`` / ``{band}_col`` (the pixel the value came from,
    with ``max_distance_pixels``), ``{band}_neighbourhood`` (list of the window's values,
    row-major, nulls where invalid), ``{band}_record_id`` / ``{band}_datetime`` (the record
@@ -19,7 +19,7 @@ An added column whose name the point table already uses is prefixed with ``sampl
 ``keep_missing`` is set; then they get one row whose sample columns are null.
 
 >>> import numpy as np
->>> from rasteret.read.sample import PointSamples
+>>> from rasteret.read.select import PointSamples
 >>> samples = PointSamples(np.array([1]), np.array([0]), ("B04",), (np.array([7], "uint16"),),
 ...                        (np.array([True]),), np.array([3]), np.array([4]))
 >>> table = samples_to_table(samples, ["r1"], [None], ["EPSG:32633"],
@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rasteret.errors import SchemaError
-from rasteret.read.sample import PointSamples
+from rasteret.read.select import PointSamples
 from rasteret.types import geoarrow_wkb_field
 
 __all__ = ["DEFAULT_GEOMETRY_NAME", "points_to_wkb", "samples_to_table"]
@@ -60,16 +60,19 @@ def points_to_wkb(x: np.ndarray, y: np.ndarray) -> pa.BinaryArray:
     """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
-    records = np.empty(len(x), dtype=_WKB_POINT)
+    n = len(x)
+    records = np.empty(n, dtype=_WKB_POINT)
     records["order"], records["type"], records["x"], records["y"] = 1, 1, x, y
-    offsets = np.arange(len(x) + 1, dtype=np.int64) * _WKB_POINT.itemsize
+    large = n * _WKB_POINT.itemsize >= 2**31
+    offsets = np.arange(n + 1, dtype=np.int64 if large else np.int32) * _WKB_POINT.itemsize
     valid = np.isfinite(x) & np.isfinite(y)
-    array = pa.Array.from_buffers(
-        pa.large_binary(), len(x), [None, pa.py_buffer(offsets), pa.py_buffer(records.tobytes())]
+    bitmap = None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
+    return pa.Array.from_buffers(
+        pa.large_binary() if large else pa.binary(),
+        n,
+        [bitmap, pa.py_buffer(offsets), pa.py_buffer(records.view(np.uint8))],
+        null_count=-1 if bitmap is None else int(n - valid.sum()),
     )
-    if not valid.all():
-        array = pc.if_else(pa.array(valid), array, pa.nulls(len(x), pa.large_binary()))
-    return array.cast(pa.binary())
 
 
 def samples_to_table(
@@ -123,7 +126,8 @@ def samples_to_table(
             arrays.append(rows_of(columns.column(i)))
             fields.append(columns.schema.field(i))
     wkb = geometry if geometry is not None else points_to_wkb(x, y)
-    add(geometry_name, rows_of(wkb).cast(pa.binary()), geoarrow_wkb_field(geometry_name, point_crs))
+    geometry_field = geoarrow_wkb_field(geometry_name, point_crs).with_type(wkb.type)
+    add(geometry_name, rows_of(wkb), geometry_field)
     rec = samples.record_index
     add("record_id", _per_record(pa.array(list(record_ids), pa.string()), rec))
     add("datetime", _per_record(_datetimes(record_datetimes), rec))
@@ -170,12 +174,14 @@ def _datetimes(values: Sequence[datetime | None]) -> pa.Array:
 
 def _per_record(per_record: pa.Array, index: np.ndarray) -> pa.Array:
     """``per_record`` taken at ``index`` (-1: null)."""
-    return per_record.take(pa.array(index, mask=index < 0))
+    missing = index < 0
+    return per_record.take(pa.array(index, mask=missing if missing.any() else None))
 
 
 def _dictionary_take(dictionary: pa.Array, index: np.ndarray) -> pa.Array:
-    indices = pa.array(index.astype(np.int32), mask=index < 0)
-    return pa.DictionaryArray.from_arrays(indices, dictionary).cast(pa.string())
+    """A dictionary-encoded column: the (long, repeated) CRS strings are stored once."""
+    indices = pa.array(index.astype(np.int32), mask=index < 0 if (index < 0).any() else None)
+    return pa.DictionaryArray.from_arrays(indices, dictionary)
 
 
 def _windows(samples: PointSamples, b: int) -> pa.Array:

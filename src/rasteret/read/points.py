@@ -29,43 +29,42 @@ gather; there is no per-point Python.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from affine import Affine
 
 from rasteret.errors import SchemaError, UnsupportedFormatError
 from rasteret.ingest.metadata import BandMetadata, RasterLevel
 from rasteret.read.bands import TileKey, TileSource, _alpha_sample, _mask_level, _tiles
-from rasteret.read.grid import crs_key, same_crs, transform_bounds, transformer
+from rasteret.read.grid import crs_key
+from rasteret.read.locate import Candidates, locate
 from rasteret.read.options import ReadOptions
 from rasteret.read.plan import RecordRef, SkippedRecord, _resolve_bands
 from rasteret.types import crs_
 
 __all__ = [
-    "DEFAULT_BATCH_POINTS",
+    "DEFAULT_BATCH_SAMPLES",
     "DEFAULT_MAX_DECODED_MB",
+    "MIN_BATCH_POINTS",
     "Match",
     "Neighbourhood",
     "PointOptions",
     "PointPlan",
     "TileGather",
     "plan_points",
-    "spatial_order",
 ]
 
 Match = Literal["all", "latest"]
 Neighbourhood = Literal["off", "always", "if_center_nodata"]
 
-DEFAULT_BATCH_POINTS = 500_000
-"""Points planned and read together; larger inputs are read in spatially sorted batches."""
+DEFAULT_BATCH_SAMPLES = 4_000_000
+"""Window pixels (points x records x bands x window) planned and read together by default;
+larger reads go in spatially sorted batches of points (at least :data:`MIN_BATCH_POINTS`)."""
+MIN_BATCH_POINTS = 10_000
 DEFAULT_MAX_DECODED_MB = 512.0
 """Decoded tile bytes a sample read holds at once (tiles are released once gathered)."""
-_BOUNDS_MARGIN = 0.01
-"""Footprints reprojected to the points' CRS are widened by this fraction (curved edges)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +90,9 @@ class PointOptions:
     or only ``if_center_nodata``."""
     neighbourhood_radius: int = 1
     """``r`` of the returned window."""
-    batch_size: int = DEFAULT_BATCH_POINTS
-    """Points per batch (memory bound of the plan)."""
+    batch_size: int | None = None
+    """Points per batch; default: as many as keep a batch near :data:`DEFAULT_BATCH_SAMPLES`
+    window pixels (the memory bound of a plan)."""
     max_decoded_mb: float = DEFAULT_MAX_DECODED_MB
     """Decoded tile megabytes held at once while reading."""
 
@@ -108,11 +108,18 @@ class PointOptions:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
                 raise SchemaError(f"expected {name}= a non-negative integer, got {value!r}")
-        if self.batch_size < 1 or not self.max_decoded_mb > 0:
+        if (self.batch_size is not None and self.batch_size < 1) or not self.max_decoded_mb > 0:
             raise SchemaError(
                 "expected batch_size >= 1 and max_decoded_mb > 0, got "
                 f"{self.batch_size!r} and {self.max_decoded_mb!r}"
             )
+
+    def points_per_batch(self, records: int, bands: int) -> int:
+        """Points read together when ``records`` records and ``bands`` bands are sampled."""
+        if self.batch_size is not None:
+            return int(self.batch_size)
+        per_point = max(records, 1) * max(bands, 1) * (2 * self.radius + 1) ** 2
+        return max(MIN_BATCH_POINTS, DEFAULT_BATCH_SAMPLES // per_point)
 
     @property
     def radius(self) -> int:
@@ -202,7 +209,7 @@ def plan_points(
     _check_georeferenced(records, bands)
     usable, skipped = _resolve_bands(records, bands, read_options or ReadOptions())
     src = crs_key(crs_(points_crs))
-    finder = _Candidates(x, y, src)
+    finder = Candidates(x, y, src)
     per_record = []
     for ri, metas in usable:
         cands = [finder.near(m) for m in metas]
@@ -217,21 +224,16 @@ def plan_points(
     start = 0
     for ri, metas, cands in per_record:
         located = [
-            _locate(m, c, *projected[crs_key(m.crs, m.epsg)])
+            locate(m, c, *projected[crs_key(m.crs, m.epsg)])
             for m, c in zip(metas, cands, strict=True)
         ]
-        inside = [idx[ok] for idx, (_, _, ok) in zip(cands, located, strict=True)]
-        pair_points = np.unique(np.concatenate(inside)) if inside else np.empty(0, np.int64)
+        pair_points, per_band = _pairs(cands, located)
         n = len(pair_points)
         if n == 0:
             continue
         points_parts.append(pair_points)
         records_parts.append(np.full(n, ri, dtype=np.int64))
-        for bi, (meta, idx, (fr, fc, ok)) in enumerate(zip(metas, cands, located, strict=True)):
-            rows = np.full(n, np.nan)
-            cols = np.full(n, np.nan)
-            at = np.searchsorted(pair_points, idx[ok])
-            rows[at], cols[at] = fr[ok], fc[ok]
+        for bi, (meta, (rows, cols)) in enumerate(zip(metas, per_band, strict=True)):
             frac[bi].append((rows, cols))
             gathers.extend(_band_gathers(bi, meta, rows, cols, start, radius, tiles))
         start += n
@@ -249,6 +251,32 @@ def plan_points(
         gathers=tuple(gathers),
         skipped=tuple(skipped),
     )
+
+
+def _pairs(
+    cands: list[np.ndarray], located: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    """The points inside any band of one record (sorted), and each band's fractional
+    (row, col) of them (NaN where the point is outside that band)."""
+    if all(c is cands[0] for c in cands):  # bands on one footprint: no set union needed
+        any_ok = located[0][2]
+        for _, _, ok in located[1:]:
+            any_ok = any_ok | ok
+        per_band = [
+            (np.where(ok, fr, np.nan)[any_ok], np.where(ok, fc, np.nan)[any_ok])
+            for fr, fc, ok in located
+        ]
+        return cands[0][any_ok], per_band
+    merged = np.sort(np.concatenate([c[ok] for c, (_, _, ok) in zip(cands, located, strict=True)]))
+    points = merged[np.append(True, merged[1:] != merged[:-1])] if len(merged) else merged
+    per_band = []
+    for idx, (fr, fc, ok) in zip(cands, located, strict=True):
+        rows = np.full(len(points), np.nan)
+        cols = np.full(len(points), np.nan)
+        at = np.searchsorted(points, idx[ok])
+        rows[at], cols[at] = fr[ok], fc[ok]
+        per_band.append((rows, cols))
+    return points, per_band
 
 
 def _check_georeferenced(records: Sequence[RecordRef], bands: tuple[str, ...]) -> None:
@@ -272,90 +300,6 @@ def _band_dtype(metas: Sequence[BandMetadata]) -> np.dtype:
     return np.result_type(*{np.dtype(m.dtype) for m in metas})
 
 
-class _Candidates:
-    """Finds the points near a raster footprint without testing every point against it:
-    points sorted by x in their own CRS, footprints reprojected (widened) into that CRS."""
-
-    def __init__(self, x: np.ndarray, y: np.ndarray, src: str) -> None:
-        self.x, self.y, self.src = x, y, src
-        finite = np.flatnonzero(np.isfinite(x) & np.isfinite(y))
-        self.order = finite[np.argsort(x[finite], kind="stable")]
-        self.sorted_x = x[self.order]
-        self._bounds: dict[tuple[tuple[float, ...], str], tuple[float, ...]] = {}
-        self._wanted: dict[str, np.ndarray] = {}
-
-    def near(self, meta: BandMetadata) -> np.ndarray:
-        """Sorted indices of the points whose coordinates may fall in ``meta``'s raster."""
-        key = crs_key(meta.crs, meta.epsg)
-        lv = meta.level
-        a, _, c, _, e, f = lv.transform
-        bounds = (c, f + e * lv.image_height, c + a * lv.image_width, f)
-        xmin, ymin, xmax, ymax = self._in_src(bounds, key)
-        lo, hi = 0, len(self.order)
-        if xmin <= xmax:  # else the footprint crosses the antimeridian: keep every x
-            lo = int(np.searchsorted(self.sorted_x, xmin, side="left"))
-            hi = int(np.searchsorted(self.sorted_x, xmax, side="right"))
-        idx = self.order[lo:hi]
-        yy = self.y[idx]
-        idx = np.sort(idx[(yy >= ymin) & (yy <= ymax)])
-        wanted = self._wanted.setdefault(key, np.zeros(len(self.x), dtype=bool))
-        wanted[idx] = True
-        return idx
-
-    def _in_src(self, bounds: tuple[float, ...], key: str) -> tuple[float, ...]:
-        cached = self._bounds.get((bounds, key))
-        if cached is None:
-            xmin, ymin, xmax, ymax = bounds
-            if same_crs(key, self.src):
-                cached = bounds
-            else:
-                try:
-                    xmin, ymin, xmax, ymax = transform_bounds(bounds, key, self.src)
-                except Exception:  # pyproj cannot bound it: test every point in the raster CRS
-                    xmin, ymin, xmax, ymax = -math.inf, -math.inf, math.inf, math.inf
-                mx, my = (xmax - xmin) * _BOUNDS_MARGIN, (ymax - ymin) * _BOUNDS_MARGIN
-                cached = (xmin - abs(mx), ymin - abs(my), xmax + abs(mx), ymax + abs(my))
-            self._bounds[(bounds, key)] = cached
-        return cached
-
-    def project(self, keys: Mapping[str, None]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Per raster CRS: x and y of every point any footprint in that CRS may hold
-        (NaN for the others), each point transformed once."""
-        out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        for key in keys:
-            if same_crs(key, self.src):
-                out[key] = (self.x, self.y)
-                continue
-            idx = np.flatnonzero(self._wanted.get(key, np.zeros(0, dtype=bool)))
-            px = np.full(len(self.x), np.nan)
-            py = np.full(len(self.x), np.nan)
-            if len(idx):
-                px[idx], py[idx] = transformer(self.src, key).transform(self.x[idx], self.y[idx])
-            out[key] = (px, py)
-        return out
-
-
-def _locate(
-    meta: BandMetadata, idx: np.ndarray, px: np.ndarray, py: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Fractional pixel (row, col) of the points ``idx`` in ``meta``'s full-resolution grid,
-    and whether they fall inside it, exactly as ``rasterio.transform.rowcol`` computes them
-    (the inverse affine applied to x and y, then floored)."""
-    lv = meta.level
-    inv = ~Affine(*lv.transform)
-    xs, ys = px[idx], py[idx]
-    cols = inv.a * xs + inv.b * ys + inv.c
-    rows = inv.d * xs + inv.e * ys + inv.f
-    with np.errstate(invalid="ignore"):
-        ok = (
-            (np.floor(rows) >= 0)
-            & (np.floor(rows) < lv.image_height)
-            & (np.floor(cols) >= 0)
-            & (np.floor(cols) < lv.image_width)
-        )
-    return rows, cols, ok
-
-
 def _band_gathers(
     band: int,
     meta: BandMetadata,
@@ -371,8 +315,8 @@ def _band_gathers(
     if not len(ok):
         return []
     size = 2 * radius + 1
-    rows = np.floor(frac_rows[ok]).astype(np.int64)
-    cols = np.floor(frac_cols[ok]).astype(np.int64)
+    rows = frac_rows[ok].astype(np.int32)  # inside the raster: truncation is floor
+    cols = frac_cols[ok].astype(np.int32)
     targets = (start + ok) * size * size
     if radius:
         dr, dc = (d.ravel() for d in np.mgrid[-radius : radius + 1, -radius : radius + 1])
@@ -412,55 +356,27 @@ def _by_tile(
     level: RasterLevel, rows: np.ndarray, cols: np.ndarray, targets: np.ndarray
 ) -> list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]]:
     """Split pixels by the tile of ``level`` holding them: ``(tile_row, tile_col, targets,
-    rows in tile, cols in tile)`` per tile, in tile order."""
-    th, tw = level.tile_height, level.tile_width
-    tile_rows, in_rows = np.divmod(rows, th)
-    tile_cols, in_cols = np.divmod(cols, tw)
-    number = tile_rows * level.tiles_across + tile_cols
-    count = level.tiles_across * level.tiles_down
+    rows in tile, cols in tile)`` per tile, in tile order (a counting sort: no comparisons)."""
+    tile_rows, in_rows = _split(rows, level.tile_height)
+    tile_cols, in_cols = _split(cols, level.tile_width)
+    across = level.tiles_across
+    count = across * level.tiles_down
     small = np.uint16 if count <= np.iinfo(np.uint16).max else np.uint32
-    order = np.argsort(number.astype(small), kind="stable")  # radix sort for small types
-    ordered = number[order]
-    cuts = np.flatnonzero(np.diff(ordered)) + 1
+    number = (tile_rows * across + tile_cols).astype(small)
+    order = np.argsort(number, kind="stable")  # radix sort for these small unsigned types
+    sizes = np.bincount(number, minlength=count)
+    ends = np.cumsum(sizes)
+    targets, in_rows, in_cols = targets[order], in_rows[order], in_cols[order]
     out = []
-    for lo, hi in zip(
-        np.concatenate([[0], cuts]).tolist(),
-        np.concatenate([cuts, [len(order)]]).tolist(),
-        strict=True,
-    ):
-        sel = order[lo:hi]
-        tr, tc = divmod(int(ordered[lo]), level.tiles_across)
-        out.append((tr, tc, targets[sel], in_rows[sel], in_cols[sel]))
+    for tile in np.flatnonzero(sizes).tolist():
+        lo, hi = int(ends[tile] - sizes[tile]), int(ends[tile])
+        tr, tc = divmod(tile, across)
+        out.append((tr, tc, targets[lo:hi], in_rows[lo:hi], in_cols[lo:hi]))
     return out
 
 
-def spatial_order(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """An order of the points along a Z-order (Morton) curve, so that consecutive batches
-    touch few tiles; non-finite points come last.
-
-    >>> spatial_order(np.array([10.0, 0.0, 10.0, 0.0]), np.array([10.0, 0.0, 0.0, np.nan])).tolist()
-    [1, 2, 0, 3]
-    """
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    finite = np.isfinite(x) & np.isfinite(y)
-    key = np.full(len(x), np.iinfo(np.uint64).max, dtype=np.uint64)
-    if finite.any():
-        qx = _quantise(x[finite])
-        qy = _quantise(y[finite])
-        key[finite] = _spread(qx) | (_spread(qy) << np.uint64(1))
-    return np.argsort(key, kind="stable")
-
-
-def _quantise(v: np.ndarray) -> np.ndarray:
-    lo, hi = float(v.min()), float(v.max())
-    scale = (2**16 - 1) / (hi - lo) if hi > lo else 0.0
-    return ((v - lo) * scale).astype(np.uint64)
-
-
-def _spread(v: np.ndarray) -> np.ndarray:
-    """Insert a zero bit between the 16 low bits of ``v``."""
-    v = v & np.uint64(0xFFFF)
-    for shift, mask in ((8, 0x00FF00FF), (4, 0x0F0F0F0F), (2, 0x33333333), (1, 0x55555555)):
-        v = (v | (v << np.uint64(shift))) & np.uint64(mask)
-    return v
+def _split(pixels: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``divmod(pixels, size)`` for non-negative pixels; shifts when ``size`` is a power of 2."""
+    if size & (size - 1) == 0:
+        return pixels >> (size.bit_length() - 1), pixels & (size - 1)
+    return np.divmod(pixels, size)

@@ -1,17 +1,17 @@
 """Run point plans: fetch and decode each tile once, gather its pixels, pick the values.
 
 :func:`read_points` is the entry point ``Collection.sample_points`` calls. Points are read
-in batches of :attr:`~rasteret.read.points.PointOptions.batch_size` (spatially sorted when
-there is more than one batch); each batch is planned (:func:`~rasteret.read.points.plan_points`)
+in batches (:meth:`~rasteret.read.points.PointOptions.points_per_batch`; spatially sorted
+when there is more than one batch); each batch is planned (:func:`~rasteret.read.points.plan_points`)
 on a worker thread while the previous batch reads. A batch's tiles are fetched with the chip
 reads' machinery (:mod:`rasteret.read.execute`: coalesced ranges, one wave under
 :mod:`rasteret.io`'s global bound, decoding on the shared pool, the decoded-tile cache); as
 soon as a coalesced request's tiles are decoded their pixels are gathered with vectorised
 indexing and the tiles released, and at most ``max_decoded_mb`` of decoded tiles are held.
 
-Then, per batch, :func:`select_samples` turns the raw windows into output rows (match,
-nearest valid pixel, neighbourhoods); rows come out point-major: points in input order, then
-records in the order given (datetime, id).
+Then, per batch, :func:`rasteret.read.select.select_samples` turns the raw windows into
+output rows (match, nearest valid pixel, neighbourhoods); rows come out point-major: points
+in input order, then records in the order given (datetime, id).
 
 >>> import tempfile
 >>> from rasteret.testing.fixtures import get_fixture_spec, write_fixture
@@ -31,7 +31,6 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -46,86 +45,17 @@ from rasteret.read.execute import (
     decode_pool,
     fetch_options,
 )
+from rasteret.read.locate import spatial_order
 from rasteret.read.mask import nodata_mask
 from rasteret.read.options import ReadOptions
-from rasteret.read.plan import RecordRef, SkippedRecord
-from rasteret.read.points import PointOptions, PointPlan, TileGather, plan_points, spatial_order
+from rasteret.read.plan import RecordRef
+from rasteret.read.points import PointOptions, PointPlan, TileGather, plan_points
+from rasteret.read.select import PointSamples, RawSamples, concat_samples, select_samples
 from rasteret.tiff.decode import empty_tile
 
-__all__ = [
-    "PointSamples",
-    "RawSamples",
-    "execute_points_async",
-    "read_points",
-    "read_points_async",
-    "select_samples",
-]
+__all__ = ["PointSamples", "execute_points_async", "read_points", "read_points_async"]
 
 _MB = 1_000_000
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class RawSamples:
-    """Every window pixel of a plan: per band ``(pairs, window)`` values and validity."""
-
-    values: tuple[np.ndarray, ...]
-    valid: tuple[np.ndarray, ...]
-    """Inside the raster, not nodata, not masked by the file's internal mask or alpha."""
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class PointSamples:
-    """The output rows of a point read, as arrays (one element per row)."""
-
-    point_index: np.ndarray
-    """Point of each row (int64, positions in the points passed)."""
-    record_index: np.ndarray
-    """Record of each row (int64; with ``match="latest"`` the record of the first band that
-    has a value)."""
-    bands: tuple[str, ...]
-    values: tuple[np.ndarray, ...]
-    """Per band: the value (band dtype; meaningless where not valid)."""
-    valid: tuple[np.ndarray, ...]
-    row: np.ndarray
-    """Pixel row of the point in the row's record, first band's grid (-1: outside it)."""
-    col: np.ndarray
-    band_record: tuple[np.ndarray, ...] | None = None
-    """``match="latest"``: per band, the record its value came from (-1: none)."""
-    source_row: tuple[np.ndarray, ...] | None = None
-    """``max_distance_pixels > 0``: per band, the pixel its value came from (-1: none)."""
-    source_col: tuple[np.ndarray, ...] | None = None
-    neighbourhood: tuple[np.ndarray, ...] | None = None
-    """``return_neighbourhood``: per band, ``(rows, (2r+1)²)`` window values, row-major."""
-    neighbourhood_valid: tuple[np.ndarray, ...] | None = None
-    neighbourhood_present: tuple[np.ndarray, ...] | None = None
-    """Per band, rows that carry a window (``if_center_nodata``: centre invalid)."""
-    skipped: tuple[SkippedRecord, ...] = ()
-
-    def __len__(self) -> int:
-        return len(self.point_index)
-
-    def take(self, order: np.ndarray) -> PointSamples:
-        """These rows reordered (or subset) by ``order``."""
-
-        def each(arrays: tuple[np.ndarray, ...] | None) -> tuple[np.ndarray, ...] | None:
-            return None if arrays is None else tuple(a[order] for a in arrays)
-
-        return PointSamples(
-            point_index=self.point_index[order],
-            record_index=self.record_index[order],
-            bands=self.bands,
-            values=tuple(v[order] for v in self.values),
-            valid=tuple(v[order] for v in self.valid),
-            row=self.row[order],
-            col=self.col[order],
-            band_record=each(self.band_record),
-            source_row=each(self.source_row),
-            source_col=each(self.source_col),
-            neighbourhood=each(self.neighbourhood),
-            neighbourhood_valid=each(self.neighbourhood_valid),
-            neighbourhood_present=each(self.neighbourhood_present),
-            skipped=self.skipped,
-        )
 
 
 class _ByteBudget:
@@ -228,187 +158,6 @@ def _progress(options: ReadOptions, total: int) -> Any:
     return tqdm(total=total, unit="tile", desc="rasteret sample")
 
 
-def select_samples(
-    plan: PointPlan, raw: RawSamples, options: PointOptions, point_ids: np.ndarray | None = None
-) -> PointSamples:
-    """Output rows of one plan: the centre pixel (or the nearest valid one within
-    ``max_distance_pixels``), one row per pair (``match="all"``) or per point (``"latest"``).
-
-    ``point_ids`` maps the plan's point positions to the caller's (batches).
-    """
-    centre = plan.window // 2
-    nb = len(plan.bands)
-    pair_rows = [np.floor(np.nan_to_num(r, nan=-1.0)).astype(np.int64) for r in plan.frac_row]
-    pair_cols = [np.floor(np.nan_to_num(c, nan=-1.0)).astype(np.int64) for c in plan.frac_col]
-    values = [v[:, centre].copy() for v in raw.values]
-    valid = [v[:, centre].copy() for v in raw.valid]
-    src_rows = [r.copy() for r in pair_rows]
-    src_cols = [c.copy() for c in pair_cols]
-    if options.max_distance_pixels:
-        for b in range(nb):
-            _nearest_valid(
-                plan, raw, b, options.max_distance_pixels, values, valid, src_rows, src_cols
-            )
-    src_rows = [np.where(v, r, -1) for v, r in zip(valid, src_rows, strict=True)]
-    src_cols = [np.where(v, c, -1) for v, c in zip(valid, src_cols, strict=True)]
-    # pair chosen for each output row and band
-    if options.match == "latest":
-        points, chosen = _latest(plan, valid)
-    else:
-        points = plan.point_index
-        chosen = [np.arange(len(plan))] * nb
-    row_pair = _first_present(chosen)
-    safe = np.maximum(row_pair, 0)
-    present = row_pair >= 0
-    neighbourhood = _neighbourhood(plan, raw, options, chosen)
-    band_record = None
-    if options.match == "latest":
-        band_record = tuple(
-            np.where(c >= 0, plan.record_index[np.maximum(c, 0)], -1) for c in chosen
-        )
-    ids = points if point_ids is None else point_ids[points]
-
-    def per_band(arrays: list[np.ndarray], fill: Any) -> tuple[np.ndarray, ...]:
-        return tuple(
-            np.where(c >= 0, a[np.maximum(c, 0)], fill) for a, c in zip(arrays, chosen, strict=True)
-        )
-
-    return PointSamples(
-        point_index=ids.astype(np.int64),
-        record_index=np.where(present, plan.record_index[safe], -1),
-        bands=plan.bands,
-        values=tuple(a[np.maximum(c, 0)] for a, c in zip(values, chosen, strict=True)),
-        valid=per_band(valid, False),
-        row=np.where(present, pair_rows[0][safe], -1),
-        col=np.where(present, pair_cols[0][safe], -1),
-        band_record=band_record,
-        source_row=per_band(src_rows, -1) if options.max_distance_pixels else None,
-        source_col=per_band(src_cols, -1) if options.max_distance_pixels else None,
-        neighbourhood=None if neighbourhood is None else neighbourhood[0],
-        neighbourhood_valid=None if neighbourhood is None else neighbourhood[1],
-        neighbourhood_present=None if neighbourhood is None else neighbourhood[2],
-        skipped=plan.skipped,
-    )
-
-
-def _nearest_valid(
-    plan: PointPlan,
-    raw: RawSamples,
-    b: int,
-    max_distance: int,
-    values: list[np.ndarray],
-    valid: list[np.ndarray],
-    src_rows: list[np.ndarray],
-    src_cols: list[np.ndarray],
-) -> None:
-    """Where the centre is invalid, take the valid window pixel whose centre is nearest to
-    the point (ties: first in row-major order), within ``max_distance`` pixels."""
-    r = plan.radius
-    dr, dc = (d.ravel() for d in np.mgrid[-r : r + 1, -r : r + 1])
-    near = (np.abs(dr) <= max_distance) & (np.abs(dc) <= max_distance)
-    need = np.flatnonzero(~valid[b] & ~np.isnan(plan.frac_row[b]))
-    if not len(need):
-        return
-    fr, fc = plan.frac_row[b][need], plan.frac_col[b][need]
-    r0, c0 = np.floor(fr), np.floor(fc)
-    dist = (r0[:, None] + dr + 0.5 - fr[:, None]) ** 2 + (c0[:, None] + dc + 0.5 - fc[:, None]) ** 2
-    dist[~raw.valid[b][need] | ~near] = np.inf
-    best = np.argmin(dist, axis=1)
-    found = np.isfinite(dist[np.arange(len(need)), best])
-    rows, k = need[found], best[found]
-    values[b][rows] = raw.values[b][rows, k]
-    valid[b][rows] = True
-    src_rows[b][rows] += dr[k]
-    src_cols[b][rows] += dc[k]
-
-
-def _latest(plan: PointPlan, valid: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Per point and band, the pair of the latest record with a valid value (-1: none)."""
-    points = np.unique(plan.point_index)
-    chosen = []
-    for ok in valid:
-        pairs = np.flatnonzero(ok)
-        order = np.lexsort((plan.record_index[pairs], plan.point_index[pairs]))
-        pairs = pairs[order]
-        pts = plan.point_index[pairs]
-        last = np.flatnonzero(np.append(pts[1:] != pts[:-1], True)) if len(pts) else pts
-        pick = np.full(len(points), -1, dtype=np.int64)
-        pick[np.searchsorted(points, pts[last])] = pairs[last]
-        chosen.append(pick)
-    keep = np.zeros(len(points), dtype=bool)
-    for c in chosen:
-        keep |= c >= 0
-    return points[keep], [c[keep] for c in chosen]
-
-
-def _first_present(chosen: list[np.ndarray]) -> np.ndarray:
-    """Per row, the pair of the first band that has one (-1: none)."""
-    out = chosen[0].copy()
-    for c in chosen[1:]:
-        out = np.where(out >= 0, out, c)
-    return out
-
-
-def _neighbourhood(
-    plan: PointPlan,
-    raw: RawSamples,
-    options: PointOptions,
-    chosen: list[np.ndarray],
-) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...], tuple[np.ndarray, ...]] | None:
-    """Per band: the ``(2 * neighbourhood_radius + 1)²`` window of each row's pair, its
-    validity, and which rows carry one."""
-    if options.return_neighbourhood == "off":
-        return None
-    r, nr = plan.radius, options.neighbourhood_radius
-    dr, dc = (d.ravel() for d in np.mgrid[-r : r + 1, -r : r + 1])
-    inner = np.flatnonzero((np.abs(dr) <= nr) & (np.abs(dc) <= nr))
-    win_values, win_valid, present = [], [], []
-    for b, c in enumerate(chosen):
-        safe = np.maximum(c, 0)
-        has = c >= 0
-        if options.return_neighbourhood == "if_center_nodata":
-            has = has & ~raw.valid[b][safe, plan.window // 2]
-        win_values.append(raw.values[b][safe][:, inner])
-        win_valid.append(raw.valid[b][safe][:, inner])
-        present.append(has)
-    return tuple(win_values), tuple(win_valid), tuple(present)
-
-
-def _concat_samples(parts: list[PointSamples]) -> PointSamples:
-    if len(parts) == 1:
-        merged = parts[0]
-    else:
-
-        def cat(get: Any) -> Any:
-            first = get(parts[0])
-            if first is None:
-                return None
-            if isinstance(first, tuple):
-                return tuple(np.concatenate([get(p)[i] for p in parts]) for i in range(len(first)))
-            return np.concatenate([get(p) for p in parts])
-
-        merged = PointSamples(
-            point_index=cat(lambda p: p.point_index),
-            record_index=cat(lambda p: p.record_index),
-            bands=parts[0].bands,
-            values=cat(lambda p: p.values),
-            valid=cat(lambda p: p.valid),
-            row=cat(lambda p: p.row),
-            col=cat(lambda p: p.col),
-            band_record=cat(lambda p: p.band_record),
-            source_row=cat(lambda p: p.source_row),
-            source_col=cat(lambda p: p.source_col),
-            neighbourhood=cat(lambda p: p.neighbourhood),
-            neighbourhood_valid=cat(lambda p: p.neighbourhood_valid),
-            neighbourhood_present=cat(lambda p: p.neighbourhood_present),
-            skipped=tuple(dict.fromkeys(s for p in parts for s in p.skipped)),
-        )
-    p, r = merged.point_index, merged.record_index
-    if len(p) > 1 and not bool(np.all((p[1:] > p[:-1]) | ((p[1:] == p[:-1]) & (r[1:] > r[:-1])))):
-        merged = merged.take(np.lexsort((r, p)))
-    return merged
-
-
 async def read_points_async(
     records: Sequence[RecordRef],
     x: np.ndarray | Sequence[float],
@@ -442,11 +191,12 @@ async def read_points_async(
     ys = np.asarray(y, dtype=np.float64).ravel()
     records = list(records)
     n = len(xs)
-    if n <= options.batch_size:
+    size = options.points_per_batch(len(records), len(bands))
+    if n <= size:
         batches = [np.arange(n)]
     else:
         order = spatial_order(xs, ys)
-        batches = [order[i : i + options.batch_size] for i in range(0, n, options.batch_size)]
+        batches = [np.sort(order[i : i + size]) for i in range(0, n, size)]
     loop = asyncio.get_running_loop()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rasteret-plan") as planner:
 
@@ -468,7 +218,7 @@ async def read_points_async(
         finally:
             if not upcoming.done():
                 upcoming.cancel()
-    return _concat_samples(parts)
+    return concat_samples(parts)
 
 
 def read_points(

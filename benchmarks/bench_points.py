@@ -1,0 +1,189 @@
+"""Point samples (issue 5): ``Collection.sample_points`` against rasterio ``sample()`` and the floor.
+
+Through the loopback HTTP range server with 20 ms latency per request, in a child process:
+
+* A: 10,000 random points x 15 scenes (a time series over one grid) x 2 bands;
+* B: 1,000,000 random points on one scene x 2 bands.
+
+Scenes: 2048 x 2048 uint16, deflate + horizontal predictor, 512-pixel tiles, overviews, one
+COG per band (:mod:`rasteret.testing.scenes`), cached in ``benchmarks/.data/points/``. The
+points are given in the scenes' CRS, so every method does the same work.
+
+Methods: rasteret with a cold decoded-tile cache; rasterio ``sample()`` per file, serially
+(GDAL reading the same URLs via /vsicurl/ with the settings of :data:`_common.GDAL_ENV`, its
+cache cleared before each run); the same with a 16-thread pool (A: one task per file; B: the
+points of each file split into 16 chunks, each on its own dataset); and the floor: fetching
+exactly the tiles the points need, one GET per tile all in flight at once, and decoding them
+on all cores (the larger of the two). Every method's values are checked against rasteret's.
+
+    python benchmarks/bench_points.py            # the full run, ~8 min (rasterio B: once each)
+    python benchmarks/bench_points.py --quick    # 3 scenes, 1,000 and 50,000 points
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import rasterio
+
+import _common
+import rasteret
+from rasteret._collection_reads import records_for
+from rasteret.read.cache import clear_tile_cache
+from rasteret.read.points import plan_points
+from rasteret.testing.scenes import SceneSpec, record_table, write_scene
+
+LATENCY = 0.02
+POOL_THREADS = 16
+EPSG = 32632
+ORIGIN = (699960.0, 5400000.0)
+BANDS = ("B04", "B08")
+
+
+def scenes(count: int, size: int) -> tuple[Path, list[SceneSpec]]:
+    """``count`` dates of one ``size``-pixel grid, written once under ``.data/points/``."""
+    root = _common.data_dir("points", f"{size}px")
+    specs = [
+        SceneSpec(f"p{i:02d}", EPSG, ORIGIN, size=size, tile=512, seed=i,
+                  datetime=dt.datetime(2024, 1, 1, tzinfo=dt.UTC) + dt.timedelta(days=5 * i))
+        for i in range(count)
+    ]  # fmt: skip
+    for spec in specs:
+        write_scene(spec, root, bands=BANDS)
+    return root, specs
+
+
+def random_points(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    extent = size * 10.0
+    return rng.uniform(ORIGIN[0], ORIGIN[0] + extent, n), rng.uniform(
+        ORIGIN[1] - extent, ORIGIN[1], n
+    )
+
+
+def rasteret_points(collection: Any, x: np.ndarray, y: np.ndarray) -> pa.Table:
+    points = pa.table({"site": np.arange(len(x), dtype=np.int64), "x": x, "y": y})
+    return collection.sample_points(points, list(BANDS), geometry_crs=EPSG)
+
+
+def rasterio_file(url: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    with rasterio.open(url) as src:
+        return np.array([v[0] for v in src.sample(zip(x.tolist(), y.tolist(), strict=True))])
+
+
+def rasterio_serial(urls: Sequence[str], x: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
+    return [rasterio_file(u, x, y) for u in urls]
+
+
+def rasterio_pooled(urls: Sequence[str], x: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
+    """One task per file, or per (file, chunk of points) when there are fewer files than
+    threads; each task opens its own dataset (GDAL handles are not thread-safe)."""
+    chunks = max(1, POOL_THREADS // len(urls))
+    parts = np.array_split(np.arange(len(x)), chunks)
+    tasks = [(u, p) for u in urls for p in parts]
+    with ThreadPoolExecutor(max_workers=POOL_THREADS) as pool:
+        done = list(pool.map(lambda t: rasterio_file(t[0], x[t[1]], y[t[1]]), tasks))
+    return [np.concatenate(done[i * chunks : (i + 1) * chunks]) for i in range(len(urls))]
+
+
+def check(label: str, table: pa.Table, urls: Sequence[str], values: list[np.ndarray]) -> None:
+    """``values[k]`` (rasterio, file ``urls[k]``) must equal rasteret's column of that file."""
+    scenes_ = sorted({u.rsplit("/", 1)[-1].rsplit("_", 1)[0] for u in urls})
+    for url, got in zip(urls, values, strict=True):
+        stem = url.rsplit("/", 1)[-1][:-4]
+        scene, band = stem.rsplit("_", 1)
+        rows = table.filter(pc.equal(table["record_id"], scene))
+        mine = rows[band].fill_null(0).to_numpy()
+        if rows.num_rows != len(got) or not np.array_equal(mine, got):
+            raise SystemExit(
+                f"{label}: values of {stem} differ from rasteret's ({len(scenes_)} scenes)"
+            )
+
+
+def run_scenario(
+    name: str, collection: Any, urls: Sequence[str], x: np.ndarray, y: np.ndarray,
+    server: _common.ServerProcess, args: Any, pooled_repeat: int,
+) -> tuple[list[list[Any]], list[dict[str, Any]]]:  # fmt: skip
+    records = records_for(collection, list(BANDS))
+    plan = plan_points(records, x, y, f"EPSG:{EPSG}", list(BANDS))
+    floor = _common.measure_floor(list(plan.tiles.values()), repeat=args.repeat)
+    samples = len(plan) * len(BANDS)
+    rasteret_points(collection, x[:100], y[:100])  # event loop, connections, imports
+    rasterio_pooled(urls[:1], x[:100], y[:100])  # GDAL drivers
+    cases: list[tuple[str, Callable[[], Any], int, Callable[[], None] | None]] = [
+        ("rasteret sample_points", functools.partial(rasteret_points, collection, x, y),
+         args.repeat, clear_tile_cache),
+        ("rasterio sample(), serial", functools.partial(rasterio_serial, urls, x, y), 1,
+         _common.clear_gdal_cache),
+        (f"rasterio sample(), {POOL_THREADS} threads",
+         functools.partial(rasterio_pooled, urls, x, y), pooled_repeat, _common.clear_gdal_cache),
+    ]  # fmt: skip
+    rows: list[list[Any]] = []
+    raw: list[dict[str, Any]] = []
+    reference = None
+    for label, fn, repeat, before in cases:
+        server.clear_log()
+        timing = _common.measure(fn, repeat=repeat, warmup=0, before=before)
+        gets = server.count(method="GET") / len(timing.runs)
+        if reference is None:
+            reference = timing.result
+        else:
+            check(label, reference, urls, timing.result)
+        rows.append([name, label, timing.median, timing.median / floor.seconds,
+                     samples / timing.median, gets])  # fmt: skip
+        raw.append({"scenario": name, "method": label, "samples": samples, "gets": gets,
+                    **timing.as_dict()})  # fmt: skip
+    rows.append([name, "floor: needed tiles, 1 GET each; decode on all cores", floor.seconds, 1.0,
+                 samples / floor.seconds, floor.tiles])  # fmt: skip
+    raw.append({"scenario": name, "method": "floor", "samples": samples, **floor.as_dict()})
+    return rows, raw
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _common.parse_args(__doc__.splitlines()[0], argv)
+    count, n_a, n_b = (3, 1_000, 50_000) if args.quick else (15, 10_000, 1_000_000)
+    root, specs = scenes(count, 2048)
+    rows: list[list[Any]] = []
+    raw: list[dict[str, Any]] = []
+    with _common.ServerProcess(root, latency=LATENCY) as server:
+        hrefs = {
+            s.scene_id: {b: server.url_for(f"{s.scene_id}_{b}.tif") for b in BANDS} for s in specs
+        }
+        collection = rasteret.build_from_table(
+            record_table(specs, hrefs), workspace_dir=_common.data_dir("points", "ws"),
+            enrich_cog=True, force=True,
+        )  # fmt: skip
+        x, y = random_points(n_a, 2048, seed=1)
+        urls = [hrefs[s.scene_id][b] for s in specs for b in BANDS]
+        part_rows, part_raw = run_scenario(f"A: {n_a:,} pts x {count} scenes", collection, urls,
+                                           x, y, server, args, args.repeat)  # fmt: skip
+        rows += part_rows
+        raw += part_raw
+        one = collection.where(ds.field("id") == specs[0].scene_id)
+        x, y = random_points(n_b, 2048, seed=2)
+        urls = [hrefs[specs[0].scene_id][b] for b in BANDS]
+        part_rows, part_raw = run_scenario(
+            f"B: {n_b:,} pts x 1 scene", one, urls, x, y, server, args, 1
+        )  # rasterio: minutes per run
+        rows += part_rows
+        raw += part_raw
+    _common.print_table(
+        f"Point samples x {len(BANDS)} bands through a loopback store, "
+        f"{LATENCY * 1000:.0f} ms latency per request",
+        ["scenario", "method", "wall s", "x floor", "samples/s", "GETs (floor: tiles)"],
+        rows,
+    )
+    _common.save_results("points", args, {"latency_s": LATENCY, "rows": raw})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""Where points fall on raster grids: candidate search, pixel location, spatial order (pure).
+
+:func:`locate` finds the pixel under a point exactly as rasterio's ``DatasetReader.sample``
+does: ``rasterio.transform.rowcol`` applies the inverse affine transform to x and y and
+floors the result, so a point on a pixel edge belongs to the pixel to its right / below, and
+a point on the raster's right or bottom edge is outside it. The same arithmetic is used here
+(``~Affine`` coefficients, multiply-add, floor), so the results are bit-identical.
+
+>>> meta_transform = (10.0, 0.0, 500000.0, 0.0, -10.0, 4600000.0)
+>>> cols, rows = pixel_coordinates(meta_transform, np.array([500010.0]), np.array([4599990.0]))
+>>> cols.tolist(), rows.tolist()
+([1.0], [1.0])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pyproj
+from affine import Affine
+
+from rasteret.ingest.metadata import BandMetadata
+from rasteret.read.grid import crs_key, same_crs, transform_bounds, transformer
+
+__all__ = ["Candidates", "locate", "pixel_coordinates", "spatial_order"]
+
+_DIRECT_SCANS = 8
+"""Distinct footprints tested against every point before the points get sorted by x."""
+_BOUNDS_MARGIN = 0.01
+"""Footprints reprojected to the points' CRS are widened by this fraction (curved edges)."""
+
+
+def pixel_coordinates(
+    transform: Sequence[float], x: np.ndarray, y: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fractional ``(col, row)`` of points in the grid of ``transform`` (rasterio's
+    ``rowcol`` arithmetic, before flooring)."""
+    inv = ~Affine(*transform[:6])
+    return inv.a * x + inv.b * y + inv.c, inv.d * x + inv.e * y + inv.f
+
+
+class Candidates:
+    """Finds the points that may fall in a raster footprint (reprojected and widened into
+    the points' CRS). The first few distinct footprints are scanned directly; past
+    :data:`_DIRECT_SCANS` the points are sorted by x once and searched. Equal footprints
+    share one (cached) index array."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, src: str) -> None:
+        self.x, self.y, self.src = x, y, src
+        self._sorted: tuple[np.ndarray, np.ndarray] | None = None
+        self._bounds: dict[tuple[tuple[float, ...], str], tuple[float, ...]] = {}
+        self._near: dict[tuple[tuple[float, ...], str], np.ndarray] = {}
+        self._wanted: dict[str, np.ndarray] = {}
+
+    def near(self, meta: BandMetadata) -> np.ndarray:
+        """Sorted indices of the points whose coordinates may fall in ``meta``'s raster."""
+        key = crs_key(meta.crs, meta.epsg)
+        lv = meta.level
+        a, _, c, _, e, f = lv.transform
+        bounds = self._in_src((c, f + e * lv.image_height, c + a * lv.image_width, f), key)
+        idx = self._near.get((bounds, key))
+        if idx is None:
+            idx = self._scan(bounds) if len(self._near) < _DIRECT_SCANS else self._search(bounds)
+            self._near[(bounds, key)] = idx
+            if not same_crs(key, self.src):
+                self._wanted.setdefault(key, np.zeros(len(self.x), dtype=bool))[idx] = True
+        return idx
+
+    def _scan(self, bounds: tuple[float, ...]) -> np.ndarray:
+        xmin, ymin, xmax, ymax = bounds
+        hit = (self.y >= ymin) & (self.y <= ymax)
+        if xmin <= xmax:
+            hit &= (self.x >= xmin) & (self.x <= xmax)
+        else:  # the footprint crosses the antimeridian: keep every x
+            hit &= np.isfinite(self.x)
+        return np.flatnonzero(hit)
+
+    def _search(self, bounds: tuple[float, ...]) -> np.ndarray:
+        if self._sorted is None:
+            finite = np.flatnonzero(np.isfinite(self.x) & np.isfinite(self.y))
+            order = finite[np.argsort(self.x[finite], kind="stable")]
+            self._sorted = (order, self.x[order])
+        order, sorted_x = self._sorted
+        xmin, ymin, xmax, ymax = bounds
+        lo, hi = 0, len(order)
+        if xmin <= xmax:  # else the footprint crosses the antimeridian: keep every x
+            lo = int(np.searchsorted(sorted_x, xmin, side="left"))
+            hi = int(np.searchsorted(sorted_x, xmax, side="right"))
+        idx = order[lo:hi]
+        yy = self.y[idx]
+        return np.sort(idx[(yy >= ymin) & (yy <= ymax)])
+
+    def _in_src(self, bounds: tuple[float, ...], key: str) -> tuple[float, ...]:
+        cached = self._bounds.get((bounds, key))
+        if cached is None:
+            xmin, ymin, xmax, ymax = bounds
+            if same_crs(key, self.src):
+                cached = bounds
+            else:
+                try:
+                    xmin, ymin, xmax, ymax = transform_bounds(bounds, key, self.src)
+                except pyproj.exceptions.ProjError:  # no bounds: test every point
+                    xmin, ymin, xmax, ymax = -math.inf, -math.inf, math.inf, math.inf
+                if not all(math.isfinite(v) for v in (xmin, ymin, xmax, ymax)):
+                    xmin, ymin, xmax, ymax = -math.inf, -math.inf, math.inf, math.inf
+                mx, my = (xmax - xmin) * _BOUNDS_MARGIN, (ymax - ymin) * _BOUNDS_MARGIN
+                cached = (xmin - abs(mx), ymin - abs(my), xmax + abs(mx), ymax + abs(my))
+            self._bounds[(bounds, key)] = cached
+        return cached
+
+    def project(self, keys: Mapping[str, None]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per raster CRS: x and y of every point any footprint in that CRS may hold
+        (NaN for the others), each point transformed once."""
+        out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for key in keys:
+            if same_crs(key, self.src):
+                out[key] = (self.x, self.y)
+                continue
+            idx = np.flatnonzero(self._wanted.get(key, np.zeros(0, dtype=bool)))
+            px = np.full(len(self.x), np.nan)
+            py = np.full(len(self.x), np.nan)
+            if len(idx):
+                px[idx], py[idx] = transformer(self.src, key).transform(self.x[idx], self.y[idx])
+            out[key] = (px, py)
+        return out
+
+
+def locate(
+    meta: BandMetadata, idx: np.ndarray, px: np.ndarray, py: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fractional pixel (row, col) of the points ``idx`` in ``meta``'s full-resolution grid,
+    and whether they fall inside it, exactly as ``rasterio.transform.rowcol`` computes them
+    (the inverse affine applied to x and y, then floored)."""
+    lv = meta.level
+    cols, rows = pixel_coordinates(lv.transform, px[idx], py[idx])
+    with np.errstate(invalid="ignore"):
+        r, c = np.floor(rows), np.floor(cols)
+        ok = (r >= 0) & (r < lv.image_height) & (c >= 0) & (c < lv.image_width)
+    return rows, cols, ok
+
+
+def spatial_order(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """An order of the points along a Z-order (Morton) curve, so that consecutive batches
+    touch few tiles; non-finite points come last.
+
+    >>> spatial_order(np.array([10.0, 0.0, 10.0, 0.0]), np.array([10.0, 0.0, 0.0, np.nan])).tolist()
+    [1, 2, 0, 3]
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    finite = np.isfinite(x) & np.isfinite(y)
+    key = np.full(len(x), np.iinfo(np.uint64).max, dtype=np.uint64)
+    if finite.any():
+        qx = _quantise(x[finite])
+        qy = _quantise(y[finite])
+        key[finite] = _spread(qx) | (_spread(qy) << np.uint64(1))
+    return np.argsort(key, kind="stable")
+
+
+def _quantise(v: np.ndarray) -> np.ndarray:
+    lo, hi = float(v.min()), float(v.max())
+    scale = (2**16 - 1) / (hi - lo) if hi > lo else 0.0
+    return ((v - lo) * scale).astype(np.uint64)
+
+
+def _spread(v: np.ndarray) -> np.ndarray:
+    """Insert a zero bit between the 16 low bits of ``v``."""
+    v = v & np.uint64(0xFFFF)
+    for shift, mask in ((8, 0x00FF00FF), (4, 0x0F0F0F0F), (2, 0x33333333), (1, 0x55555555)):
+        v = (v | (v << np.uint64(shift))) & np.uint64(mask)
+    return v
