@@ -120,7 +120,11 @@ def normalize_points(
     field = table.schema.field(name)
     encoding, crs = field_geometry_encoding(field, table.schema.metadata)
     column = table.column(name)
-    xy = _wkb_points_fast(column) if encoding in (None, "geoarrow.wkb", "ogc.wkb") else None
+    xy = None
+    if encoding in (None, "geoarrow.wkb", "ogc.wkb"):
+        xy = _wkb_points_fast(column)
+    elif encoding == "geoarrow.point":
+        xy = _native_points(column)
     if xy is None:
         xy = _point_xy(arrow_to_shapely(column, encoding), where=f"column {name!r}")
     is_wkb = pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type)
@@ -235,6 +239,27 @@ def _wkb_points_fast(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np
     if not (np.all(records["order"] == 1) and np.all(records["type"] == 1)):
         return None
     return records["x"].astype(np.float64), records["y"].astype(np.float64)
+
+
+def _native_points(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray] | None:
+    """x/y of a native GeoArrow point column (struct or interleaved), nulls as NaN, without
+    building geometries; None for layouts the general path handles."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if isinstance(array.type, pa.ExtensionType):
+        array = array.storage
+    null = array.is_null().to_numpy(zero_copy_only=False)
+    if pa.types.is_struct(array.type) and {"x", "y"} <= {f.name for f in array.type}:
+        x, y = (array.field(k).to_numpy(zero_copy_only=False) for k in ("x", "y"))
+    elif pa.types.is_fixed_size_list(array.type) and array.type.list_size >= 2:
+        size = array.type.list_size
+        flat = array.values.slice(array.offset * size, len(array) * size)
+        coords = flat.to_numpy(zero_copy_only=False).reshape(-1, size)
+        x, y = coords[:, 0], coords[:, 1]
+    else:
+        return None
+    x = np.where(null, np.nan, np.asarray(x, dtype=np.float64))
+    y = np.where(null, np.nan, np.asarray(y, dtype=np.float64))
+    return x, y
 
 
 def points_bounds_crs84(points: Points) -> tuple[float, float, float, float] | None:

@@ -32,6 +32,7 @@ from rasteret.read import ReadOptions, RecordRef
 from rasteret.read.cache import clear_tile_cache
 from rasteret.read.points import PointOptions, plan_points
 from rasteret.read.sample import read_points
+from rasteret.read.select import _point_major_order
 from rasteret.testing.stores import CountingReader, URLReader
 from rasteret.tiff.header import parse_header
 from rasteret.types import geoarrow_wkb_field
@@ -527,3 +528,84 @@ def test_batches_and_a_small_memory_budget_give_the_same_rows(series: Any) -> No
     assert counting.requests() > 20  # the budget forced one tile at a time, per batch
     latest = series.sample_points(points, ["B04", "B08"], match="latest", batch_size=150, **kwargs)
     assert latest.equals(series.sample_points(points, ["B04", "B08"], match="latest", **kwargs))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.one_of(st.none(), st.tuples(st.floats(-1e6, 1e6), st.floats(-1e6, 1e6))),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_native_point_fast_path_equals_shapely(coords: list[tuple[float, float] | None]) -> None:
+    xs = np.array([np.nan if c is None else c[0] for c in coords])
+    ys = np.array([np.nan if c is None else c[1] for c in coords])
+    mask = pa.array([c is None for c in coords])
+    struct = pa.StructArray.from_arrays(
+        [pa.array(np.nan_to_num(xs)), pa.array(np.nan_to_num(ys))], names=["x", "y"], mask=mask
+    )
+    flat = pa.array(np.column_stack([np.nan_to_num(xs), np.nan_to_num(ys)]).ravel())
+    interleaved = pa.FixedSizeListArray.from_arrays(flat, 2, mask=mask)
+    general = shapely.from_wkb(
+        [None if c is None else shapely.to_wkb(shapely.Point(c)) for c in coords]
+    )
+    want_x, want_y = shapely.get_x(general), shapely.get_y(general)  # NaN for nulls
+    for array in (struct, interleaved):
+        meta = {b"ARROW:extension:name": b"geoarrow.point"}
+        table = pa.Table.from_arrays(
+            [array], schema=pa.schema([pa.field("g", array.type, metadata=meta)])
+        )
+        points = normalize_points(table)
+        np.testing.assert_array_equal(points.x, want_x)
+        np.testing.assert_array_equal(points.y, want_y)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.sets(st.integers(0, 40), max_size=15), min_size=1, max_size=6), st.integers(1, 4)
+)
+def test_point_major_order_equals_lexsort(blocks: list[set[int]], batches: int) -> None:
+    """Rows as batches produce them: per batch, record-major blocks of distinct points."""
+    points, records = [], []
+    for b in range(batches):
+        for record, block in enumerate(blocks):
+            mine = sorted(p for p in block if p % batches == b)  # batches partition the points
+            points += mine
+            records += [record] * len(mine)
+    p, r = np.array(points, dtype=np.int64), np.array(records, dtype=np.int64)
+    if len(p):
+        np.testing.assert_array_equal(p[_point_major_order(p, r)], p[np.lexsort((r, p))])
+        np.testing.assert_array_equal(r[_point_major_order(p, r)], r[np.lexsort((r, p))])
+
+
+def test_many_footprints_use_the_sorted_search(files: dict, tmp_path: Path) -> None:
+    """More distinct footprints than the direct-scan limit: points are sorted and searched;
+    the rows must not change."""
+    base = _field(20)
+    paths, records = [], []
+    for k in range(12):
+        path = tmp_path / f"shifted{k}.tif"
+        with rasterio.open(
+            path, "w", driver="GTiff", width=40, height=30, count=1, dtype="uint16", nodata=0,
+            crs=f"EPSG:{EPSG}", transform=Affine(RES, 0, X0 + 250 * k, 0, -RES, Y0 - 100 * k),
+        ) as dst:  # fmt: skip
+            dst.write(base[None, :30, :40])
+        paths.append(path)
+        records.append(_record(path, rid=f"s{k}"))
+    xs, ys = _random_points(3000, seed=21)
+    got = read_points(records, xs, ys, EPSG, ["b1"])
+    want_points, want_records, want_values = [], [], []
+    oracle = [_oracle(p, xs, ys) for p in paths]
+    for i in range(len(xs)):
+        for k, (inside, values) in enumerate(oracle):
+            if inside[i]:
+                want_points.append(i)
+                want_records.append(k)
+                want_values.append(None if values.mask[i] else int(values.data[i]))
+    assert got.point_index.tolist() == want_points
+    assert got.record_index.tolist() == want_records
+    assert [
+        int(v) if ok else None for v, ok in zip(got.values[0], got.valid[0], strict=True)
+    ] == want_values
+    assert len(want_points) > 100
