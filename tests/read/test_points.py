@@ -609,3 +609,34 @@ def test_many_footprints_use_the_sorted_search(files: dict, tmp_path: Path) -> N
         int(v) if ok else None for v, ok in zip(got.values[0], got.valid[0], strict=True)
     ] == want_values
     assert len(want_points) > 100
+
+
+def test_match_latest_reads_older_records_only_where_needed(files: dict) -> None:
+    collection = _collection(files["folder"] / "fresh", [
+        ("old", DAY[0], {"B04": files["holes"], "B08": files["b04_left"]}),
+        ("mid", DAY[1], {"B04": files["b04_empty"], "B08": files["b04_left"]}),
+        ("new", DAY[2], {"B04": files["b04"], "B08": files["b08"]}),
+    ])  # fmt: skip
+    rng = np.random.default_rng(22)
+    xs = rng.uniform(X0 + 500, X0 + 2900, 400)  # clear of the newest B04's nodata corner
+    ys = rng.uniform(Y0 - 1900, Y0 - 500, 400)
+    points = pa.table({"x": xs, "y": ys})
+    counting = CountingReader(URLReader())
+    out = collection.sample_points(points, ["B04", "B08"], geometry_crs=EPSG, match="latest",
+                                   backend=counting)  # fmt: skip
+    assert set(counting.per_path()) == {str(files["b04"]), str(files["b08"])}
+    assert out["record_id"].to_pylist() == ["new"] * 400
+    assert out["B04"].to_pylist() == _as_list(_oracle(files["b04"], xs, ys)[1], np.ones(400, bool))
+    # one point on the newest B04's nodata: the next wave (mid, old) is read for it alone
+    counting.reset()
+    corner = pa.table({"x": [X0 + 15.0, X0 + 1995.0], "y": [Y0 - 15.0, Y0 - 15.0]})
+    out = collection.sample_points(corner, ["B04", "B08"], geometry_crs=EPSG, match="latest",
+                                   backend=counting, cache_mb=0)  # fmt: skip
+    assert out["B04_record_id"].to_pylist() == ["old", "new"]  # mid's B04 is all nodata
+    assert out["B08_record_id"].to_pylist() == ["new", "new"]
+    assert out["record_id"].to_pylist() == ["old", "new"]
+    with rasterio.open(files["holes"]) as src:
+        assert out["B04"].to_pylist()[0] == int(src.read(1)[1, 1])
+    wave2 = ("holes", "b04_empty", "b04_left")  # every band of the older records, for 1 point
+    assert set(counting.per_path()) == {str(files[k]) for k in ("b04", "b08", *wave2)}
+    assert out["row"].to_pylist() == [1, 1]

@@ -53,6 +53,7 @@ __all__ = [
     "PointOptions",
     "PointPlan",
     "TileGather",
+    "check_records",
     "plan_points",
 ]
 
@@ -206,8 +207,7 @@ def plan_points(
     y = np.asarray(y, dtype=np.float64).ravel()
     if x.shape != y.shape:
         raise SchemaError(f"expected as many x as y coordinates, got {len(x)} and {len(y)}")
-    _check_georeferenced(records, bands)
-    usable, skipped = _resolve_bands(records, bands, read_options or ReadOptions())
+    usable, skipped = check_records(records, bands, read_options or ReadOptions())
     src = crs_key(crs_(points_crs))
     finder = Candidates(x, y, src)
     per_record = []
@@ -277,6 +277,19 @@ def _pairs(
         rows[at], cols[at] = fr[ok], fc[ok]
         per_band.append((rows, cols))
     return points, per_band
+
+
+def check_records(
+    records: Sequence[RecordRef], bands: tuple[str, ...], read_options: ReadOptions
+) -> tuple[list[tuple[int, tuple[BandMetadata, ...]]], list[SkippedRecord]]:
+    """The records that have every band (with their band metadata), and those skipped.
+
+    Raises:
+        UnsupportedFormatError: a raster without CRS, or a rotated grid.
+        BandResolutionError: a record lacks a band and ``on_missing`` is ``"raise"``.
+    """
+    _check_georeferenced(records, bands)
+    return _resolve_bands(records, bands, read_options)
 
 
 def _check_georeferenced(records: Sequence[RecordRef], bands: tuple[str, ...]) -> None:

@@ -31,6 +31,7 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -49,8 +50,15 @@ from rasteret.read.locate import spatial_order
 from rasteret.read.mask import nodata_mask
 from rasteret.read.options import ReadOptions
 from rasteret.read.plan import RecordRef
-from rasteret.read.points import PointOptions, PointPlan, TileGather, plan_points
-from rasteret.read.select import PointSamples, RawSamples, concat_samples, select_samples
+from rasteret.read.points import PointOptions, PointPlan, TileGather, check_records, plan_points
+from rasteret.read.select import (
+    PointSamples,
+    RawSamples,
+    concat_samples,
+    merge_latest,
+    remap_records,
+    select_samples,
+)
 from rasteret.tiff.decode import empty_tile
 
 __all__ = ["PointSamples", "execute_points_async", "read_points", "read_points_async"]
@@ -190,6 +198,53 @@ async def read_points_async(
     xs = np.asarray(x, dtype=np.float64).ravel()
     ys = np.asarray(y, dtype=np.float64).ravel()
     records = list(records)
+    if options.match == "latest" and len(records) > 1:
+        return await _latest_in_waves(records, xs, ys, points_crs, bands, options, read_options)
+    return await _read_batches(records, xs, ys, points_crs, bands, options, read_options)
+
+
+async def _latest_in_waves(
+    records: list[RecordRef],
+    xs: np.ndarray,
+    ys: np.ndarray,
+    points_crs: Any,
+    bands: Sequence[str],
+    options: PointOptions,
+    read_options: ReadOptions,
+) -> PointSamples:
+    """``match="latest"`` newest records first: waves of 1, 2, 4, ... records (newest to
+    oldest), each over only the points that still miss a band, so a time series is read no
+    deeper than its points need. Every record is checked for the bands up front."""
+    check_records(records, tuple(bands), read_options)
+    newest_first = list(range(len(records)))[::-1]
+    waves: list[PointSamples] = []
+    remaining = np.arange(len(xs))
+    missing = [np.ones(len(xs), dtype=bool) for _ in bands]
+    size = 1
+    while newest_first and len(remaining):
+        group = np.array(sorted(newest_first[:size]), dtype=np.int64)
+        newest_first, size = newest_first[size:], size * 2
+        wave = await _read_batches(
+            [records[i] for i in group], xs[remaining], ys[remaining], points_crs, bands,
+            options, read_options,
+        )  # fmt: skip
+        wave = remap_records(replace(wave, point_index=remaining[wave.point_index]), group)
+        waves.append(wave)
+        for b, miss in enumerate(missing):
+            miss[wave.point_index[wave.valid[b]]] = False
+        remaining = np.flatnonzero(np.any(missing, axis=0))
+    return merge_latest(waves, len(xs))
+
+
+async def _read_batches(
+    records: list[RecordRef],
+    xs: np.ndarray,
+    ys: np.ndarray,
+    points_crs: Any,
+    bands: Sequence[str],
+    options: PointOptions,
+    read_options: ReadOptions,
+) -> PointSamples:
     n = len(xs)
     size = options.points_per_batch(len(records), len(bands))
     if n <= size:

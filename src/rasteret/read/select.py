@@ -14,7 +14,8 @@ returns :class:`PointSamples`, the rows of the output table as arrays;
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,15 @@ import numpy as np
 from rasteret.read.plan import SkippedRecord
 from rasteret.read.points import PointOptions, PointPlan
 
-__all__ = ["PointSamples", "RawSamples", "concat_samples", "select_samples"]
+__all__ = [
+    "PointSamples",
+    "RawSamples",
+    "concat_samples",
+    "merge_latest",
+    "remap_records",
+    "select_samples",
+    "stack_samples",
+]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -242,40 +251,94 @@ def _neighbourhood(
     return tuple(win_values), tuple(win_valid), tuple(present)
 
 
-def concat_samples(parts: list[PointSamples]) -> PointSamples:
-    """The rows of several batches as one, in point-major order (point, then record)."""
+def stack_samples(parts: Sequence[PointSamples]) -> PointSamples:
+    """The rows of several reads one after the other (no reordering)."""
     if len(parts) == 1:
-        merged = parts[0]
-    else:
+        return parts[0]
 
-        def cat(get: Any) -> Any:
-            first = get(parts[0])
-            if first is None:
-                return None
-            if isinstance(first, tuple):
-                return tuple(np.concatenate([get(p)[i] for p in parts]) for i in range(len(first)))
-            return np.concatenate([get(p) for p in parts])
+    def cat(get: Any) -> Any:
+        first = get(parts[0])
+        if first is None:
+            return None
+        if isinstance(first, tuple):
+            return tuple(np.concatenate([get(p)[i] for p in parts]) for i in range(len(first)))
+        return np.concatenate([get(p) for p in parts])
 
-        merged = PointSamples(
-            point_index=cat(lambda p: p.point_index),
-            record_index=cat(lambda p: p.record_index),
-            bands=parts[0].bands,
-            values=cat(lambda p: p.values),
-            valid=cat(lambda p: p.valid),
-            row=cat(lambda p: p.row),
-            col=cat(lambda p: p.col),
-            band_record=cat(lambda p: p.band_record),
-            source_row=cat(lambda p: p.source_row),
-            source_col=cat(lambda p: p.source_col),
-            neighbourhood=cat(lambda p: p.neighbourhood),
-            neighbourhood_valid=cat(lambda p: p.neighbourhood_valid),
-            neighbourhood_present=cat(lambda p: p.neighbourhood_present),
-            skipped=tuple(dict.fromkeys(s for p in parts for s in p.skipped)),
-        )
+    return PointSamples(
+        point_index=cat(lambda p: p.point_index),
+        record_index=cat(lambda p: p.record_index),
+        bands=parts[0].bands,
+        values=cat(lambda p: p.values),
+        valid=cat(lambda p: p.valid),
+        row=cat(lambda p: p.row),
+        col=cat(lambda p: p.col),
+        band_record=cat(lambda p: p.band_record),
+        source_row=cat(lambda p: p.source_row),
+        source_col=cat(lambda p: p.source_col),
+        neighbourhood=cat(lambda p: p.neighbourhood),
+        neighbourhood_valid=cat(lambda p: p.neighbourhood_valid),
+        neighbourhood_present=cat(lambda p: p.neighbourhood_present),
+        skipped=tuple(dict.fromkeys(s for p in parts for s in p.skipped)),
+    )
+
+
+def concat_samples(parts: Sequence[PointSamples]) -> PointSamples:
+    """The rows of several batches as one, in point-major order (point, then record)."""
+    merged = stack_samples(parts)
     p, r = merged.point_index, merged.record_index
     if len(p) > 1 and not bool(np.all((p[1:] > p[:-1]) | ((p[1:] == p[:-1]) & (r[1:] > r[:-1])))):
         merged = merged.take(_point_major_order(p, r))
     return merged
+
+
+def merge_latest(waves: Sequence[PointSamples], n_points: int) -> PointSamples:
+    """``match="latest"`` rows of reads over successively older groups of records: per
+    point and band, the value of the first wave that has a valid one.
+
+    Each wave's rows are its own latest valid values (one row per point). The row-level
+    fields (record, row, col) come from the wave that gave the first band with a value,
+    which is also the band that wave's own row-level fields describe.
+    """
+    rows = stack_samples(waves)
+    nb = len(rows.bands)
+    taken = [np.full(n_points, -1, dtype=np.int64) for _ in range(nb)]  # row of each point
+    start = 0
+    for wave in waves:
+        for b in range(nb):
+            new = wave.valid[b] & (taken[b][wave.point_index] < 0)
+            taken[b][wave.point_index[new]] = start + np.flatnonzero(new)
+        start += len(wave)
+    points = np.flatnonzero(np.any([t >= 0 for t in taken], axis=0))
+    chosen = [t[points] for t in taken]
+    first = chosen[0].copy()
+    for c in chosen[1:]:
+        first = np.where(first >= 0, first, c)
+
+    def per_band(arrays: tuple[np.ndarray, ...] | None, fill: Any) -> tuple[np.ndarray, ...] | None:
+        if arrays is None:
+            return None
+        return tuple(
+            np.where((c >= 0).reshape(-1, *([1] * (a.ndim - 1))), a[np.maximum(c, 0)], fill)
+            for a, c in zip(arrays, chosen, strict=True)
+        )
+
+    present = rows.neighbourhood_present
+    return PointSamples(
+        point_index=points.astype(np.int64),
+        record_index=rows.record_index[first],
+        bands=rows.bands,
+        values=tuple(a[np.maximum(c, 0)] for a, c in zip(rows.values, chosen, strict=True)),
+        valid=per_band(rows.valid, False) or (),
+        row=rows.row[first],
+        col=rows.col[first],
+        band_record=per_band(rows.band_record, -1),
+        source_row=per_band(rows.source_row, -1),
+        source_col=per_band(rows.source_col, -1),
+        neighbourhood=per_band(rows.neighbourhood, 0),
+        neighbourhood_valid=per_band(rows.neighbourhood_valid, False),
+        neighbourhood_present=per_band(present, False),
+        skipped=rows.skipped,
+    )
 
 
 def _point_major_order(points: np.ndarray, records: np.ndarray) -> np.ndarray:
@@ -294,3 +357,22 @@ def _point_major_order(points: np.ndarray, records: np.ndarray) -> np.ndarray:
         order[slot[run]] = np.arange(lo, hi)
         slot[run] += 1
     return order
+
+
+def remap_records(samples: PointSamples, records: np.ndarray) -> PointSamples:
+    """``samples`` of a read over a subset of records, with record positions mapped back
+    through ``records`` (subset position -> caller's position)."""
+
+    def mapped(index: np.ndarray) -> np.ndarray:
+        return np.where(index >= 0, records[np.maximum(index, 0)], -1)
+
+    return replace(
+        samples,
+        record_index=mapped(samples.record_index),
+        band_record=None
+        if samples.band_record is None
+        else tuple(mapped(b) for b in samples.band_record),
+        skipped=tuple(
+            replace(s, record_index=int(records[s.record_index])) for s in samples.skipped
+        ),
+    )
