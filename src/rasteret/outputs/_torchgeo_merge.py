@@ -283,7 +283,9 @@ def read_frames(
         _plan_group(records, rows, names, tuple(bs), key, options, grid.crs)
         for key, bs in by_key.items()
     ]
-    results = run(_execute(groups, records, options)) if any(g.plan.chips for g in groups) else []
+    busy = [g for g in groups if g.plan.chips]
+    done = iter(run(_execute(busy, records, options)) if busy else [])
+    results = [next(done) if g.plan.chips else [] for g in groups]
     pieces: dict[tuple[int, int], tuple[Part, np.ndarray, np.ndarray]] = {}
     for group, chips in zip(groups, results, strict=True):
         for part, chip in zip(group.parts, chips, strict=True):

@@ -14,12 +14,15 @@ Two TorchGeo generations are supported:
 
 The dataset pickles as plain data (records, index, options): no event loop, store or thread
 pool. Each ``DataLoader`` worker creates its own on first use (rasteret resets them after a
-fork).
+fork). A worker forked after its parent made requests cannot use obstore (its tokio runtime
+does not survive ``fork()``); it reads through a helper process instead (see
+:mod:`rasteret.outputs._torchgeo_helper`).
 """
 
 from __future__ import annotations
 
 import sys
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +35,7 @@ from rasterio.enums import Resampling
 
 from rasteret._optional import import_optional
 from rasteret.errors import RasteretError, ReadError
+from rasteret.outputs._torchgeo_helper import helper_read, inherited_runtime
 from rasteret.outputs._torchgeo_merge import query_grid, read_frames, source_grid
 from rasteret.outputs._torchgeo_window import SourceGrid
 from rasteret.read.grid import crs_key
@@ -110,6 +114,7 @@ class RasteretGeoDataset(_GeoDataset):
         self._res = (float(res[0]), float(res[1]))
         self._sources: dict[tuple[int, str, str], SourceGrid] = {}
         self._crs_cache: tuple[Any, str] | None = None
+        self._token = uuid.uuid4().hex
         footprints = [self._footprint(i, crs) for i in range(len(self.records))]
         times = [_interval(r.datetime) for r in self.records]
         self._record_index = _frame(footprints, times, self.records, crs)
@@ -168,10 +173,16 @@ class RasteretGeoDataset(_GeoDataset):
         crs = self._crs_key()
         grid = query_grid(crs, bounds, res, self.chip_size)
         try:
-            array = read_frames(
-                self.records, self.bands, frames, grid, self.resampling, self.options,
-                lambda ri, band: self._source(ri, band, crs),
-            )  # fmt: skip
+            if inherited_runtime():  # a forked worker: obstore cannot run here
+                array = helper_read(
+                    self._token, self.records, self.options, self.bands, frames, grid,
+                    self.resampling,
+                )  # fmt: skip
+            else:
+                array = read_frames(
+                    self.records, self.bands, frames, grid, self.resampling, self.options,
+                    lambda ri, band: self._source(ri, band, crs),
+                )  # fmt: skip
         except RasteretError as exc:
             raise _with_context(exc, self.records, frames, self.bands) from exc
         except Exception as exc:  # a kernel (GDAL) failure: still say where
