@@ -122,3 +122,21 @@ def test_a_terabyte_tile_is_refused_before_allocating(fixture_paths: dict[str, P
     start, count = int(ifd.tile_offsets[0]), int(ifd.tile_byte_counts[0])
     with capped_memory(), pytest.raises(RasteretError, match="at most"):
         decode_tile(data[start : start + count], layout)
+
+
+def test_a_lerc_tile_of_thousands_of_samples_stays_within_memory(
+    fixture_paths: dict[str, Path],
+) -> None:
+    """atheris (tile target, 293k inputs in): SamplesPerPixel mutated to 4097 in a LERC+Deflate
+    file declared a 1 GiB tile; the LERC second stage then reserved twice that again and
+    MemoryError escaped under the 4 GiB cap. Tiles are capped at 1 GiB and the blob at 1.25x."""
+    path = fixture_paths["float32_lerc_deflate_maxz0.01_tile256"]
+    data = bytes(path.read_bytes())
+    for samples, error in ((4097, "at most 1073741824 decoded bytes"), (4000, "LERC")):
+        patched = mutate(data, [Mutation("tag", 277, samples)], "<")
+        header = parse_header(patched, object_size=len(patched))
+        ifd = header.ifds[0]
+        layout = TileLayout.from_ifd(ifd, header.byte_order)
+        start, count = int(ifd.tile_offsets[0]), int(ifd.tile_byte_counts[0])
+        with capped_memory(), pytest.raises(RasteretError, match=error):
+            decode_tile(patched[start : start + count], layout)

@@ -75,9 +75,11 @@ SUPPORTED_COMPRESSIONS: frozenset[int] = frozenset(
 
 _JPEG_RAW_COLORSPACES = {1: "GRAYSCALE", 3: "RGB", 4: "CMYK"}
 
-MAX_TILE_BYTES = 2**31 - 1
-"""Largest decoded tile (or strip) accepted, as in GDAL: a header declaring more (a hostile
-or corrupt file) is refused before anything is allocated."""
+MAX_TILE_BYTES = 2**30
+"""Largest decoded tile (or strip) accepted: 1 GiB, beyond any real COG tile (4096 x 4096
+pixels of 8 float64 samples). A header declaring more (a hostile or corrupt file) is refused
+before anything is allocated, so decoding one tile reserves at most ~2.25 GiB (the tile, and
+for LERC with a second stage, its blob)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,7 +367,7 @@ def _lerc(data: Any, layout: TileLayout, out: np.ndarray, where: _Where) -> np.n
                 f"expected LERC second stage 0, 1 (Deflate) or 2 (ZSTD) in {where}, got {stage}"
             )
         # A LERC blob is at most the raw tile plus its valid-pixel bit mask and headers.
-        capacity = 2 * out.nbytes + 65536
+        capacity = out.nbytes + out.nbytes // 4 + 65536
         blob = np.empty(capacity + 1, dtype=np.uint8)
         want = f"a LERC blob of at most {capacity} bytes"
         size = len(where.call(decoder, data, out=blob, expected=want))
