@@ -212,11 +212,15 @@ def print_table(title: str, headers: Sequence[str], rows: Iterable[Sequence[Any]
 
 @dataclass(frozen=True)
 class Timing:
-    """Wall-clock seconds of repeated runs of one thing."""
+    """Wall-clock seconds of repeated runs of one thing, and the CPU they used."""
 
     runs: list[float]
     result: Any = field(default=None, repr=False, compare=False)
     """What the last run returned."""
+    cpu: list[float] = field(default_factory=list)
+    """CPU seconds of this process (every thread) per run."""
+    server_cpu: list[float] = field(default_factory=list)
+    """CPU seconds of the :class:`ServerProcess` per run (when one was given)."""
 
     @property
     def median(self) -> float:
@@ -226,8 +230,20 @@ class Timing:
     def best(self) -> float:
         return min(self.runs)
 
+    @property
+    def cpu_median(self) -> float:
+        """Median CPU seconds per run: this process plus the server process."""
+        server = self.server_cpu or [0.0] * len(self.cpu)
+        return statistics.median(c + s for c, s in zip(self.cpu, server, strict=True))
+
     def as_dict(self) -> dict[str, Any]:
-        return {"median_s": self.median, "best_s": self.best, "runs_s": self.runs}
+        return {
+            "median_s": self.median,
+            "best_s": self.best,
+            "runs_s": self.runs,
+            "cpu_s": self.cpu,
+            "server_cpu_s": self.server_cpu,
+        }
 
 
 def measure(
@@ -236,21 +252,30 @@ def measure(
     repeat: int = 3,
     warmup: int = 1,
     before: Callable[[], Any] | None = None,
+    server: ServerProcess | None = None,
 ) -> Timing:
-    """Time ``fn`` ``repeat`` times after ``warmup`` untimed runs; ``before`` runs untimed first."""
+    """Time ``fn`` ``repeat`` times after ``warmup`` untimed runs; ``before`` runs untimed first.
+
+    Process CPU time is recorded per run too, and the server's when ``server`` is given.
+    """
     result = None
     for _ in range(warmup):
         if before is not None:
             before()
         result = fn()
-    runs = []
+    runs, cpu, server_cpu = [], [], []
     for _ in range(max(repeat, 1)):
         if before is not None:
             before()
+        served = server.cpu_seconds() if server is not None else 0.0
+        used = time.process_time()
         start = time.perf_counter()
         result = fn()
         runs.append(time.perf_counter() - start)
-    return Timing(runs, result)
+        cpu.append(time.process_time() - used)
+        if server is not None:
+            server_cpu.append(server.cpu_seconds() - served)
+    return Timing(runs, result, cpu, server_cpu)
 
 
 def clear_gdal_cache() -> None:
@@ -331,6 +356,16 @@ class ServerProcess:
     def clear_log(self) -> None:
         """Forget every request seen so far."""
         self._ask(json.dumps(["clear", None, None]))
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds (user + system) the server process used so far (Linux; else 0)."""
+        if self._proc is None:
+            raise RuntimeError("ServerProcess is not started")
+        try:
+            fields = Path(f"/proc/{self._proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def _ask(self, line: str) -> str:
         if self._proc is None or self._proc.stdin is None:
@@ -482,11 +517,24 @@ class Floor:
 
     @property
     def seconds(self) -> float:
+        """``max(fetch, decode)``: the floor if fetching cost no CPU and overlapped decoding."""
         return max(self.fetch.median, self.decode.median)
+
+    @property
+    def cpu_seconds(self) -> float:
+        """CPU seconds of fetch (client and server) plus decode."""
+        return self.fetch.cpu_median + self.decode.cpu_median
+
+    @property
+    def cpu_bound(self) -> float:
+        """:attr:`cpu_seconds` spread over every core: the floor when the CPUs are the limit
+        (on one machine the server, the HTTP client and the decoders share the cores)."""
+        return self.cpu_seconds / (os.cpu_count() or 1)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "floor_s": self.seconds,
+            "cpu_bound_s": self.cpu_bound,
             "fetch": self.fetch.as_dict(),
             "decode": self.decode.as_dict(),
             "tiles": self.tiles,
@@ -495,13 +543,15 @@ class Floor:
         }
 
 
-def measure_floor(tiles: Sequence[Any], *, repeat: int = 3) -> Floor:
+def measure_floor(
+    tiles: Sequence[Any], *, repeat: int = 3, server: ServerProcess | None = None
+) -> Floor:
     """Measure the floor of reading ``tiles`` (:class:`rasteret.read.bands.TileSource` values).
 
     Fetch: :func:`rasteret.io.fetch.fetch_many` with one single-range job per tile and
     ``max_concurrent`` equal to the tile count (no coalescing, no decoding).
     Decode: :func:`rasteret.tiff.decode.decode_tile` of every tile on ``os.cpu_count()``
-    threads.
+    threads. ``server`` (the store serving the tiles) adds its CPU time to the fetch's.
     """
     from rasteret._sync import run
     from rasteret.io.fetch import FetchOptions, fetch_many
@@ -511,7 +561,7 @@ def measure_floor(tiles: Sequence[Any], *, repeat: int = 3) -> Floor:
     tiles = [t for t in tiles if t.end > t.start]
     jobs = [(t.key.href, [ByteRange(t.start, t.end)]) for t in tiles]
     options = FetchOptions(max_concurrent=max(len(jobs), 1), max_gap=0)
-    fetch = measure(lambda: run(fetch_many(jobs, options=options)), repeat=repeat)
+    fetch = measure(lambda: run(fetch_many(jobs, options=options)), repeat=repeat, server=server)
     buffers = [bytes(views[0]) for views in fetch.result]
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
 

@@ -100,7 +100,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             before = _common.clear_gdal_cache if fn in gdal else None
             server.clear_log()
             timing = _common.measure(
-                functools.partial(fn, case_urls), repeat=repeat, warmup=0, before=before
+                functools.partial(fn, case_urls),
+                repeat=repeat,
+                warmup=0,
+                before=before,
+                server=server,
             )
             if set(timing.result) != {expected}:
                 raise SystemExit(f"{label}: expected {expected} for every COG, got {timing.result}")
@@ -108,13 +112,22 @@ def main(argv: Sequence[str] | None = None) -> None:
             gets = server.count(method="GET") / (runs * len(case_urls))
             heads = server.count(method="HEAD") / (runs * len(case_urls))
             rate = len(case_urls) / timing.median
-            rows.append([label, len(case_urls), timing.median, rate, gets, heads])
+            cpu = timing.cpu_median
+            rows.append([label, len(case_urls), timing.median, rate, gets, heads, cpu])
             raw.append({"method": label, "files": len(case_urls), "headers_per_s": rate,
                         "gets_per_file": gets, "heads_per_file": heads,
                         **timing.as_dict()})  # fmt: skip
     _common.print_table(
         f"COG headers through a loopback store, {LATENCY * 1000:.0f} ms latency per request",
-        ["method", "files", "wall s", "headers/s", "GET per file", "HEAD per file"],
+        [
+            "method",
+            "files",
+            "wall s",
+            "headers/s",
+            "GET per file",
+            "HEAD per file",
+            "CPU s (client + server)",
+        ],
         rows,
     )
     _common.save_results("headers", args, {"latency_s": LATENCY, "rows": raw})
