@@ -262,3 +262,29 @@ def test_missing_torchgeo_names_the_extra(
     monkeypatch.delattr(rasteret.outputs, "torchgeo")
     with pytest.raises(MissingDependencyError, match=r"rasteret\[torchgeo\]"):
         collection.to_torchgeo_dataset(bands=["B04"])
+
+
+def test_a_batch_is_read_in_one_wave(tmp_path: Path, http_server: Any) -> None:
+    """``__getitems__`` (what ``DataLoader`` calls per batch) returns the samples of
+    ``__getitem__`` while fetching each tile the batch needs once."""
+    specs = [spec(5), spec(10)]
+    write_scenes(tmp_path / "scenes", specs)
+    server = http_server(tmp_path / "scenes")
+    hrefs = {
+        s.scene_id: {b: server.url_for(f"{s.scene_id}_{b}.tif") for b in ("B04", "B08")}
+        for s in specs
+    }
+    ds = build(specs, hrefs, tmp_path / "ws").to_torchgeo_dataset(bands=["B04", "B08"], cache_mb=0)
+    queries = [
+        _query(500_000.0 + 30 * i, 4_600_000.0 - 20 * i, size=64, t=_day(10)) for i in range(4)
+    ]
+    server.clear_log()
+    single = [ds[q] for q in queries]
+    one_by_one = server.count()
+    server.clear_log()
+    batch = ds.__getitems__(queries)
+    together = server.count()
+    for ours, expected in zip(batch, single, strict=True):
+        assert_same_sample(ours, expected)
+    assert together < one_by_one
+    assert together == one_by_one // len(queries)  # the same tiles, each fetched once

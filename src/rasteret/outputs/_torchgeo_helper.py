@@ -6,7 +6,7 @@ request (a collection build, a read) waits forever on its own. PyTorch's ``DataL
 forks its workers on Linux. So a TorchGeo dataset whose process inherited a used runtime
 hands each query to a helper: ``python -m rasteret.outputs._torchgeo_helper``, started on
 first need (one per process, with the same environment), which holds the dataset's records
-and answers ``read_frames`` calls over pickled pipes. Processes that did not inherit a used
+and answers ``read_jobs`` calls over pickled pipes. Processes that did not inherit a used
 runtime (the main process, ``spawn``/``forkserver`` workers, forks of a process that never
 read) read in-process as usual.
 
@@ -30,9 +30,8 @@ from rasterio.enums import Resampling
 
 from rasteret import _sync
 from rasteret.errors import ReadError
-from rasteret.outputs._torchgeo_merge import read_frames, source_grid
+from rasteret.outputs._torchgeo_merge import Job, read_jobs, source_grid
 from rasteret.outputs._torchgeo_window import SourceGrid
-from rasteret.read.grid import Grid
 from rasteret.read.options import ReadOptions
 from rasteret.read.plan import RecordRef
 
@@ -118,11 +117,10 @@ def helper_read(
     records: Sequence[RecordRef],
     options: ReadOptions,
     names: Sequence[str],
-    frames: Sequence[Sequence[int]],
-    grid: Grid,
+    jobs: Sequence[Job],
     kernel: Resampling,
-) -> np.ndarray:
-    """:func:`~rasteret.outputs._torchgeo_merge.read_frames` in this process's helper.
+) -> list[np.ndarray]:
+    """:func:`~rasteret.outputs._torchgeo_merge.read_jobs` in this process's helper.
 
     ``token`` names the dataset: its records and options are sent once per helper.
     """
@@ -131,9 +129,10 @@ def helper_read(
         if _client is None:
             _client = _Client()
         client = _client
-    message = ("read", token, tuple(names), [list(f) for f in frames], grid, int(kernel))
-    array: np.ndarray = client.call(token, (tuple(records), options), message)
-    return array
+    plain = [([list(f) for f in frames], grid) for frames, grid in jobs]
+    message = ("read", token, tuple(names), plain, int(kernel))
+    arrays: list[np.ndarray] = client.call(token, (tuple(records), options), message)
+    return arrays
 
 
 _Held = tuple[tuple[RecordRef, ...], ReadOptions, dict[tuple[int, str, str], SourceGrid]]
@@ -141,19 +140,20 @@ _Held = tuple[tuple[RecordRef, ...], ReadOptions, dict[tuple[int, str, str], Sou
 
 
 def _read(
-    held: _Held, names: Sequence[str], frames: list[list[int]], grid: Grid, kernel: Resampling
-) -> np.ndarray:
+    held: _Held, names: Sequence[str], jobs: list[Job], kernel: Resampling
+) -> list[np.ndarray]:
     records, options, sources = held
 
     def source(ri: int, band: str) -> SourceGrid:
-        key = (ri, band, grid.crs)
+        crs = jobs[0][1].crs
+        key = (ri, band, crs)
         if key not in sources:
             meta = records[ri].bands[band]
             assert meta is not None
-            sources[key] = source_grid(meta, grid.crs)
+            sources[key] = source_grid(meta, crs)
         return sources[key]
 
-    return read_frames(records, names, frames, grid, kernel, options, source)
+    return read_jobs(records, names, jobs, kernel, options, source)
 
 
 def _serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
@@ -169,8 +169,8 @@ def _serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
                 datasets[token] = (records, options, {})
                 answer: tuple[str, Any] = ("ok", None)
             else:
-                _, token, names, frames, grid, kernel = message
-                answer = ("ok", _read(datasets[token], names, frames, grid, Resampling(kernel)))
+                _, token, names, jobs, kernel = message
+                answer = ("ok", _read(datasets[token], names, jobs, Resampling(kernel)))
         except Exception as exc:
             answer = ("error", exc)
         try:

@@ -56,7 +56,16 @@ from rasteret.read.options import ReadOptions, representable
 from rasteret.read.plan import ChipPlan, ReadPlan, RecordRef
 from rasteret.read.result import Chip
 
-__all__ = ["Part", "SourceGrid", "plan_part", "query_grid", "read_frames", "source_grid"]
+__all__ = [
+    "Job",
+    "Part",
+    "SourceGrid",
+    "plan_part",
+    "query_grid",
+    "read_frames",
+    "read_jobs",
+    "source_grid",
+]
 
 Bounds = tuple[float, float, float, float]
 FracWindow = tuple[float, float, float, float]
@@ -150,27 +159,27 @@ class _Group:
     bands: tuple[int, ...]
     """Positions (in the dataset's band order) of the bands this plan reads."""
     plan: ReadPlan
-    parts: tuple[Part, ...]
-    """The part of each chip of ``plan`` (same order)."""
+    parts: tuple[tuple[int, Part], ...]
+    """The job and part of each chip of ``plan`` (same order)."""
 
 
 def _plan_group(
     records: Sequence[RecordRef],
-    rows: Sequence[int],
     names: Sequence[str],
     bands: tuple[int, ...],
-    parts: Sequence[Part | None],
+    entries: Sequence[tuple[int, int, Part | None]],
     options: ReadOptions,
     crs: str,
 ) -> _Group:
+    """One plan reading ``bands`` for every ``(job, record, part)`` entry that has a part."""
     tiles: dict[TileKey, TileSource] = {}
     chips: list[ChipPlan] = []
-    kept: list[Part] = []
+    kept: list[tuple[int, Part]] = []
     grids: list[Grid] = []
-    for ri, part in zip(rows, parts, strict=True):
+    opts = replace(options, resampling="nearest")
+    for job, ri, part in entries:
         if part is None:
             continue
-        opts = replace(options, resampling="nearest")
         metas = records[ri].bands
         reads = tuple(
             plan_band(names[b], i, metas[names[b]], part.grid, opts, tiles)  # type: ignore[arg-type]
@@ -179,7 +188,7 @@ def _plan_group(
         if any(r.overlaps for r in reads):
             chips.append(ChipPlan(ri, len(grids), part.grid, reads))
             grids.append(part.grid)
-            kept.append(part)
+            kept.append((job, part))
     metas_used = [records[c.record_index].bands[names[b]] for c in chips for b in bands]
     dtype = (
         np.result_type(*{np.dtype(m.dtype) for m in metas_used if m})
@@ -245,6 +254,10 @@ def _first_error(eg: BaseExceptionGroup[BaseException]) -> BaseException:
     return eg.exceptions[0]
 
 
+Job = tuple[Sequence[Sequence[int]], Grid]
+"""One query: record positions per output frame (each composited "first"), and its grid."""
+
+
 def read_frames(
     records: Sequence[RecordRef],
     names: Sequence[str],
@@ -254,64 +267,80 @@ def read_frames(
     options: ReadOptions,
     source: Callable[[int, str], SourceGrid],
 ) -> np.ndarray:
-    """Pixels of ``frames`` (lists of record positions, each composited "first") on ``grid``.
+    """Pixels of one query: :func:`read_jobs` of ``[(frames, grid)]``."""
+    return read_jobs(records, names, [(frames, grid)], kernel, options, source)[0]
+
+
+def read_jobs(
+    records: Sequence[RecordRef],
+    names: Sequence[str],
+    jobs: Sequence[Job],
+    kernel: Resampling,
+    options: ReadOptions,
+    source: Callable[[int, str], SourceGrid],
+) -> list[np.ndarray]:
+    """Pixels of several queries, read together: every tile of every query in one wave.
 
     Args:
         records: Every record of the dataset.
         names: Band names, in output channel order.
-        frames: Record positions per output frame, in compositing order.
-        grid: The query's output grid.
+        jobs: ``(frames, grid)`` per query: record positions per output frame, in compositing
+            order, and the query's output grid (all grids in the dataset CRS).
         kernel: The dataset's resampling kernel (of every RasterIO off the native grid).
         options: I/O options of the reads.
-        source: ``(record position, band) -> SourceGrid`` in ``grid.crs``.
+        source: ``(record position, band) -> SourceGrid`` in the dataset CRS.
 
     Returns:
-        ``[T, C, H, W]`` in the common dtype of the bands.
+        ``[T, C, H, W]`` per query, in the common dtype of the bands.
     """
-    rows = sorted({ri for frame in frames for ri in frame})
-    parts = {
-        b: tuple(
-            plan_part(_meta(records, ri, names[b]), source(ri, names[b]), grid, kernel)
-            for ri in rows
-        )
-        for b in range(len(names))
-    }
-    by_key: dict[tuple[Part | None, ...], list[int]] = {}
-    for b, key in parts.items():
-        by_key.setdefault(key, []).append(b)
+    if not jobs:
+        return []
+    crs = jobs[0][1].crs
+    entries: dict[int, list[tuple[int, int, Part | None]]] = {b: [] for b in range(len(names))}
+    for j, (frames, grid) in enumerate(jobs):
+        for ri in sorted({ri for frame in frames for ri in frame}):
+            for b, name in enumerate(names):
+                part = plan_part(_meta(records, ri, name), source(ri, name), grid, kernel)
+                entries[b].append((j, ri, part))
+    by_key: dict[tuple[tuple[int, int, Part | None], ...], list[int]] = {}
+    for b, key in entries.items():
+        by_key.setdefault(tuple(key), []).append(b)
     groups = [
-        _plan_group(records, rows, names, tuple(bs), key, options, grid.crs)
-        for key, bs in by_key.items()
+        _plan_group(records, names, tuple(bs), key, options, crs) for key, bs in by_key.items()
     ]
     busy = [g for g in groups if g.plan.chips]
     done = iter(run(_execute(busy, records, options)) if busy else [])
     results = [next(done) if g.plan.chips else [] for g in groups]
-    pieces: dict[tuple[int, int], tuple[Part, np.ndarray, np.ndarray]] = {}
+    pieces: dict[tuple[int, int, int], tuple[Part, np.ndarray, np.ndarray]] = {}
     for group, chips in zip(groups, results, strict=True):
-        for part, chip in zip(group.parts, chips, strict=True):
+        for (j, part), chip in zip(group.parts, chips, strict=True):
             for i, b in enumerate(group.bands):
-                meta = _meta(records, chip.record_index, names[b])
                 data, valid = chip.data[i], chip.valid[i]
                 if part.read is not None:
+                    nodata = _meta(records, chip.record_index, names[b]).nodata
                     data, valid = window_pixels(
-                        data, valid, chip.transform, chip.crs, part.read, grid.crs,
-                        meta.nodata, (part.out[2], part.out[3]),
+                        data, valid, chip.transform, chip.crs, part.read, crs, nodata,
+                        (part.out[2], part.out[3]),
                     )  # fmt: skip
-                pieces[chip.record_index, b] = (part, data, valid)
-    out = [
-        np.stack([_composite(records, frame, names[b], b, grid, pieces) for b in range(len(names))])
-        for frame in frames
-    ]
-    return np.stack(out)
+                pieces[j, chip.record_index, b] = (part, data, valid)
+    return [
+        np.stack([
+            np.stack([
+                _composite(records, frame, names[b], grid, [pieces.get((j, ri, b)) for ri in frame])
+                for b in range(len(names))
+            ])
+            for frame in frames
+        ])
+        for j, (frames, grid) in enumerate(jobs)
+    ]  # fmt: skip
 
 
 def _composite(
     records: Sequence[RecordRef],
     frame: Sequence[int],
     name: str,
-    band: int,
     grid: Grid,
-    pieces: dict[tuple[int, int], tuple[Part, np.ndarray, np.ndarray]],
+    pieces: Sequence[tuple[Part, np.ndarray, np.ndarray] | None],
 ) -> np.ndarray:
     """One band of one frame, as ``rasterio.merge`` with ``method="first"`` builds it."""
     first = records[frame[0]].bands[name]
@@ -322,8 +351,7 @@ def _composite(
     if nodata is not None and representable(nodata, dtype):
         dest.fill(nodata)
     marker = 0.0 if nodata is None else nodata
-    for ri in frame:
-        piece = pieces.get((ri, band))
+    for piece in pieces:
         if piece is None:
             continue
         part, data, valid = piece

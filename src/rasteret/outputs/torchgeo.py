@@ -36,7 +36,7 @@ from rasterio.enums import Resampling
 from rasteret._optional import import_optional
 from rasteret.errors import RasteretError, ReadError
 from rasteret.outputs._torchgeo_helper import helper_read, inherited_runtime
-from rasteret.outputs._torchgeo_merge import query_grid, read_frames, source_grid
+from rasteret.outputs._torchgeo_merge import Job, query_grid, read_jobs, source_grid
 from rasteret.outputs._torchgeo_window import SourceGrid
 from rasteret.read.grid import crs_key
 from rasteret.read.options import ReadOptions
@@ -166,30 +166,46 @@ class RasteretGeoDataset(_GeoDataset):
             IndexError: the query meets no record.
             RasteretError: a read failed; the message names the record, band and URL.
         """
-        rows, bounds, res = self._select(query)
-        if not rows:
-            raise IndexError(f"query: {query} not found in index with bounds: {self.bounds}")
-        frames = self._frames(rows)
+        return self.__getitems__([query])[0]
+
+    def __getitems__(self, queries: Sequence[Any]) -> list[dict[str, Any]]:
+        """The samples of several queries, read together (one wave of requests).
+
+        PyTorch's ``DataLoader`` calls this with each batch's queries, so a batch costs about
+        one round trip to the store rather than one per sample. Samples are those
+        :meth:`__getitem__` returns for each query.
+        """
         crs = self._crs_key()
-        grid = query_grid(crs, bounds, res, self.chip_size)
+        jobs: list[Job] = []
+        for query in queries:
+            rows, bounds, res = self._select(query)
+            if not rows:
+                raise IndexError(f"query: {query} not found in index with bounds: {self.bounds}")
+            jobs.append((self._frames(rows), query_grid(crs, bounds, res, self.chip_size)))
+        frames = [f for job in jobs for f in job[0]]
         try:
             if inherited_runtime():  # a forked worker: obstore cannot run here
-                array = helper_read(
-                    self._token, self.records, self.options, self.bands, frames, grid,
-                    self.resampling,
-                )  # fmt: skip
+                arrays = helper_read(
+                    self._token, self.records, self.options, self.bands, jobs, self.resampling
+                )
             else:
-                array = read_frames(
-                    self.records, self.bands, frames, grid, self.resampling, self.options,
+                arrays = read_jobs(
+                    self.records, self.bands, jobs, self.resampling, self.options,
                     lambda ri, band: self._source(ri, band, crs),
                 )  # fmt: skip
         except RasteretError as exc:
             raise _with_context(exc, self.records, frames, self.bands) from exc
         except Exception as exc:  # a kernel (GDAL) failure: still say where
             raise ReadError(f"{_where(self.records, frames, self.bands, str(exc))}: {exc}") from exc
-        data = _to_tensor(array if self.time_series else array[0])
-        if self.dtype is not None:
-            data = data.to(self.dtype)
+        return [
+            self._sample(query, array, job[0])
+            for query, array, job in zip(queries, arrays, jobs, strict=True)
+        ]
+
+    def _sample(
+        self, query: Any, array: np.ndarray, frames: Sequence[Sequence[int]]
+    ) -> dict[str, Any]:
+        data = _to_tensor(array if self.time_series else array[0], self.dtype)
         sample: dict[str, Any] = {"crs": self.crs, "bounds": query}
         if self.is_image:
             sample["image"] = data
@@ -236,28 +252,22 @@ class RasteretGeoDataset(_GeoDataset):
             x, y, t = self._disambiguate_slice(query)
             interval = pd.Interval(t.start, t.stop)
             bounds = (x.start, y.start, x.stop, y.stop)
-            res = (x.step, y.step)
             if self.time_series:
-                index = self._current_record_index()
-                index = index.iloc[index.index.overlaps(interval)]
+                rows = _hits(self._current_record_index(), interval, 1, bounds)
             else:
-                index = self.index.iloc[self.index.index.overlaps(interval)]
-                index = index.iloc[:: t.step]
-            index = index.cx[x.start : x.stop, y.start : y.stop]
-            return [int(r) for r in index["record"]], bounds, res
+                rows = _hits(self.index, interval, t.step, bounds)
+            return rows, bounds, (x.step, y.step)
         bounds = (query.minx, query.miny, query.maxx, query.maxy)
         if self.time_series:
-            index = self._current_record_index()
             span = pd.Interval(_posix(query.mint), _posix(query.maxt), closed="both")
-            index = index.iloc[index.index.overlaps(span)]
-            index = index.cx[query.minx : query.maxx, query.miny : query.maxy]
-            return [int(r) for r in index["record"]], bounds, self.res
+            return _hits(self._current_record_index(), span, 1, bounds), bounds, self.res
         hits = self.index.intersection(tuple(query), objects=True)
         return sorted(int(h.object) for h in hits), bounds, self.res
 
     def _current_record_index(self) -> Any:
+        """The per-record index (time series), in the dataset's current CRS."""
         crs = self.crs
-        if not self._record_index.crs.equals(crs):
+        if self._record_index.crs is not crs and not self._record_index.crs.equals(crs):
             self._record_index = self._record_index.to_crs(crs)
         return self._record_index
 
@@ -279,6 +289,23 @@ def _interval(value: datetime | None) -> tuple[pd.Timestamp, pd.Timestamp]:
         value = value.astimezone(UTC).replace(tzinfo=None)
     start = pd.Timestamp(value).floor("s")
     return start, start + _SECOND
+
+
+def _hits(
+    frame: Any, interval: pd.Interval, step: int, bounds: tuple[float, float, float, float]
+) -> list[int]:
+    """Record positions of ``frame``'s rows whose time overlaps ``interval`` (every ``step``-th
+    of them) and whose footprint meets ``bounds``, in row order.
+
+    The same rows as TorchGeo's ``index.iloc[index.index.overlaps(interval)].iloc[::step]
+    .cx[xmin:xmax, ymin:ymax]``, without building the intermediate frames.
+    """
+    rows = np.flatnonzero(frame.index.overlaps(interval))[::step]
+    if rows.size == 0:
+        return []
+    geoms = np.asarray(frame.geometry.values[rows], dtype=object)
+    hit = shapely.intersects(geoms, shapely.box(*bounds))
+    return [int(r) for r in frame["record"].to_numpy()[rows[hit]]]
 
 
 def _posix(value: float) -> pd.Timestamp:
@@ -330,13 +357,30 @@ def _rtree(frame: Any) -> Any:
     return index
 
 
-def _to_tensor(array: np.ndarray) -> Any:
-    """As TorchGeo's ``array_to_tensor``: uint16 -> int32, uint32 -> int64, else as is."""
+_NUMPY_OF = {"float32": np.float32, "float64": np.float64, "int64": np.int64, "int32": np.int32}
+
+
+def _to_tensor(array: np.ndarray, dtype: Any) -> Any:
+    """``array`` as TorchGeo makes a tensor of it, then cast to ``dtype`` (None: no cast).
+
+    TorchGeo converts uint16 to int32 and uint32 to int64 (``array_to_tensor``), then casts.
+    Widening integers to floats or wider integers gives the same values cast once in NumPy,
+    which is what happens here; anything else goes the same way TorchGeo goes.
+    """
+    target = None if dtype is None else _NUMPY_OF.get(str(dtype).removeprefix("torch."))
+    kind = array.dtype.kind
+    if target is not None and (
+        (kind in "iub" and np.dtype(target).kind == "f")
+        or (kind in "iub" and np.can_cast(array.dtype, target))
+        or (kind == "f" and np.dtype(target).kind == "f")
+    ):
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=target))
     if array.dtype == np.uint16:
         array = array.astype(np.int32)
     elif array.dtype == np.uint32:
         array = array.astype(np.int64)
-    return torch.from_numpy(np.ascontiguousarray(array))
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    return tensor if dtype is None else tensor.to(dtype)
 
 
 def _label(value: Any) -> Any:
