@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,12 @@ import pytest
 import shapely
 
 import rasteret
+from rasteret._collection_reads import records_for
 from rasteret.builders import RasteretWarning
 from rasteret.errors import FetchError
 from rasteret.ingest.schema import metadata_column
 from rasteret.io.stores import CloudConfig, clear_store_cache
+from rasteret.read import ChipSet, ReadOptions, read_chips
 from rasteret.testing.faults import FaultPlan, FaultyReader
 from rasteret.testing.oracle import rasterio_aoi_read
 from rasteret.testing.scenes import SceneSpec, record_table, write_scene
@@ -212,3 +215,55 @@ def test_build_lists_assets_that_never_answer_and_keeps_the_rest_identical(
         assert got.column(name).equals(want.column(name))
     others = [i for i in range(len(SPECS)) if i != 5]
     assert got.column(column).take(others).equals(want.column(column).take(others))
+
+
+# -- read options: retries, request timeout, partial results ----------------------------------
+
+
+def read(collection: rasteret.Collection, **options: Any) -> ChipSet:
+    records = records_for(collection, list(BANDS))
+    opts = ReadOptions(cache_mb=0, max_coalesced_size=1, **options)
+    return read_chips(records, [AOI_UTM], f"EPSG:{EPSG}", list(BANDS), opts)
+
+
+def test_read_without_retries_raises_the_first_fault(clean: rasteret.Collection) -> None:
+    reader = FaultyReader(URLReader(), FaultPlan(rate=0.06, seed=SEED, stall_seconds=0.0))
+    with pytest.raises(FetchError) as info:
+        read(clean, retries=0, backend=reader)
+    message = str(info.value)
+    assert "on the first attempt" in message
+    assert "/bkt/scene-" in message
+    assert "bytes [" in message
+    assert any(f.key.split("|")[0] in message for f in reader.faults)
+
+
+def test_read_stalls_are_cut_off_by_request_timeout(
+    clean: rasteret.Collection, clean_read: tuple[np.ndarray, Any], live: RangeHTTPServer
+) -> None:
+    injector = live.inject_faults(
+        FaultPlan(rate=0.05, seed=SEED, kinds=("stall",), stall_seconds=30)
+    )
+    assert injector is not None
+    start = time.monotonic()
+    chips = read(clean, request_timeout=0.3)
+    assert time.monotonic() - start < 20
+    assert injector.count("stall") >= 5
+    np.testing.assert_array_equal(np.stack([c.data for c in chips.chips]), clean_read[0])
+
+
+def test_read_on_error_skip_returns_the_rest_and_lists_what_failed(
+    clean: rasteret.Collection, clean_read: tuple[np.ndarray, Any], live: RangeHTTPServer
+) -> None:
+    live.inject_faults(FaultPlan(rate=0.0, first=100, kinds=("server_error",), match=("003_B08",)))
+    with pytest.warns(UserWarning, match="1 \\(record, band\\) pairs could not be fetched"):
+        chips = read(clean, retries=0, on_error="skip")
+    (failed,) = chips.failed
+    assert (failed.record_id, failed.band) == ("scene-003", "B08")
+    assert "FetchError" in failed.error
+    assert "500" in failed.error
+    ids = [c.record_id for c in chips.chips]
+    assert ids == [i for i in clean_read[1].record_id.tolist() if i != "scene-003"]
+    keep = [n for n, i in enumerate(clean_read[1].record_id.tolist()) if i != "scene-003"]
+    np.testing.assert_array_equal(np.stack([c.data for c in chips.chips]), clean_read[0][keep])
+    with pytest.raises(FetchError, match="scene-003_B08"):
+        read(clean, retries=0)  # the default is to raise

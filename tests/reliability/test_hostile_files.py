@@ -18,9 +18,11 @@ import pytest
 import shapely
 
 import rasteret
+from rasteret._collection_reads import records_for
 from rasteret.builders import RasteretWarning
 from rasteret.errors import DecodeError, UnsupportedFormatError
 from rasteret.ingest.enrich import MAX_HEADER_FETCHES
+from rasteret.read import ReadOptions, read_chips
 from rasteret.testing.scenes import SceneSpec, write_scene
 from rasteret.tiff.header import parse_header
 
@@ -99,6 +101,14 @@ def test_corrupt_tiles_raise_decode_errors_naming_url_and_tile(tmp_path: Path, g
     assert collection.enrichment_errors == []
     with pytest.raises(DecodeError, match=rf"tile 0 of {bad}"):
         collection.get_numpy(AOI, ["B04"], geometry_crs=32633, cache_mb=0)
+    records = records_for(collection, ["B04"])
+    with pytest.warns(UserWarning, match="1 \\(record, band\\) pairs"):
+        chips = read_chips(records, [AOI], "EPSG:32633", ["B04"],
+                           ReadOptions(cache_mb=0, on_error="skip"))  # fmt: skip
+    assert chips.chips == []
+    (failed,) = chips.failed
+    assert (failed.record_id, failed.band) == ("bad", "B04")
+    assert failed.error.startswith("DecodeError: ")
 
 
 def test_absurd_tile_sizes_are_refused_before_allocating(tmp_path: Path) -> None:

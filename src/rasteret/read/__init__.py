@@ -11,12 +11,13 @@ Import direction: ``options <- grid <- bands <- plan <- result``, ``(mask, warp)
 from rasteret.read.engine import read_chips, read_chips_async
 from rasteret.read.options import DEFAULT_CACHE_MB, ReadOptions
 from rasteret.read.plan import ReadPlan, RecordRef, SkippedRecord, plan_read
-from rasteret.read.result import Chip, ChipSet
+from rasteret.read.result import Chip, ChipSet, FailedRead
 
 __all__ = [
     "DEFAULT_CACHE_MB",
     "Chip",
     "ChipSet",
+    "FailedRead",
     "ReadOptions",
     "ReadPlan",
     "RecordRef",

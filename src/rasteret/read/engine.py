@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,7 +26,7 @@ from rasteret._sync import run
 from rasteret.read.execute import execute_plan_async
 from rasteret.read.options import ReadOptions
 from rasteret.read.plan import RecordRef, plan_read
-from rasteret.read.result import ChipSet
+from rasteret.read.result import ChipSet, FailedRead
 
 __all__ = ["read_chips", "read_chips_async"]
 
@@ -55,8 +56,12 @@ async def read_chips_async(
         SchemaError: bad AOIs (points or lines: use ``sample_points``) or options.
         BandResolutionError: a record lacks a requested band's metadata and
             ``options.on_missing`` is ``"raise"``.
-        FetchError: tile bytes could not be fetched.
-        DecodeError, UnsupportedFormatError: tile bytes rasteret cannot decode.
+        FetchError: tile bytes could not be fetched (``options.on_error="raise"``).
+        DecodeError, UnsupportedFormatError: tile bytes rasteret cannot decode (idem).
+
+    Warns:
+        UserWarning: with ``on_error="skip"``, how many (record, band) pairs were skipped
+            (listed in ``ChipSet.failed``).
     """
     options = options or ReadOptions()
     records = list(records)
@@ -66,13 +71,25 @@ async def read_chips_async(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(plan.chips), unit="chip", desc="rasteret read")
+    failed: list[FailedRead] = []
     try:
         chips = await execute_plan_async(
-            plan, records, options, on_chip=None if bar is None else lambda: bar.update(1)
+            plan,
+            records,
+            options,
+            on_chip=None if bar is None else lambda: bar.update(1),
+            failures=failed,
         )
     finally:
         if bar is not None:
             bar.close()
+    if failed:
+        warnings.warn(
+            f"{len(failed)} (record, band) pairs could not be fetched or decoded and were "
+            "skipped (on_error='skip'); see ChipSet.failed",
+            UserWarning,
+            stacklevel=2,
+        )
     return ChipSet(
         chips=chips,
         bands=plan.bands,
@@ -82,6 +99,7 @@ async def read_chips_async(
         nodata=plan.nodata,
         lattice=plan.lattice,
         skipped=plan.skipped,
+        failed=tuple(failed),
     )
 
 

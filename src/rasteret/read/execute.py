@@ -9,7 +9,10 @@
    (imagecodecs releases the GIL) and cached.
 4. Each chip is assembled on the same pool as soon as its last tile is decoded.
 
-A tile needed by several chips or bands is fetched and decoded once.
+A tile needed by several chips or bands is fetched and decoded once. With
+``on_error="skip"``, tiles whose bytes cannot be fetched (after retries) or decoded leave
+out the chips that need them, and each (record, band) is reported as a
+:class:`~rasteret.read.result.FailedRead`; otherwise the first such error is raised.
 """
 
 from __future__ import annotations
@@ -18,12 +21,13 @@ import asyncio
 import os
 import threading
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
+from rasteret.errors import RasteretError
 from rasteret.io.fetch import FetchOptions, fetch_ranges
 from rasteret.io.ranges import ByteRange, coalesce
 from rasteret.read.assemble import assemble_band
@@ -32,7 +36,7 @@ from rasteret.read.cache import TileCache, get_tile_cache
 from rasteret.read.mask import geometry_inside
 from rasteret.read.options import ReadOptions
 from rasteret.read.plan import ChipPlan, ReadPlan, RecordRef
-from rasteret.read.result import Chip
+from rasteret.read.result import Chip, FailedRead
 from rasteret.tiff.decode import decode_tile, empty_tile
 
 __all__ = ["decode_pool", "execute_plan_async", "fetch_options"]
@@ -66,6 +70,8 @@ def fetch_options(options: ReadOptions) -> FetchOptions:
     """The :class:`~rasteret.io.fetch.FetchOptions` a read's options ask for."""
     defaults = FetchOptions()
     return FetchOptions(
+        retries=defaults.retries if options.retries is None else options.retries,
+        request_timeout=options.request_timeout or defaults.request_timeout,
         max_concurrent=options.max_concurrent or defaults.max_concurrent,
         max_gap=defaults.max_gap if options.max_gap is None else options.max_gap,
         max_coalesced_size=(
@@ -82,15 +88,21 @@ async def execute_plan_async(
     options: ReadOptions,
     *,
     on_chip: Callable[[], None] | None = None,
+    failures: list[FailedRead] | None = None,
 ) -> list[Chip]:
-    """Fetch, decode and assemble every chip of ``plan`` (in plan order)."""
+    """Fetch, decode and assemble every chip of ``plan`` (in plan order).
+
+    With ``options.on_error == "skip"``, chips whose tiles failed are left out and their
+    (record, band) pairs are appended to ``failures``.
+    """
     loop = asyncio.get_running_loop()
     pool = decode_pool()
     cache = get_tile_cache(options.cache_mb)
-    tiles: dict[TileKey, asyncio.Future[np.ndarray]] = {}
+    tiles: dict[TileKey, asyncio.Future[np.ndarray | None]] = {}
+    errors: dict[TileKey, str] = {}  # tiles that failed with on_error="skip"
     to_fetch: dict[str, list[TileSource]] = defaultdict(list)
     for key, source in plan.tiles.items():
-        future: asyncio.Future[np.ndarray] = loop.create_future()
+        future: asyncio.Future[np.ndarray | None] = loop.create_future()
         tiles[key] = future
         cached = cache.get(key)
         if cached is not None:
@@ -113,10 +125,16 @@ async def execute_plan_async(
             )
         return masks[chip.aoi_index]
 
-    async def one_chip(chip: ChipPlan) -> Chip:
+    reported: set[tuple[int, str]] = set()
+
+    async def one_chip(chip: ChipPlan) -> Chip | None:
         keys = {k for r in chip.bands for k in (*r.tiles, *r.mask_tiles)}
         polygon = inside(chip)  # rasterized while the tiles are still on their way
-        decoded = {k: await tiles[k] for k in keys}
+        arrived = {k: await tiles[k] for k in keys}
+        decoded = {k: v for k, v in arrived.items() if v is not None}
+        if len(decoded) < len(arrived):
+            _report(chip, records, plan.bands, errors, reported, failures)
+            return None
         aoi = await polygon
         result = await loop.run_in_executor(
             pool, _assemble_chip, plan, chip, records[chip.record_index], decoded, aoi
@@ -130,12 +148,31 @@ async def execute_plan_async(
             for href, sources in to_fetch.items():
                 for members in _groups(sources, fopts):
                     group.create_task(
-                        _fetch_and_decode(href, members, fopts, options, tiles, cache, pool)
+                        _fetch_and_decode(href, members, fopts, options, tiles, cache, pool, errors)
                     )
             chip_tasks = [group.create_task(one_chip(c)) for c in plan.chips]
     except BaseExceptionGroup as eg:
         raise _first_error(eg) from None
-    return [t.result() for t in chip_tasks]
+    return [chip for t in chip_tasks if (chip := t.result()) is not None]
+
+
+def _report(
+    chip: ChipPlan,
+    records: list[RecordRef] | tuple[RecordRef, ...],
+    bands: tuple[str, ...],
+    errors: dict[TileKey, str],
+    reported: set[tuple[int, str]],
+    failures: list[FailedRead] | None,
+) -> None:
+    """Add the failed (record, band) pairs of ``chip`` to ``failures`` (once each)."""
+    for read in chip.bands:
+        failed = [errors[k] for k in (*read.tiles, *read.mask_tiles) if k in errors]
+        band = bands[read.index]
+        if failed and (chip.record_index, band) not in reported:
+            reported.add((chip.record_index, band))
+            if failures is not None:
+                record = records[chip.record_index]
+                failures.append(FailedRead(chip.record_index, record.id, band, failed[0]))
 
 
 def _first_error(eg: BaseExceptionGroup[Any]) -> BaseException:
@@ -162,18 +199,45 @@ async def _fetch_and_decode(
     sources: list[TileSource],
     fopts: FetchOptions,
     options: ReadOptions,
-    tiles: dict[TileKey, asyncio.Future[np.ndarray]],
+    tiles: Mapping[TileKey, asyncio.Future[Any]],
     cache: TileCache,
     pool: ThreadPoolExecutor,
+    errors: dict[TileKey, str] | None = None,
 ) -> None:
+    """Fetch one coalesced group, decode its tiles, resolve their futures.
+
+    With ``errors`` given and ``options.on_error == "skip"``, a failed tile's future gets
+    ``None`` and its error is recorded in ``errors``; otherwise the error is raised.
+    """
+    skip = errors is not None and options.on_error == "skip"
+
+    def fail(source: TileSource, exc: RasteretError) -> None:
+        assert errors is not None
+        errors[source.key] = f"{type(exc).__name__}: {exc}"
+        if not tiles[source.key].done():
+            tiles[source.key].set_result(None)
+
     ranges = [ByteRange(s.start, s.end) for s in sources]
-    views = await fetch_ranges(
-        href, ranges, options=fopts, backend=options.backend, cloud_config=options.cloud_config
-    )
+    try:
+        views = await fetch_ranges(
+            href, ranges, options=fopts, backend=options.backend, cloud_config=options.cloud_config
+        )
+    except RasteretError as exc:
+        if not skip:
+            raise
+        for source in sources:
+            fail(source, exc)
+        return
     loop = asyncio.get_running_loop()
 
     async def decode(source: TileSource, view: memoryview) -> None:
-        arr = await loop.run_in_executor(pool, _decode, source, view)
+        try:
+            arr = await loop.run_in_executor(pool, _decode, source, view)
+        except RasteretError as exc:
+            if not skip:
+                raise
+            fail(source, exc)
+            return
         cache.put(source.key, arr)
         future = tiles[source.key]
         if not future.done():

@@ -25,6 +25,7 @@ from rasteret.errors import SchemaError
 __all__ = [
     "DEFAULT_CACHE_MB",
     "RESAMPLING_NAMES",
+    "OnError",
     "OnMissing",
     "ReadOptions",
     "representable",
@@ -46,6 +47,7 @@ RESAMPLING_NAMES = (
 """Kernels both GDAL RasterIO (overview/out_shape reads) and the GDAL warper implement."""
 
 OnMissing = Literal["raise", "skip"]
+OnError = Literal["raise", "skip"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +89,16 @@ class ReadOptions:
     record and list it in ``ChipSet.skipped``."""
     progress: bool = False
     """Show a progress bar (tqdm) over the chips of the read."""
+    retries: int | None = None
+    """Retries of a failed request (default :data:`rasteret.io.fetch.DEFAULT_RETRIES`); 0
+    raises at the first failure."""
+    request_timeout: float | None = None
+    """Seconds one request may take before it is abandoned and retried (default
+    :data:`rasteret.io.fetch.DEFAULT_REQUEST_TIMEOUT`)."""
+    on_error: OnError = "raise"
+    """Tile bytes that cannot be fetched (after retries) or decoded: ``raise`` the error, or
+    ``skip`` the chips that need them, list each (record, band) in ``ChipSet.failed`` and
+    warn with the count."""
 
     def __post_init__(self) -> None:
         if self.resolution is not None and self.out_shape is not None:
@@ -114,6 +126,14 @@ class ReadOptions:
         ):
             raise SchemaError(
                 f"expected resampling= one of {', '.join(RESAMPLING_NAMES)}, got {self.resampling!r}"
+            )
+        if self.on_error not in ("raise", "skip"):
+            raise SchemaError(f"expected on_error='raise' or 'skip', got {self.on_error!r}")
+        if self.retries is not None and not (isinstance(self.retries, int) and self.retries >= 0):
+            raise SchemaError(f"expected retries= an integer >= 0, got {self.retries!r}")
+        if self.request_timeout is not None and not self.request_timeout > 0:
+            raise SchemaError(
+                f"expected request_timeout= seconds > 0, got {self.request_timeout!r}"
             )
         if self.on_missing not in ("raise", "skip"):
             raise SchemaError(f"expected on_missing='raise' or 'skip', got {self.on_missing!r}")

@@ -17,7 +17,7 @@ import numpy as np
 from rasteret.errors import ReadError
 from rasteret.read.plan import SkippedRecord
 
-__all__ = ["Chip", "ChipSet"]
+__all__ = ["Chip", "ChipSet", "FailedRead"]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -55,6 +55,18 @@ class Chip:
         return min(xs), min(ys), max(xs), max(ys)
 
 
+@dataclass(frozen=True, slots=True)
+class FailedRead:
+    """A (record, band) left out of a read with ``on_error="skip"``."""
+
+    record_index: int
+    """Position of the record in the ``records`` passed to the read."""
+    record_id: str
+    band: str
+    error: str
+    """The error of the first of its tiles that failed (type and message)."""
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class ChipSet:
     """Every chip of a read, in record-major order (records, then AOIs, as given)."""
@@ -75,6 +87,9 @@ class ChipSet:
     ``out_shape=`` gave each AOI its own pixel size."""
     skipped: tuple[SkippedRecord, ...] = field(default=())
     """Records left out because of missing band metadata (``on_missing="skip"``)."""
+    failed: tuple[FailedRead, ...] = field(default=())
+    """(record, band) pairs whose chips were left out because tile bytes could not be
+    fetched or decoded (``on_error="skip"``)."""
 
     def __len__(self) -> int:
         return len(self.chips)

@@ -20,9 +20,9 @@ Two places use it: :class:`FaultyReader` wraps any
 >>> from rasteret.testing.stores import URLReader
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "a.bin"
 >>> _ = path.write_bytes(bytes(range(256)) * 64)
->>> reader = FaultyReader(URLReader(), FaultPlan(rate=0.5, seed=7))
+>>> reader = FaultyReader(URLReader(), FaultPlan(rate=0.5, seed=7, stall_seconds=10))
 >>> ranges = [ByteRange(i * 1000, i * 1000 + 10) for i in range(16)]
->>> fast = FetchOptions(max_gap=0, backoff_base=0.001, retries=10)
+>>> fast = FetchOptions(max_gap=0, backoff_base=0.001, retries=10, request_timeout=0.1)
 >>> views = run(fetch_ranges(str(path), ranges, backend=reader, options=fast))
 >>> [bytes(v) for v in views] == [path.read_bytes()[r.start:r.end] for r in ranges]
 True
