@@ -21,20 +21,20 @@ does not survive ``fork()``); it reads through a helper process instead (see
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyproj
+import rasterio.crs
 import shapely
 from rasterio.enums import Resampling
 
 from rasteret._optional import import_optional
 from rasteret.errors import RasteretError, ReadError
+from rasteret.outputs import _torchgeo_index as tg_index
 from rasteret.outputs._torchgeo_helper import helper_read, inherited_runtime
 from rasteret.outputs._torchgeo_merge import Job, query_grid, read_jobs, source_grid
 from rasteret.outputs._torchgeo_window import SourceGrid
@@ -54,8 +54,6 @@ GEOSLICE_QUERIES: bool = hasattr(tg_utils, "GeoSlice")
 
 _GeoDataset: Any = tg_datasets.GeoDataset
 _NATIVE = "native"
-_MAX_POSIX = pd.Timestamp.max.timestamp()
-_SECOND = pd.Timedelta(seconds=1) - pd.Timedelta(microseconds=1)
 
 
 class RasteretGeoDataset(_GeoDataset):
@@ -116,15 +114,15 @@ class RasteretGeoDataset(_GeoDataset):
         self._crs_cache: tuple[Any, str] | None = None
         self._token = uuid.uuid4().hex
         footprints = [self._footprint(i, crs) for i in range(len(self.records))]
-        times = [_interval(r.datetime) for r in self.records]
-        self._record_index = _frame(footprints, times, self.records, crs)
+        times = [tg_index.interval(r.datetime) for r in self.records]
+        self._record_index = tg_index.record_frame(footprints, times, self.records, crs)
         if time_series:  # one row per distinct footprint, spanning its records' times
             groups: dict[bytes, list[int]] = {}
             for i, box in enumerate(footprints):
                 groups.setdefault(shapely.to_wkb(box), []).append(i)
             rows = list(groups.values())
             spans = [(min(times[i][0] for i in g), max(times[i][1] for i in g)) for g in rows]
-            index = _frame(
+            index = tg_index.record_frame(
                 [footprints[g[0]] for g in rows],
                 spans,
                 [self.records[g[0]] for g in rows],
@@ -136,8 +134,8 @@ class RasteretGeoDataset(_GeoDataset):
         if GEOSLICE_QUERIES:
             self.index = index
         else:
-            self._crs = _rasterio_crs(crs)
-            self.index = _rtree(index)
+            self._crs = rasterio.crs.CRS.from_user_input(crs)
+            self.index = tg_index.rtree_index(index)
 
     # ------------------------------------------------------------------ TorchGeo surface
     @property
@@ -253,14 +251,16 @@ class RasteretGeoDataset(_GeoDataset):
             interval = pd.Interval(t.start, t.stop)
             bounds = (x.start, y.start, x.stop, y.stop)
             if self.time_series:
-                rows = _hits(self._current_record_index(), interval, 1, bounds)
+                rows = tg_index.hits(self._current_record_index(), interval, 1, bounds)
             else:
-                rows = _hits(self.index, interval, t.step, bounds)
+                rows = tg_index.hits(self.index, interval, t.step, bounds)
             return rows, bounds, (x.step, y.step)
         bounds = (query.minx, query.miny, query.maxx, query.maxy)
         if self.time_series:
-            span = pd.Interval(_posix(query.mint), _posix(query.maxt), closed="both")
-            return _hits(self._current_record_index(), span, 1, bounds), bounds, self.res
+            span = pd.Interval(
+                tg_index.posix(query.mint), tg_index.posix(query.maxt), closed="both"
+            )
+            return tg_index.hits(self._current_record_index(), span, 1, bounds), bounds, self.res
         hits = self.index.intersection(tuple(query), objects=True)
         return sorted(int(h.object) for h in hits), bounds, self.res
 
@@ -278,83 +278,6 @@ class RasteretGeoDataset(_GeoDataset):
         for ri in sorted(rows):
             frames.setdefault(self.records[ri].datetime, []).append(ri)
         return list(frames.values())
-
-
-def _interval(value: datetime | None) -> tuple[pd.Timestamp, pd.Timestamp]:
-    """A record's time as TorchGeo indexes a timestamp parsed to the second: the closed
-    interval ``[t, t + 1 s - 1 us]`` (naive UTC); no datetime means all time."""
-    if value is None:
-        return pd.Timestamp.min, pd.Timestamp.max
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
-    start = pd.Timestamp(value).floor("s")
-    return start, start + _SECOND
-
-
-def _hits(
-    frame: Any, interval: pd.Interval, step: int, bounds: tuple[float, float, float, float]
-) -> list[int]:
-    """Record positions of ``frame``'s rows whose time overlaps ``interval`` (every ``step``-th
-    of them) and whose footprint meets ``bounds``, in row order.
-
-    The same rows as TorchGeo's ``index.iloc[index.index.overlaps(interval)].iloc[::step]
-    .cx[xmin:xmax, ymin:ymax]``, without building the intermediate frames.
-    """
-    rows = np.flatnonzero(frame.index.overlaps(interval))[::step]
-    if rows.size == 0:
-        return []
-    geoms = np.asarray(frame.geometry.values[rows], dtype=object)
-    hit = shapely.intersects(geoms, shapely.box(*bounds))
-    return [int(r) for r in frame["record"].to_numpy()[rows[hit]]]
-
-
-def _posix(value: float) -> pd.Timestamp:
-    """A TorchGeo 0.7 time (POSIX seconds; 0 and ``sys.maxsize`` mean unbounded)."""
-    if value <= 0:
-        return pd.Timestamp.min
-    if value >= _MAX_POSIX:
-        return pd.Timestamp.max
-    return pd.Timestamp(value, unit="s")
-
-
-def _frame(
-    boxes: Sequence[shapely.Geometry],
-    times: Sequence[tuple[pd.Timestamp, pd.Timestamp]],
-    records: Sequence[RecordRef],
-    crs: str,
-    positions: Sequence[int] | None = None,
-) -> Any:
-    index = pd.IntervalIndex.from_tuples(list(times), closed="both", name="datetime")
-    data = {
-        "id": [r.id for r in records],
-        "record": list(range(len(records))) if positions is None else list(positions),
-    }
-    return geopandas.GeoDataFrame(
-        data, index=index, geometry=list(boxes), crs=pyproj.CRS.from_user_input(crs)
-    )
-
-
-def _rasterio_crs(crs: str) -> Any:
-    from rasterio.crs import CRS
-
-    return CRS.from_user_input(crs)
-
-
-def _rtree(frame: Any) -> Any:
-    """TorchGeo 0.7's R-tree: ``(minx, maxx, miny, maxy, mint, maxt)`` -> record position."""
-    from rtree.index import Index, Property
-
-    index = Index(interleaved=False, properties=Property(dimension=3))
-    for i, (box, interval, record) in enumerate(
-        zip(frame.geometry, frame.index, frame["record"], strict=True)
-    ):
-        xmin, ymin, xmax, ymax = box.bounds
-        mint = 0.0 if interval.left == pd.Timestamp.min else interval.left.timestamp()
-        maxt = (
-            float(sys.maxsize) if interval.right == pd.Timestamp.max else interval.right.timestamp()
-        )
-        index.insert(i, (xmin, xmax, ymin, ymax, mint, maxt), int(record))
-    return index
 
 
 _NUMPY_OF = {"float32": np.float32, "float64": np.float64, "int64": np.int64, "int32": np.int32}
