@@ -213,11 +213,12 @@ def test_graph_over_1000_records_is_one_task_per_chunk_and_fast(col: Collection)
     # graph alone (records already turned into RecordRefs, as the eager read needs them too)
     start = time.process_time()
     lazy = many.get_xarray(aoi, list(BANDS), chunks=256)
-    assert time.process_time() - start < 1.0
+    assert time.process_time() - start < 2.0
     records = records_for(many, list(BANDS))
     start = time.process_time()
     again = lazy_xarray(records, [aoi], "EPSG:4326", list(BANDS), chunks=256)
-    assert time.process_time() - start < 0.5
+    # Measured ~0.25 s of CPU when the machine is idle; the bound leaves room for a loaded CI.
+    assert time.process_time() - start < 1.0
     assert again.B04.data.name == lazy.B04.data.name  # deterministic task names
     arrays = [lazy[b].data for b in BANDS]
     assert arrays[0].numblocks[0] == 1000
