@@ -29,6 +29,7 @@ from build_zygote import record_table
 
 import rasteret
 from rasteret.errors import WorkspaceError
+from rasteret.ingest import store
 from rasteret.ingest.store import MANIFEST, read_manifest, redact_table
 
 ROWS = 60_000
@@ -210,24 +211,33 @@ def test_two_processes_building_one_name(
 
 
 def test_threads_building_one_name_take_turns(tmp_path: Path) -> None:
+    """Builds of one name in threads serialise. A collection returned to one thread may be
+    replaced by another thread's build of different input before it is read: reading it then
+    fails loudly (FileNotFoundError), it never returns the other input's rows or a mixture."""
     tables = {seed: record_table(2000, seed) for seed in (5, 6)}
-    errors: list[BaseException] = []
+    outcomes: list[str] = []
 
     def run(seed: int) -> None:
+        c = rasteret.build_from_table(tables[seed], name="threads", workspace_dir=tmp_path)
         try:
-            c = rasteret.build_from_table(tables[seed], name="threads", workspace_dir=tmp_path)
-            assert len(c.to_table(columns=["id"])) == 2000
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+            ids = c.to_table(columns=["id"]).column("id")
+        except FileNotFoundError:
+            outcomes.append("replaced")
+            return
+        own = len(ids) == 2000 and pc.all(pc.starts_with(ids, f"s{seed}-")).as_py()
+        outcomes.append("own" if own else "WRONG")
 
     threads = [threading.Thread(target=run, args=(s,)) for s in (5, 6, 5, 6)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert errors == []
+    assert len(outcomes) == 4
+    assert "WRONG" not in outcomes
+    assert "own" in outcomes
     ids = rasteret.load(tmp_path / "threads_records").to_table(columns=["id"]).column("id")
     assert len(ids) == 2000
+    assert leftovers(tmp_path) == []
 
 
 def test_incomplete_folders_never_load_as_complete(tmp_path: Path) -> None:
@@ -299,3 +309,17 @@ def test_redact_table_reaches_every_nesting_level() -> None:
     untouched = [c.column("clean").chunk(0).buffers()[2].address for c in (out, table)]
     assert untouched[0] == untouched[1]  # columns without secrets are not copied
     assert out.schema == table.schema
+
+
+def test_rename_fallback_without_atomic_exchange(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where renameat2(RENAME_EXCHANGE) is missing, two renames do the swap."""
+    monkeypatch.setattr(store, "_exchange", lambda a, b: False)
+    for seed in (11, 12):
+        collection = rasteret.build_from_table(
+            record_table(500, seed), name="fallback", workspace_dir=tmp_path
+        )
+        ids = collection.to_table(columns=["id"]).column("id")
+        assert pc.all(pc.starts_with(ids, f"s{seed}-")).as_py()
+    assert leftovers(tmp_path) == []
