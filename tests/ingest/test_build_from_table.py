@@ -264,3 +264,13 @@ def test_data_source_maps_asset_keys_to_band_codes(served: Any) -> None:
     first = b04.to_table(columns=["red_metadata"]).column(0)[0].as_py()
     mapped = collection.to_table(columns=["B04_metadata"]).column(0)[0].as_py()
     assert first["href"] == mapped["href"]
+
+
+def test_progress_bar_counts_headers(served: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    _, table, _ = served
+    rasteret.build_from_table(table, enrich_cog=True, progress=True)
+    err = capsys.readouterr().err
+    assert "COG headers" in err
+    assert "6/6" in err
+    rasteret.build_from_table(table, enrich_cog=True, progress=False)
+    assert "COG headers" not in capsys.readouterr().err
