@@ -43,6 +43,9 @@ _OPTION_KEYWORDS = (
     "max_gap",
     "max_coalesced_size",
     "on_missing",
+    "on_error",
+    "retries",
+    "request_timeout",
     "progress",
 )
 

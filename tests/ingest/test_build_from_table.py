@@ -274,3 +274,18 @@ def test_progress_bar_counts_headers(served: Any, capsys: pytest.CaptureFixture[
     assert "6/6" in err
     rasteret.build_from_table(table, enrich_cog=True, progress=False)
     assert "COG headers" not in capsys.readouterr().err
+
+
+def test_reads_skip_unreadable_tiles_when_asked(served: Any, tmp_path: Path) -> None:
+    _, table, specs = served
+    collection = rasteret.build_from_table(table, enrich_cog=True)
+    bounds = collection.subset(date_range=("2024-01-01", "2024-01-31")).bounds
+    assert bounds is not None
+    (tmp_path / "cogs" / f"{specs[0].scene_id}_B04.tif").write_bytes(b"gone")
+    with pytest.raises(rasteret.errors.FetchError):
+        collection.get_numpy(bounds, ["B04"], retries=0, date_range=("2024-01-01", "2024-01-31"))
+    with pytest.warns(UserWarning, match="1"):
+        arrays = collection.get_numpy(
+            bounds, ["B04"], on_error="skip", retries=0, date_range=("2024-01-01", "2024-01-31")
+        )
+    assert arrays.shape[0] == 0
