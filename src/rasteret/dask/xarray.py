@@ -49,7 +49,7 @@ from rasteret.dask._chunks import (
 )
 from rasteret.dask._layout import Layout, plan_layout
 from rasteret.dask._task import ChunkAOI, ChunkRead, read_chunk
-from rasteret.outputs.xarray import GRID_MAPPING, _crs_coordinates
+from rasteret.outputs.xarray import build_dataset
 from rasteret.read.options import ReadOptions
 from rasteret.read.plan import RecordRef
 
@@ -213,7 +213,7 @@ def lazy_xarray(
         SchemaError: bad ``chunks=`` or AOIs; and what :func:`plan_read` raises.
         ReadError: ``out_shape=`` with several AOIs (no common grid), as the eager read.
     """
-    xr = import_optional("xarray", extra="dask")
+    import_optional("xarray", extra="dask")
     import_optional("dask.array", extra="dask")
     options = options or ReadOptions()
     layout = plan_layout(records, aois, aoi_crs, bands, options)
@@ -221,33 +221,15 @@ def lazy_xarray(
     blocks = _blocks(layout, sizes)
     token = _token(layout, sizes, options)
     arrays = [_band_array(layout, b, sizes, blocks, options, token) for b in range(len(bands))]
-    grid_mapping, x_attrs, y_attrs = _crs_coordinates(layout.crs, layout.transform)
-    if layout.transform is None:
-        xs = ys = np.empty(0, dtype=np.float64)
-    else:
-        a, _, c, _, e, f = layout.transform
-        xs = c + a * (np.arange(layout.width, dtype=np.float64) + 0.5)
-        ys = f + e * (np.arange(layout.height, dtype=np.float64) + 0.5)
-    coords = {
-        "time": ("time", layout.times, {"standard_name": "time", "axis": "T"}),
-        "y": ("y", ys, y_attrs),
-        "x": ("x", xs, x_attrs),
-        "record_ids": (
-            "time",
-            np.array(layout.record_ids, dtype=object),
-            {"long_name": "ids of the records mosaicked, first wins", "separator": ","},
-        ),
-        GRID_MAPPING: ((), np.int64(0), grid_mapping),
-    }
-    data_vars = {
-        band: (
-            ("time", "y", "x"),
-            array,
-            {"grid_mapping": GRID_MAPPING, "_FillValue": layout.dtype.type(fill)},
-        )
-        for band, array, fill in zip(layout.bands, arrays, layout.fill_values, strict=True)
-    }
-    ds = xr.Dataset(data_vars, coords=coords)
-    for name in ("x", "y"):
-        ds[name].encoding["_FillValue"] = None
-    return ds
+    return build_dataset(
+        layout.bands,
+        arrays,
+        layout.fill_values,
+        layout.dtype,
+        layout.times,
+        layout.record_ids,
+        layout.crs,
+        layout.transform,
+        layout.width,
+        layout.height,
+    )

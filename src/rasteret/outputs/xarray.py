@@ -49,7 +49,7 @@ from rasteret.read.result import Chip, ChipSet
 if TYPE_CHECKING:
     import xarray
 
-__all__ = ["DEFAULT_MAX_BYTES", "MosaicGrid", "chips_to_xarray", "mosaic_grid"]
+__all__ = ["DEFAULT_MAX_BYTES", "MosaicGrid", "build_dataset", "chips_to_xarray", "mosaic_grid"]
 
 DEFAULT_MAX_BYTES = 4 * 1024**3
 """Largest Dataset (all bands and time steps) :func:`chips_to_xarray` allocates: 4 GiB."""
@@ -248,18 +248,51 @@ def chips_to_xarray(chipset: ChipSet, *, max_bytes: int = DEFAULT_MAX_BYTES) -> 
             ``resolution=``).
         MissingDependencyError: xarray is not installed.
     """
-    xr = import_optional("xarray", extra="xarray")
+    import_optional("xarray", extra="xarray")
     grid = mosaic_grid(chipset)
     times, slots, record_ids = _time_slots(chipset.chips)
     _check_budget(chipset, len(times), grid, max_bytes)
     arrays = _mosaic(chipset, grid, len(times), slots)
-    grid_mapping, x_attrs, y_attrs = _crs_coordinates(chipset.crs, grid.transform)
-    if grid.transform is None:
+    return build_dataset(
+        chipset.bands,
+        arrays,
+        chipset.fill_values,
+        chipset.dtype,
+        times,
+        record_ids,
+        chipset.crs,
+        grid.transform,
+        grid.width,
+        grid.height,
+    )
+
+
+def build_dataset(
+    bands: Sequence[str],
+    arrays: Sequence[Any],
+    fill_values: Sequence[float],
+    dtype: np.dtype,
+    times: Any,
+    record_ids: Sequence[str],
+    crs: str,
+    transform: tuple[float, float, float, float, float, float] | None,
+    width: int,
+    height: int,
+) -> xarray.Dataset:
+    """The Dataset of ``arrays`` (one ``[time, y, x]`` array per band, NumPy or Dask) on the
+    north-up grid ``transform``/``width``/``height``: pixel-centre coordinates, the
+    ``record_ids`` coordinate on ``time``, CF ``spatial_ref`` and ``_FillValue`` per band.
+
+    Shared by the eager mosaic and the lazy Dask graph, so both describe their grid alike.
+    """
+    xr = import_optional("xarray", extra="xarray")
+    grid_mapping, x_attrs, y_attrs = _crs_coordinates(crs, transform)
+    if transform is None:
         xs = ys = np.empty(0, dtype=np.float64)
     else:
-        a, _, c, _, e, f = grid.transform
-        xs = c + a * (np.arange(grid.width, dtype=np.float64) + 0.5)
-        ys = f + e * (np.arange(grid.height, dtype=np.float64) + 0.5)
+        a, _, c, _, e, f = transform
+        xs = c + a * (np.arange(width, dtype=np.float64) + 0.5)
+        ys = f + e * (np.arange(height, dtype=np.float64) + 0.5)
     coords = {
         "time": ("time", times, {"standard_name": "time", "axis": "T"}),
         "y": ("y", ys, y_attrs),
@@ -275,9 +308,9 @@ def chips_to_xarray(chipset: ChipSet, *, max_bytes: int = DEFAULT_MAX_BYTES) -> 
         band: (
             ("time", "y", "x"),
             array,
-            {"grid_mapping": GRID_MAPPING, "_FillValue": chipset.dtype.type(fill)},
+            {"grid_mapping": GRID_MAPPING, "_FillValue": dtype.type(fill)},
         )
-        for band, array, fill in zip(chipset.bands, arrays, chipset.fill_values, strict=True)
+        for band, array, fill in zip(bands, arrays, fill_values, strict=True)
     }
     ds = xr.Dataset(data_vars, coords=coords)
     for name in ("x", "y"):  # coordinates have no missing values: write no _FillValue
