@@ -22,6 +22,7 @@ import shapely
 from rasteret._collection_reads import (
     _FILTER_KEYWORDS,
     DEFAULT_AOI_CRS,
+    IO_KEYWORDS,
     _crs_string,
     _geometry_column_name,
     _is_table,
@@ -40,16 +41,7 @@ __all__ = ["XY_COLUMN_PAIRS", "PointSamplingMixin", "Points", "normalize_points"
 
 XY_COLUMN_PAIRS = (("x", "y"), ("lon", "lat"), ("longitude", "latitude"))
 """Column pairs detected as point coordinates (case-insensitive), in order of preference."""
-_OPTION_KEYWORDS = (
-    "max_concurrent",
-    "backend",
-    "cloud_config",
-    "cache_mb",
-    "max_gap",
-    "max_coalesced_size",
-    "on_missing",
-    "progress",
-)
+_OPTION_KEYWORDS = (*IO_KEYWORDS, "on_missing", "progress")
 _POINT_KEYWORDS = ("batch_size", "max_decoded_mb")
 _CRS_METADATA_KEY = b"crs"
 

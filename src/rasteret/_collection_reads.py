@@ -24,10 +24,19 @@ from rasteret.types import aoi_bounds_crs84, crs_, geometries_to_shapely, geomet
 if TYPE_CHECKING:
     from rasteret.collection import Collection
 
-__all__ = ["AOIs", "PixelReadsMixin", "normalize_aois", "records_for"]
+__all__ = ["IO_KEYWORDS", "AOIs", "PixelReadsMixin", "normalize_aois", "records_for"]
 
 DEFAULT_AOI_CRS = "EPSG:4326"
 _FILTER_KEYWORDS = ("cloud_cover_lt", "date_range", "bbox", "split", "split_column")
+IO_KEYWORDS = (
+    "max_concurrent",
+    "backend",
+    "cloud_config",
+    "cache_mb",
+    "max_gap",
+    "max_coalesced_size",
+)
+"""The I/O keywords every pixel-reading method passes to :class:`ReadOptions`."""
 _OPTION_KEYWORDS = (
     "all_touched",
     "target_crs",
@@ -36,12 +45,7 @@ _OPTION_KEYWORDS = (
     "resampling",
     "fill_value",
     "dtype",
-    "max_concurrent",
-    "backend",
-    "cloud_config",
-    "cache_mb",
-    "max_gap",
-    "max_coalesced_size",
+    *IO_KEYWORDS,
     "on_missing",
     "on_error",
     "retries",

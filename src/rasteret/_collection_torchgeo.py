@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from rasteret._collection_reads import records_for
+from rasteret._collection_reads import IO_KEYWORDS, records_for
 from rasteret.errors import BandResolutionError, SchemaError
 from rasteret.ingest.schema import DATETIME, ID
 from rasteret.read.grid import check_north_up, crs_key, same_crs
@@ -27,14 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["TorchGeoMixin", "dataset_crs", "dataset_res"]
 
 _FILTER_KEYWORDS = ("cloud_cover_lt", "date_range", "bbox", "geometries", "split", "split_column")
-_IO_KEYWORDS = (
-    "max_concurrent",
-    "backend",
-    "cloud_config",
-    "cache_mb",
-    "max_gap",
-    "max_coalesced_size",
-)
+_IO_KEYWORDS = IO_KEYWORDS
 _RES_TOLERANCE = 1e-9
 """Relative difference under which two pixel sizes count as equal."""
 

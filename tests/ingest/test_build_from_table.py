@@ -283,9 +283,16 @@ def test_reads_skip_unreadable_tiles_when_asked(served: Any, tmp_path: Path) -> 
     assert bounds is not None
     (tmp_path / "cogs" / f"{specs[0].scene_id}_B04.tif").write_bytes(b"gone")
     with pytest.raises(rasteret.errors.FetchError):
-        collection.get_numpy(bounds, ["B04"], retries=0, date_range=("2024-01-01", "2024-01-31"))
+        collection.get_numpy(
+            bounds, ["B04"], retries=0, cache_mb=0, date_range=("2024-01-01", "2024-01-31")
+        )
     with pytest.warns(UserWarning, match="1"):
         arrays = collection.get_numpy(
-            bounds, ["B04"], on_error="skip", retries=0, date_range=("2024-01-01", "2024-01-31")
+            bounds,
+            ["B04"],
+            on_error="skip",
+            retries=0,
+            cache_mb=0,
+            date_range=("2024-01-01", "2024-01-31"),
         )
     assert arrays.shape[0] == 0
