@@ -7,7 +7,6 @@ the module.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +23,8 @@ from dask_support import (
     SPECS,
     X0,
     Y0,
-    collection,
-    local_cluster,
     lonlat,
     points,
-    write_scenes,
 )
 
 import dask
@@ -41,22 +37,6 @@ from rasteret.errors import SchemaError
 from rasteret.ingest.enrich import enrich_table_async
 from rasteret.ingest.normalize import normalize_records
 from rasteret.testing.scenes import record_table
-
-
-@pytest.fixture(scope="module")
-def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Path]]:
-    return write_scenes(tmp_path_factory.mktemp("dask-scenes"))
-
-
-@pytest.fixture(scope="module")
-def col(files: dict[str, dict[str, Path]]) -> Collection:
-    return collection(files)
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Any]:
-    with local_cluster() as c:
-        yield c
 
 
 def _outside(n: int) -> pa.Table:

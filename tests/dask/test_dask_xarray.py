@@ -14,7 +14,6 @@ import signal
 import sys
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ import pyarrow.compute as pc
 import pytest
 import rasterio
 import xarray as xr
-from dask_support import BANDS, aois, collection, local_cluster, write_scenes
+from dask_support import BANDS, aois, collection
 
 import dask
 from rasteret import as_collection
@@ -37,22 +36,6 @@ from rasteret.errors import MissingDependencyError, SchemaError
 from rasteret.ingest.schema import DATETIME, ID
 from rasteret.read.cache import clear_tile_cache
 from rasteret.testing.servers import RangeHTTPServer
-
-
-@pytest.fixture(scope="module")
-def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Path]]:
-    return write_scenes(tmp_path_factory.mktemp("dask-scenes"))
-
-
-@pytest.fixture(scope="module")
-def col(files: dict[str, dict[str, Path]]) -> Collection:
-    return collection(files)
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Any]:
-    with local_cluster() as c:
-        yield c
 
 
 @pytest.mark.parametrize(

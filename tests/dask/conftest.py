@@ -1,0 +1,28 @@
+"""Fixtures shared by the Dask tests: one scene corpus, collection and cluster per module."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dask_support import collection, local_cluster, write_scenes
+
+from rasteret.collection import Collection
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Path]]:
+    return write_scenes(tmp_path_factory.mktemp("dask-scenes"))
+
+
+@pytest.fixture(scope="module")
+def col(files: dict[str, dict[str, Path]]) -> Collection:
+    return collection(files)
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Any]:
+    with local_cluster() as c:
+        yield c
