@@ -73,5 +73,15 @@ def test_every_error_is_a_rasteret_error_and_its_builtin(leaf: type, builtin: ty
 def test_every_exported_error_is_in_the_tree() -> None:
     for name in errors.__all__:
         cls = getattr(errors, name)
-        assert issubclass(cls, errors.RasteretError)
+        assert issubclass(
+            cls, errors.RasteretWarning if name == "RasteretWarning" else errors.RasteretError
+        )
         assert name in errors.__doc__
+
+
+def test_the_warning_lives_with_the_errors() -> None:
+    import rasteret.builders
+
+    assert issubclass(errors.RasteretWarning, UserWarning)
+    assert rasteret.RasteretWarning is errors.RasteretWarning
+    assert rasteret.builders.RasteretWarning is errors.RasteretWarning  # the old import path

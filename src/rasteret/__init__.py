@@ -17,9 +17,9 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from rasteret import errors
-from rasteret.builders import RasteretWarning, as_collection, build_from_table, load
+from rasteret.builders import as_collection, build_from_table, load
 from rasteret.collection import Collection
-from rasteret.errors import RasteretError
+from rasteret.errors import RasteretError, RasteretWarning
 from rasteret.stac.build import build, build_from_stac
 
 try:

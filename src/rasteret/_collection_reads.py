@@ -209,6 +209,11 @@ class PixelReadsMixin:
         each entry's record id, datetime and AOI index is returned too. Keywords: those of
         :class:`rasteret.read.ReadOptions` and the filters of :meth:`Collection.subset`.
 
+        With ``on_missing="skip"`` / ``on_error="skip"``, records without the bands'
+        metadata and (record, band) pairs that could not be fetched or decoded are left out,
+        warned about (:class:`rasteret.RasteretWarning`) and listed in the index's
+        ``skipped`` / ``failed``.
+
         Example:
             ``arr = collection.get_numpy((77.55, 13.01, 77.58, 13.08), ["B04", "B08"])``
         """
@@ -232,7 +237,9 @@ class PixelReadsMixin:
     ) -> Any:
         """Pixels as one ``xarray.Dataset`` (a variable per band, dims time/y/x, CF CRS).
 
-        Records of the same datetime are mosaicked (first valid pixel wins). With
+        Records of the same datetime are mosaicked (first valid pixel wins). What a read
+        with ``on_missing="skip"`` / ``on_error="skip"`` left out is listed in
+        ``ds.attrs["rasteret_skipped"]`` / ``ds.attrs["rasteret_failed"]``. With
         ``chunks=`` (``"auto"``, pixels per dim as an int, a tuple or a dict over
         ``time``/``y``/``x``) the Dataset is lazy and Dask-backed, on the same grid and with
         the same values (reads that reproject: within the GDAL warper's approximation);
@@ -267,7 +274,8 @@ class PixelReadsMixin:
         """One GeoDataFrame row per (record, AOI), keeping the AOI table's own columns.
 
         Each band column holds the chip's 2-D array; ``transform`` and ``crs`` describe its
-        grid.
+        grid. What a read with ``on_missing="skip"`` / ``on_error="skip"`` left out is listed
+        in ``gdf.attrs["rasteret_skipped"]`` / ``gdf.attrs["rasteret_failed"]``.
 
         Example:
             ``gdf = collection.get_gdf(parcels, ["B04", "B08"], geometry_column="geometry")``

@@ -24,7 +24,7 @@ import pyarrow.dataset as ds
 
 from rasteret import _sync
 from rasteret.collection import Collection
-from rasteret.errors import EnrichmentError, SchemaError
+from rasteret.errors import EnrichmentError, RasteretWarning, SchemaError
 from rasteret.ingest.enrich import EnrichmentFailure, enrich_table_async, tiff_asset_keys
 from rasteret.ingest.normalize import normalize_records
 from rasteret.ingest.schema import ASSETS, DATETIME, GEOMETRY, ID, metadata_columns
@@ -43,10 +43,6 @@ from rasteret.io.stores import CloudConfig
 __all__ = ["RasteretWarning", "as_collection", "build_from_table", "load"]
 
 DEFAULT_MAX_CONCURRENT = 300
-
-
-class RasteretWarning(UserWarning):
-    """Something was skipped or guessed and the user should know (e.g. unreadable headers)."""
 
 
 def build_from_table(

@@ -20,6 +20,9 @@ working in code that does not know rasteret::
      └── MissingDependencyError(ImportError)
                                             an optional extra is not installed
 
+    RasteretWarning(UserWarning)            something was skipped or guessed (unreadable
+                                            headers, records or tiles left out of a read)
+
 Messages say what was expected, what came, and where (URL, band, IFD, tile).
 """
 
@@ -35,6 +38,7 @@ __all__ = [
     "MissingDependencyError",
     "ObjectNotFoundError",
     "RasteretError",
+    "RasteretWarning",
     "ReadError",
     "SchemaError",
     "UnsupportedFormatError",
@@ -95,3 +99,19 @@ class ReadError(RasteretError, RuntimeError):
 
 class MissingDependencyError(RasteretError, ImportError):
     """An optional dependency is needed; the message names the extra to install."""
+
+
+class RasteretWarning(UserWarning):
+    """Something was skipped or guessed and the user should know.
+
+    Unreadable COG headers at build time, records without the requested bands' metadata
+    (``on_missing="skip"``) or tiles that could not be fetched (``on_error="skip"``) at read
+    time. Filter it like any warning:
+
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     warnings.warn("2 records skipped", RasteretWarning)
+    >>> caught[0].category.__name__
+    'RasteretWarning'
+    """

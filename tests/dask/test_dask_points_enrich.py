@@ -30,10 +30,9 @@ from dask_support import (
 import dask
 import rasteret
 from rasteret._sync import run
-from rasteret.builders import RasteretWarning
 from rasteret.collection import Collection
 from rasteret.dask import enrich_table_distributed, sample_points_dask
-from rasteret.errors import SchemaError
+from rasteret.errors import RasteretWarning, SchemaError
 from rasteret.ingest.enrich import enrich_table_async
 from rasteret.ingest.normalize import normalize_records
 from rasteret.testing.scenes import record_table

@@ -23,8 +23,7 @@ import shapely
 
 import rasteret
 from rasteret._collection_reads import records_for
-from rasteret.builders import RasteretWarning
-from rasteret.errors import FetchError
+from rasteret.errors import FetchError, RasteretWarning
 from rasteret.ingest.schema import metadata_column
 from rasteret.io.stores import CloudConfig, clear_store_cache
 from rasteret.read import ChipSet, ReadOptions, read_chips

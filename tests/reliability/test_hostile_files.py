@@ -19,8 +19,7 @@ import shapely
 
 import rasteret
 from rasteret._collection_reads import records_for
-from rasteret.builders import RasteretWarning
-from rasteret.errors import DecodeError, UnsupportedFormatError
+from rasteret.errors import DecodeError, RasteretWarning, UnsupportedFormatError
 from rasteret.ingest.enrich import MAX_HEADER_FETCHES
 from rasteret.read import ReadOptions, read_chips
 from rasteret.testing.scenes import SceneSpec, write_scene

@@ -13,8 +13,7 @@ import shapely
 
 import rasteret
 from rasteret._sync import run
-from rasteret.builders import RasteretWarning
-from rasteret.errors import FetchError
+from rasteret.errors import FetchError, RasteretWarning
 from rasteret.io.fetch import FetchOptions, fetch_prefix, fetch_ranges
 from rasteret.io.ranges import ByteRange
 from rasteret.testing.faults import FaultPlan

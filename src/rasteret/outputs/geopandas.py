@@ -132,7 +132,9 @@ def chips_to_gdf(
         aoi_columns: The AOI table's non-geometry columns, one row per AOI, or None.
 
     Returns:
-        A GeoDataFrame in chip order, with a fresh ``RangeIndex``.
+        A GeoDataFrame in chip order, with a fresh ``RangeIndex``. Records left out and
+        reads that failed are listed in ``gdf.attrs["rasteret_skipped"]`` /
+        ``gdf.attrs["rasteret_failed"]`` when there are any.
 
     Raises:
         ReadError: ``aois`` or ``aoi_columns`` do not match the chips' AOI indexes.
@@ -163,4 +165,6 @@ def chips_to_gdf(
     frame["transform"] = pd.Series(transforms, dtype=object)
     frame["crs"] = pd.Series([c.crs for c in chips], dtype=str)
     frame["geometry"] = gpd.GeoSeries(aois[aoi_index], crs=aoi_crs)
-    return gpd.GeoDataFrame(frame, geometry="geometry", crs=aoi_crs)
+    gdf = gpd.GeoDataFrame(frame, geometry="geometry", crs=aoi_crs)
+    gdf.attrs.update(chipset.problem_attrs())
+    return gdf

@@ -27,7 +27,8 @@ from typing import Any, Literal, overload
 import numpy as np
 
 from rasteret.errors import ReadError
-from rasteret.read.result import ChipSet
+from rasteret.read.plan import SkippedRecord
+from rasteret.read.result import ChipSet, FailedRead
 
 __all__ = ["MAX_PAD_PIXELS", "ChipIndex", "chips_to_numpy"]
 
@@ -51,6 +52,12 @@ class ChipIndex:
     """Affine ``(a, b, c, d, e, f)`` of each entry's grid."""
     crs: str
     """CRS of every entry."""
+    skipped: tuple[SkippedRecord, ...] = ()
+    """Records left out for lack of band metadata (``on_missing="skip"``); none of them has
+    an entry."""
+    failed: tuple[FailedRead, ...] = ()
+    """(record, band) pairs that could not be fetched or decoded (``on_error="skip"``); the
+    chips of those records over the AOIs concerned have no entry."""
 
     def to_dict(self) -> dict[str, Any]:
         """The index as plain columns (e.g. for ``pandas.DataFrame``)."""
@@ -134,6 +141,8 @@ def chips_to_numpy(
         aoi_index=np.array([c.aoi_index for c in chips], dtype=np.int64),
         transform=[c.transform for c in chips],
         crs=chipset.crs,
+        skipped=chipset.skipped,
+        failed=chipset.failed,
     )
     return out, index
 

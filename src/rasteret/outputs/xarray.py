@@ -240,7 +240,10 @@ def chips_to_xarray(chipset: ChipSet, *, max_bytes: int = DEFAULT_MAX_BYTES) -> 
     Returns:
         A Dataset with one variable per band, ``time``/``y``/``x`` coordinates, the
         ``record_ids`` coordinate on ``time`` and the CF ``spatial_ref`` coordinate (see the
-        module docstring). With no chips, every dimension has length 0.
+        module docstring). With no chips, every dimension has length 0. Records left out
+        (``ChipSet.skipped``) and reads that failed (``ChipSet.failed``) are listed as
+        strings in ``ds.attrs["rasteret_skipped"]`` / ``ds.attrs["rasteret_failed"]`` when
+        there are any.
 
     Raises:
         ReadError: the Dataset would exceed ``max_bytes``, or the chips share no pixel
@@ -253,7 +256,7 @@ def chips_to_xarray(chipset: ChipSet, *, max_bytes: int = DEFAULT_MAX_BYTES) -> 
     times, slots, record_ids = _time_slots(chipset.chips)
     _check_budget(chipset, len(times), grid, max_bytes)
     arrays = _mosaic(chipset, grid, len(times), slots)
-    return build_dataset(
+    dataset = build_dataset(
         chipset.bands,
         arrays,
         chipset.fill_values,
@@ -265,6 +268,8 @@ def chips_to_xarray(chipset: ChipSet, *, max_bytes: int = DEFAULT_MAX_BYTES) -> 
         grid.width,
         grid.height,
     )
+    dataset.attrs.update(chipset.problem_attrs())
+    return dataset
 
 
 def build_dataset(

@@ -23,12 +23,16 @@ import numpy as np
 import shapely
 
 from rasteret._sync import run
+from rasteret.errors import RasteretWarning
 from rasteret.read.execute import execute_plan_async
 from rasteret.read.options import ReadOptions
-from rasteret.read.plan import RecordRef, plan_read
+from rasteret.read.plan import RecordRef, SkippedRecord, plan_read
 from rasteret.read.result import ChipSet, FailedRead
 
-__all__ = ["read_chips", "read_chips_async"]
+__all__ = ["read_chips", "read_chips_async", "warn_failed", "warn_skipped"]
+
+_SHOWN = 3
+"""How many skipped records or failed pairs a warning names."""
 
 
 async def read_chips_async(
@@ -60,12 +64,15 @@ async def read_chips_async(
         DecodeError, UnsupportedFormatError: tile bytes rasteret cannot decode (idem).
 
     Warns:
-        UserWarning: with ``on_error="skip"``, how many (record, band) pairs were skipped
-            (listed in ``ChipSet.failed``).
+        RasteretWarning: with ``on_missing="skip"``, which records were left out for lack of
+            band metadata (listed in ``ChipSet.skipped``); with ``on_error="skip"``, which
+            (record, band) pairs could not be fetched or decoded (``ChipSet.failed``).
     """
     options = options or ReadOptions()
     records = list(records)
     plan = plan_read(records, aois, aoi_crs, bands, options)
+    if plan.skipped:
+        warn_skipped(plan.skipped)
     bar = None
     if options.progress and plan.chips:
         from tqdm.auto import tqdm
@@ -84,12 +91,7 @@ async def read_chips_async(
         if bar is not None:
             bar.close()
     if failed:
-        warnings.warn(
-            f"{len(failed)} (record, band) pairs could not be fetched or decoded and were "
-            "skipped (on_error='skip'); see ChipSet.failed",
-            UserWarning,
-            stacklevel=2,
-        )
+        warn_failed(failed)
     return ChipSet(
         chips=chips,
         bands=plan.bands,
@@ -100,6 +102,46 @@ async def read_chips_async(
         lattice=plan.lattice,
         skipped=plan.skipped,
         failed=tuple(failed),
+    )
+
+
+def warn_skipped(skipped: Sequence[SkippedRecord], *, stacklevel: int = 3) -> None:
+    """Warn that records were left out for lack of band metadata (``on_missing="skip"``).
+
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     warn_skipped([SkippedRecord(0, "scene-1", ("B04",))])
+    >>> print(caught[0].message)
+    1 record(s) left out for lack of band metadata (on_missing='skip'): scene-1 (B04); see ChipSet.skipped
+    """
+    shown = ", ".join(f"{s.record_id} ({', '.join(s.missing_bands)})" for s in skipped[:_SHOWN])
+    more = f" and {len(skipped) - _SHOWN} more" if len(skipped) > _SHOWN else ""
+    warnings.warn(
+        f"{len(skipped)} record(s) left out for lack of band metadata (on_missing='skip'): "
+        f"{shown}{more}; see ChipSet.skipped",
+        RasteretWarning,
+        stacklevel=stacklevel,
+    )
+
+
+def warn_failed(failed: Sequence[FailedRead], *, stacklevel: int = 3) -> None:
+    """Warn that (record, band) pairs could not be fetched or decoded (``on_error="skip"``).
+
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     warn_failed([FailedRead(0, "scene-1", "B04", "FetchError: 404")])
+    >>> print(caught[0].message)
+    1 (record, band) pairs could not be fetched or decoded and were skipped (on_error='skip'): scene-1/B04 (FetchError: 404); see ChipSet.failed
+    """
+    shown = ", ".join(f"{f.record_id}/{f.band} ({f.error})" for f in failed[:_SHOWN])
+    more = f" and {len(failed) - _SHOWN} more" if len(failed) > _SHOWN else ""
+    warnings.warn(
+        f"{len(failed)} (record, band) pairs could not be fetched or decoded and were "
+        f"skipped (on_error='skip'): {shown}{more}; see ChipSet.failed",
+        RasteretWarning,
+        stacklevel=stacklevel,
     )
 
 

@@ -107,3 +107,24 @@ class ChipSet:
                 "use ChipSet.fill_values"
             )
         return self.fill_values[0]
+
+    def problem_attrs(self) -> dict[str, list[str]]:
+        """What the read left out, as attribute values netCDF can store (lists of strings).
+
+        Empty when nothing was left out. ``get_xarray`` puts these in ``Dataset.attrs`` and
+        ``get_gdf`` in ``GeoDataFrame.attrs``.
+
+        >>> cs = ChipSet([], ("B04",), (0,), np.dtype("uint16"), "EPSG:32633",
+        ...              skipped=(SkippedRecord(1, "s2", ("B04",)),),
+        ...              failed=(FailedRead(0, "s1", "B04", "FetchError: 404"),))
+        >>> cs.problem_attrs()
+        {'rasteret_skipped': ['s2: no metadata for B04'], 'rasteret_failed': ['s1/B04: FetchError: 404']}
+        """
+        attrs: dict[str, list[str]] = {}
+        if self.skipped:
+            attrs["rasteret_skipped"] = [
+                f"{s.record_id}: no metadata for {', '.join(s.missing_bands)}" for s in self.skipped
+            ]
+        if self.failed:
+            attrs["rasteret_failed"] = [f"{f.record_id}/{f.band}: {f.error}" for f in self.failed]
+        return attrs

@@ -394,7 +394,7 @@ def _bound(value: DateLike, *, end: bool) -> _dt.datetime | None:
 
 
 def _warning_class() -> type[Warning]:
-    from rasteret.builders import RasteretWarning
+    from rasteret.errors import RasteretWarning
 
     return RasteretWarning
 
