@@ -103,16 +103,16 @@ class _Fields:
         return None if entry is None else self.reader.array(entry, f"tag {tag} of IFD {self.index}")
 
     def integer(self, tag: int, default: int | None = None) -> int:
-        values = self.ints(tag)
-        if values is None or values.size == 0:
+        entry = self._entry(tag, t.INTEGER_TYPES, "an integer type")
+        if entry is None or entry.count == 0:
             if default is None:
                 raise HeaderError(f"expected tag {tag} in {self.where}, got none")
             return default
-        return int(values[0])
+        return self.reader.first_int(entry, f"tag {tag} of IFD {self.index}")
 
     def int_tuple(self, tag: int) -> tuple[int, ...] | None:
         values = self.ints(tag)
-        return None if values is None else tuple(int(v) for v in values)
+        return None if values is None else tuple(values.tolist())
 
     def floats(self, tag: int) -> tuple[float, ...] | None:
         numeric = frozenset(t.NUMPY_TYPES) - {t.ASCII, t.UNDEFINED}
@@ -120,7 +120,7 @@ class _Fields:
         if entry is None:
             return None
         values = self.reader.array(entry, f"tag {tag} of IFD {self.index}")
-        return tuple(float(v) for v in values)
+        return tuple(values.astype(np.float64).tolist())
 
     def raw(self, tag: int) -> bytes | None:
         entry = self._entry(tag, frozenset(t.NUMPY_TYPES), "a TIFF field type")
@@ -134,12 +134,12 @@ class _Fields:
         values = self.ints(tag)
         if values is None or values.size == 0:
             return default
-        if np.any(values != values[0]):
+        listed = values.tolist()
+        if listed.count(listed[0]) != len(listed):
             raise UnsupportedFormatError(
-                f"expected one {name} shared by every sample in {self.where}, "
-                f"got {[int(v) for v in values]}"
+                f"expected one {name} shared by every sample in {self.where}, got {listed}"
             )
-        return int(values[0])
+        return int(listed[0])
 
     def table(self, tag: int, name: str, expected: int) -> np.ndarray:
         entry = self.entries.get(tag)

@@ -46,10 +46,8 @@ class Entry:
     count: int
     value_offset: int
     """Absolute offset of the value bytes (inside the entry itself when they fit there)."""
-
-    @property
-    def nbytes(self) -> int:
-        return self.count * t.FIELD_TYPE_SIZES.get(self.field_type, 0)
+    nbytes: int
+    """Size of the value bytes (0 for an unknown field type)."""
 
     @property
     def end(self) -> int:
@@ -173,7 +171,7 @@ class TiffReader:
                 value_at = pos + entry_size - field_size
                 if nbytes > field_size:
                     (value_at,) = struct.unpack_from(value_fmt, self.buf, value_at)
-                entries[tag] = Entry(tag, ftype, count, value_at)
+                entries[tag] = Entry(tag, ftype, count, value_at, nbytes)
             ifds.append((offset, entries))
             for value_end in value_ends(entries):
                 self.hint(value_end)
@@ -199,6 +197,13 @@ class TiffReader:
             with np.errstate(divide="ignore", invalid="ignore"):
                 return pairs[:, 0] / pairs[:, 1]
         return values
+
+    def first_int(self, entry: Entry, what: str) -> int:
+        """The first value of an integer entry (same checks as :meth:`array`, no array)."""
+        self.need(entry.value_offset + t.FIELD_TYPE_SIZES[entry.field_type], what)
+        code = self.byte_order + t.INTEGER_STRUCT_CODES[entry.field_type]
+        (value,) = struct.unpack_from(code, self.buf, entry.value_offset)
+        return int(value)
 
     def raw(self, entry: Entry, what: str) -> bytes:
         """The entry's value bytes as they are in the file."""

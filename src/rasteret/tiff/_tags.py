@@ -22,6 +22,7 @@ __all__ = [
     "IFD",
     "IFD8",
     "INTEGER_TYPES",
+    "INTEGER_STRUCT_CODES",
     "LONG",
     "LONG8",
     "NUMPY_TYPES",
@@ -143,3 +144,10 @@ FIELD_TYPE_SIZES: Final[dict[int, int]] = {
     code: NUMPY_TYPES[code].itemsize * (2 if code in RATIONAL_TYPES else 1) for code in NUMPY_TYPES
 }
 """Byte size of one value of each field type."""
+INTEGER_STRUCT_CODES: Final[dict[int, str]] = {
+    code: {"u": "BHIQ", "i": "bhiq"}[NUMPY_TYPES[code].kind][
+        (1, 2, 4, 8).index(NUMPY_TYPES[code].itemsize)
+    ]
+    for code in INTEGER_TYPES
+}
+"""The :mod:`struct` code (standard size) of one value of each integer field type."""
