@@ -11,7 +11,9 @@ request log, and injectable failures: a status for the next *n* requests of a pa
 off half-way after the full ``Content-Length`` was promised, responses that stall mid-body,
 and ``206`` answers that carry only half the range (with a matching ``Content-Range``). A
 server can also stand in for S3: point ``AWS_ENDPOINT_URL`` at it and ``s3://bucket/key``
-is served from ``root_dir/bucket/key`` (signatures are not checked).
+is served from ``root_dir/bucket/key`` (signatures are not checked). File bodies go from the
+page cache to the socket with ``sendfile`` (no copy through Python), so the server costs
+little CPU next to its client, as a remote store costs none.
 
 :class:`MotoS3Server` runs moto's S3 in server mode and hands out the standard AWS environment
 variables that point any client at it, so code under test is configured only through them.
@@ -82,6 +84,29 @@ class RequestRecord:
         return next((v for k, v in self.headers if k == name), None)
 
 
+@dataclass(frozen=True, slots=True)
+class _FileSpan:
+    """``length`` bytes of the file ``path`` from ``offset``: a response body not yet read."""
+
+    path: Path
+    offset: int
+    length: int
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, part: slice) -> _FileSpan:
+        """A sub-span (``span[:n]``); only plain forward slices are supported."""
+        start, stop, step = part.indices(self.length)
+        if step != 1:
+            raise ValueError(f"expected a slice with step 1, got step {step}")
+        return _FileSpan(self.path, self.offset + start, max(stop - start, 0))
+
+
+_Body = bytes | _FileSpan
+"""A response body: bytes in memory, or a span of a file sent with ``sendfile``."""
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
@@ -110,14 +135,25 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self._serve(head=False)
 
-    def _send(self, status: int, headers: Mapping[str, str], body: bytes, head: bool) -> None:
+    def _send(self, status: int, headers: Mapping[str, str], body: _Body, head: bool) -> None:
         self.send_response(status)
         for key, value in headers.items():
             self.send_header(key, value)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if not head:
-            self.wfile.write(body)
+            self._write(body)
+
+    def _write(self, body: _Body, start: int = 0, stop: int | None = None) -> None:
+        """Send bytes ``[start, stop)`` of ``body``; file spans go out with ``sendfile``."""
+        stop = len(body) if stop is None else stop
+        if stop <= start:
+            return
+        if isinstance(body, _FileSpan):
+            with body.path.open("rb") as fh:
+                self.connection.sendfile(fh, body.offset + start, stop - start)
+        else:
+            self.wfile.write(memoryview(body)[start:stop])
 
     def _serve(self, *, head: bool) -> None:
         owner = self.server.owner
@@ -143,7 +179,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_broken(fault, status, headers, body)
 
     def _send_broken(
-        self, fault: FaultKind, status: int, headers: Mapping[str, str], body: bytes
+        self, fault: FaultKind, status: int, headers: Mapping[str, str], body: _Body
     ) -> None:
         """A reset, a cut-off or stalled body, or a short 206 (see :class:`FaultPlan`)."""
         if fault == "reset":
@@ -165,14 +201,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         half = len(body) // 2
-        self.wfile.write(body[:half])
+        self._write(body, 0, half)
         if fault == "cut":
             self._abort()
             return
         # stall: stop sending for a while (or until the server stops), then finish the body
         self.wfile.flush()
         self.server.owner._stopping.wait(self.server.owner._stall_seconds())
-        self.wfile.write(body[half:])
+        self._write(body, half)
 
     def _abort(self) -> None:
         """Drop the connection with a TCP reset."""
@@ -381,7 +417,7 @@ class RangeHTTPServer:
 
     def _respond(
         self, url_path: str, range_header: str | None
-    ) -> tuple[int, dict[str, str], bytes]:
+    ) -> tuple[int, dict[str, str], _Body]:
         file = (self.root_dir / url_path.lstrip("/")).resolve()
         if not file.is_relative_to(self.root_dir) or not file.is_file():
             return 404, {"Content-Type": "text/plain"}, b"not found\n"
@@ -395,16 +431,13 @@ class RangeHTTPServer:
         }
         span = _parse_range(range_header, size)
         if span is None:
-            return 200, headers, file.read_bytes()
+            return 200, headers, _FileSpan(file, 0, size)
         start, end = span
         if start >= end:
             headers["Content-Range"] = f"bytes */{size}"
             return 416, headers, b""
-        with file.open("rb") as fh:
-            fh.seek(start)
-            body = fh.read(end - start)
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
-        return 206, headers, body
+        return 206, headers, _FileSpan(file, start, end - start)
 
 
 def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
