@@ -11,6 +11,7 @@ with :func:`rasteret.read.sample.read_points` and assembled by
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -256,11 +257,16 @@ def _native_points(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.n
 
 def points_bounds_crs84(points: Points) -> tuple[float, float, float, float] | None:
     """CRS84 bounds of the finite points (their bbox reprojected, edges densified), or None."""
-    finite = np.isfinite(points.x) & np.isfinite(points.y)
-    if not finite.any():
+    x, y = points.x, points.y
+    if not len(x):
         return None
-    x, y = points.x[finite], points.y[finite]
     bounds = (float(x.min()), float(y.min()), float(x.max()), float(y.max()))
+    if not all(math.isfinite(v) for v in bounds):  # some null or empty points
+        finite = np.isfinite(x) & np.isfinite(y)
+        if not finite.any():
+            return None
+        x, y = x[finite], y[finite]
+        bounds = (float(x.min()), float(y.min()), float(x.max()), float(y.max()))
     xmin, ymin, xmax, ymax = transform_bounds(bounds, crs_key(points.crs), "OGC:CRS84")
     if xmin > xmax:  # crosses the antimeridian
         xmin, xmax = -180.0, 180.0

@@ -134,8 +134,8 @@ def samples_to_table(
     for b, band in enumerate(samples.bands):
         add(band, _masked(samples.values[b], samples.valid[b]))
     crs_dictionary = pa.array([point_crs, *(c or "" for c in raster_crs)], pa.string())
-    add("point_crs", _dictionary_take(crs_dictionary, np.zeros(len(rec), dtype=np.int64)))
-    add("raster_crs", _dictionary_take(crs_dictionary, np.where(rec >= 0, rec + 1, -1)))
+    add("point_crs", _dictionary_take(crs_dictionary, np.zeros(len(rec), dtype=np.int32)))
+    add("raster_crs", _dictionary_take(crs_dictionary, rec, shift=1))
     add("row", _masked(samples.row.astype(np.int32), samples.row >= 0))
     add("col", _masked(samples.col.astype(np.int32), samples.col >= 0))
     for b, band in enumerate(samples.bands):
@@ -173,15 +173,25 @@ def _datetimes(values: Sequence[datetime | None]) -> pa.Array:
 
 
 def _per_record(per_record: pa.Array, index: np.ndarray) -> pa.Array:
-    """``per_record`` taken at ``index`` (-1: null)."""
+    """``per_record`` taken at ``index`` (-1: null).
+
+    >>> _per_record(pa.array(["a", "b"]), np.array([1, -1, 0])).to_pylist()
+    ['b', None, 'a']
+    """
     missing = index < 0
     return per_record.take(pa.array(index, mask=missing if missing.any() else None))
 
 
-def _dictionary_take(dictionary: pa.Array, index: np.ndarray) -> pa.Array:
-    """A dictionary-encoded column: the (long, repeated) CRS strings are stored once."""
-    indices = pa.array(index.astype(np.int32), mask=index < 0 if (index < 0).any() else None)
-    return pa.DictionaryArray.from_arrays(indices, dictionary)
+def _dictionary_take(dictionary: pa.Array, index: np.ndarray, shift: int = 0) -> pa.Array:
+    """A dictionary-encoded column with indices ``index + shift`` (null where ``index`` < 0):
+    the (long, repeated) CRS strings are stored once."""
+    indices = index.astype(np.int32)
+    missing = indices < 0
+    if shift:
+        indices += shift
+    return pa.DictionaryArray.from_arrays(
+        pa.array(indices, mask=missing if missing.any() else None), dictionary
+    )
 
 
 def _windows(samples: PointSamples, b: int) -> pa.Array:

@@ -38,6 +38,12 @@ def pixel_coordinates(
     """Fractional ``(col, row)`` of points in the grid of ``transform`` (rasterio's
     ``rowcol`` arithmetic, before flooring)."""
     inv = ~Affine(*transform[:6])
+    if inv.b == 0 and inv.d == 0:  # north-up: the zero terms add nothing for finite points
+        cols = x * inv.a
+        cols += inv.c
+        rows = y * inv.e
+        rows += inv.f
+        return cols, rows
     return inv.a * x + inv.b * y + inv.c, inv.d * x + inv.e * y + inv.f
 
 
@@ -134,10 +140,15 @@ def locate(
     and whether they fall inside it, exactly as ``rasterio.transform.rowcol`` computes them
     (the inverse affine applied to x and y, then floored)."""
     lv = meta.level
-    cols, rows = pixel_coordinates(lv.transform, px[idx], py[idx])
-    with np.errstate(invalid="ignore"):
-        r, c = np.floor(rows), np.floor(cols)
-        ok = (r >= 0) & (r < lv.image_height) & (c >= 0) & (c < lv.image_width)
+    if len(idx) == len(px) and (len(idx) == 0 or idx[-1] == len(idx) - 1):
+        cols, rows = pixel_coordinates(lv.transform, px, py)  # every point: no subsetting
+    else:
+        cols, rows = pixel_coordinates(lv.transform, px[idx], py[idx])
+    # floor(v) >= 0 iff v >= 0, and floor(v) < n iff v < n for whole n: no floor needed
+    ok = rows >= 0
+    ok &= rows < lv.image_height
+    ok &= cols >= 0
+    ok &= cols < lv.image_width
     return rows, cols, ok
 
 

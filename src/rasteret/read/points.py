@@ -146,10 +146,9 @@ class TileGather:
     """The band's nodata in this record (pixels equal to it are invalid)."""
     targets: np.ndarray
     """Flat positions in the band's ``(pairs, window)`` arrays (int64)."""
-    rows: np.ndarray
-    """Row of each pixel inside the tile."""
-    cols: np.ndarray
-    """Column of each pixel inside the tile."""
+    pixels: np.ndarray
+    """Flat position of each pixel inside the tile, ``row * tile_width + col`` (intp), so
+    that gathering is one ``numpy.take``."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -223,19 +222,23 @@ def plan_points(
     frac: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in bands]
     start = 0
     for ri, metas, cands in per_record:
-        located = [
-            locate(m, c, *projected[crs_key(m.crs, m.epsg)])
-            for m, c in zip(metas, cands, strict=True)
-        ]
+        by_grid: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        located = []
+        for m, c in zip(metas, cands, strict=True):
+            grid = _grid_key(m)  # bands on one grid (most records) are located once
+            if grid not in by_grid:
+                by_grid[grid] = locate(m, c, *projected[grid[0]])
+            located.append(by_grid[grid])
         pair_points, per_band = _pairs(cands, located)
         n = len(pair_points)
         if n == 0:
             continue
         points_parts.append(pair_points)
         records_parts.append(np.full(n, ri, dtype=np.int64))
+        splits: dict[tuple[Any, ...], list[_TileSplit]] = {}
         for bi, (meta, (rows, cols)) in enumerate(zip(metas, per_band, strict=True)):
             frac[bi].append((rows, cols))
-            gathers.extend(_band_gathers(bi, meta, rows, cols, start, radius, tiles))
+            gathers.extend(_band_gathers(bi, meta, rows, cols, start, radius, tiles, splits))
         start += n
     dtypes = tuple(_band_dtype([ms[bi] for _, ms in usable]) for bi in range(len(bands)))
     empty = np.empty(0, dtype=np.float64)
@@ -245,8 +248,8 @@ def plan_points(
         bands=bands,
         dtypes=dtypes,
         radius=radius,
-        frac_row=tuple(np.concatenate([r for r, _ in parts]) if parts else empty for parts in frac),
-        frac_col=tuple(np.concatenate([c for _, c in parts]) if parts else empty for parts in frac),
+        frac_row=tuple(_concat([r for r, _ in parts], empty) for parts in frac),
+        frac_col=tuple(_concat([c for _, c in parts], empty) for parts in frac),
         tiles=tiles,
         gathers=tuple(gathers),
         skipped=tuple(skipped),
@@ -261,12 +264,17 @@ def _pairs(
     if all(c is cands[0] for c in cands):  # bands on one footprint: no set union needed
         any_ok = located[0][2]
         for _, _, ok in located[1:]:
-            any_ok = any_ok | ok
-        per_band = [
-            (np.where(ok, fr, np.nan)[any_ok], np.where(ok, fc, np.nan)[any_ok])
-            for fr, fc, ok in located
-        ]
-        return cands[0][any_ok], per_band
+            if ok is not any_ok:
+                any_ok = any_ok | ok
+        every = bool(any_ok.all())
+        done: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # equal grids share their arrays
+        for fr, fc, ok in located:
+            if id(ok) not in done:
+                if not ok.all():
+                    fr, fc = np.where(ok, fr, np.nan), np.where(ok, fc, np.nan)
+                done[id(ok)] = (fr, fc) if every else (fr[any_ok], fc[any_ok])
+        per_band = [done[id(ok)] for _, _, ok in located]
+        return (cands[0] if every else cands[0][any_ok]), per_band
     merged = np.sort(np.concatenate([c[ok] for c, (_, _, ok) in zip(cands, located, strict=True)]))
     points = merged[np.append(True, merged[1:] != merged[:-1])] if len(merged) else merged
     per_band = []
@@ -303,14 +311,29 @@ def _check_georeferenced(records: Sequence[RecordRef], bands: tuple[str, ...]) -
                 )
 
 
-def _concat(parts: list[np.ndarray]) -> np.ndarray:
-    return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+def _concat(parts: list[np.ndarray], empty: np.ndarray | None = None) -> np.ndarray:
+    """The parts end to end (a single part as is, no copy)."""
+    if len(parts) == 1:
+        return parts[0]
+    if not parts:
+        return np.empty(0, dtype=np.int64) if empty is None else empty
+    return np.concatenate(parts)
 
 
 def _band_dtype(metas: Sequence[BandMetadata]) -> np.dtype:
     if not metas:
         return np.dtype("float64")
     return np.result_type(*{np.dtype(m.dtype) for m in metas})
+
+
+_TileSplit = tuple[int, int, np.ndarray, np.ndarray]
+"""``(tile_row, tile_col, targets, pixels)`` of one tile's share of a band's pixels."""
+
+
+def _grid_key(meta: BandMetadata) -> tuple[Any, ...]:
+    """What decides where points fall on a band's full-resolution grid (CRS key first)."""
+    lv = meta.level
+    return (crs_key(meta.crs, meta.epsg), tuple(lv.transform), lv.image_width, lv.image_height)
 
 
 def _band_gathers(
@@ -321,23 +344,28 @@ def _band_gathers(
     start: int,
     radius: int,
     tiles: dict[TileKey, TileSource],
+    splits: dict[tuple[Any, ...], list[_TileSplit]],
 ) -> list[TileGather]:
-    """Gathers for one band of one record's pairs (``start`` is its first pair)."""
+    """Gathers for one band of one record's pairs (``start`` is its first pair).
+
+    ``splits`` holds the record's pixels already split by tile, keyed by grid and tiling:
+    the bands of a record on one grid share their (frac) arrays, hence their splits."""
     lv = meta.level
-    ok = np.flatnonzero(~np.isnan(frac_rows))
-    if not len(ok):
-        return []
-    size = 2 * radius + 1
-    rows = frac_rows[ok].astype(np.int32)  # inside the raster: truncation is floor
-    cols = frac_cols[ok].astype(np.int32)
-    targets = (start + ok) * size * size
-    if radius:
-        dr, dc = (d.ravel() for d in np.mgrid[-radius : radius + 1, -radius : radius + 1])
-        rows = (rows[:, None] + dr).ravel()
-        cols = (cols[:, None] + dc).ravel()
-        targets = (targets[:, None] + np.arange(size * size)).ravel()
-        keep = (rows >= 0) & (rows < lv.image_height) & (cols >= 0) & (cols < lv.image_width)
-        rows, cols, targets = rows[keep], cols[keep], targets[keep]
+    grid = _grid_key(meta)
+
+    def split(level: RasterLevel) -> list[_TileSplit]:
+        key = (*grid, level.image_width, level.image_height, level.tile_width, level.tile_height)
+        if key not in splits:
+            splits[key] = _by_tile(level, *pixels())
+        return splits[key]
+
+    cached: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def pixels() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if not cached:
+            cached.append(_window_pixels(lv, frac_rows, frac_cols, start, radius))
+        return cached[0]
+
     planar = lv.planar_configuration == 2 and lv.samples_per_pixel > 1
     plane = meta.band_index if planar else 0
     version = meta.etag or (str(meta.object_size) if meta.object_size is not None else "")
@@ -350,41 +378,84 @@ def _band_gathers(
 
     sample = 0 if planar else meta.band_index
     out = [
-        TileGather(register(lv, False, tr, tc), band, sample, False, meta.nodata, t, r, c)
-        for tr, tc, t, r, c in _by_tile(lv, rows, cols, targets)
+        TileGather(register(lv, False, tr, tc), band, sample, False, meta.nodata, t, px)
+        for tr, tc, t, px in split(lv)
     ]
     mask_level = _mask_level(meta, 0)
     alpha = _alpha_sample(meta)
     if mask_level is not None:
         out += [
-            TileGather(register(mask_level, True, tr, tc), band, 0, True, None, t, r, c)
-            for tr, tc, t, r, c in _by_tile(mask_level, rows, cols, targets)
+            TileGather(register(mask_level, True, tr, tc), band, 0, True, None, t, px)
+            for tr, tc, t, px in split(mask_level)
         ]
     elif alpha is not None:
-        out += [TileGather(g.key, band, alpha, True, None, g.targets, g.rows, g.cols) for g in out]
+        out += [TileGather(g.key, band, alpha, True, None, g.targets, g.pixels) for g in out]
     return out
+
+
+def _window_pixels(
+    lv: RasterLevel, frac_rows: np.ndarray, frac_cols: np.ndarray, start: int, radius: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Raster row, column and target of every window pixel inside the raster."""
+    size = 2 * radius + 1
+    inside = ~np.isnan(frac_rows)
+    if inside.all():  # every pair is in this band's raster: no subsetting
+        rows = frac_rows.astype(np.int32)  # inside the raster: truncation is floor
+        cols = frac_cols.astype(np.int32)
+        targets = np.arange(start, start + len(frac_rows), dtype=np.int64)
+    else:
+        ok = np.flatnonzero(inside)
+        rows = frac_rows[ok].astype(np.int32)
+        cols = frac_cols[ok].astype(np.int32)
+        targets = start + ok
+    if radius:
+        targets = targets * (size * size)
+        dr, dc = (d.ravel() for d in np.mgrid[-radius : radius + 1, -radius : radius + 1])
+        rows = (rows[:, None] + dr).ravel()
+        cols = (cols[:, None] + dc).ravel()
+        targets = (targets[:, None] + np.arange(size * size)).ravel()
+        keep = (rows >= 0) & (rows < lv.image_height) & (cols >= 0) & (cols < lv.image_width)
+        rows, cols, targets = rows[keep], cols[keep], targets[keep]
+    return rows, cols, targets
 
 
 def _by_tile(
     level: RasterLevel, rows: np.ndarray, cols: np.ndarray, targets: np.ndarray
-) -> list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]]:
+) -> list[_TileSplit]:
     """Split pixels by the tile of ``level`` holding them: ``(tile_row, tile_col, targets,
-    rows in tile, cols in tile)`` per tile, in tile order (a counting sort: no comparisons)."""
+    pixels in tile)`` per tile, in tile order (a counting sort: no comparisons).
+
+    ``targets`` must be increasing (as :func:`_window_pixels` makes them)."""
+    if not len(rows):
+        return []
     tile_rows, in_rows = _split(rows, level.tile_height)
     tile_cols, in_cols = _split(cols, level.tile_width)
     across = level.tiles_across
     count = across * level.tiles_down
-    small = np.uint16 if count <= np.iinfo(np.uint16).max else np.uint32
-    number = (tile_rows * across + tile_cols).astype(small)
-    order = np.argsort(number, kind="stable")  # radix sort for these small unsigned types
+    small = np.dtype(np.uint16 if count <= np.iinfo(np.uint16).max else np.uint32)
+    number: np.ndarray = tile_rows.astype(small)
+    number *= np.asarray(across, dtype=small)
+    number += tile_cols.astype(small)
+    pixels = in_rows.astype(np.intp)
+    pixels *= level.tile_width
+    pixels += in_cols
     sizes = np.bincount(number, minlength=count)
+    used = np.flatnonzero(sizes)
+    if len(used) == 1:  # one tile: no reordering
+        tr, tc = divmod(int(used[0]), across)
+        return [(tr, tc, targets, pixels)]
+    order = np.argsort(number, kind="stable")  # radix sort for these small unsigned types
     ends = np.cumsum(sizes)
-    targets, in_rows, in_cols = targets[order], in_rows[order], in_cols[order]
+    if int(targets[-1] - targets[0]) == len(targets) - 1:  # increasing: a run of targets
+        targets = order + targets[0]
+    else:
+        targets = targets[order]
+    pixels = pixels[order]
     out = []
-    for tile in np.flatnonzero(sizes).tolist():
+    for tile in used.tolist():
         lo, hi = int(ends[tile] - sizes[tile]), int(ends[tile])
         tr, tc = divmod(tile, across)
-        out.append((tr, tc, targets[lo:hi], in_rows[lo:hi], in_cols[lo:hi]))
+        out.append((tr, tc, targets[lo:hi], pixels[lo:hi]))
     return out
 
 

@@ -6,8 +6,9 @@ when there is more than one batch); each batch is planned (:func:`~rasteret.read
 on a worker thread while the previous batch reads. A batch's tiles are fetched with the chip
 reads' machinery (:mod:`rasteret.read.execute`: coalesced ranges, one wave under
 :mod:`rasteret.io`'s global bound, decoding on the shared pool, the decoded-tile cache); as
-soon as a coalesced request's tiles are decoded their pixels are gathered with vectorised
-indexing and the tiles released, and at most ``max_decoded_mb`` of decoded tiles are held.
+soon as a coalesced request's tiles are decoded their pixels are gathered (one
+``numpy.take`` per tile and band, on the decode pool) and the tiles released, and at most
+``max_decoded_mb`` of decoded tiles are held.
 
 Then, per batch, :func:`rasteret.read.select.select_samples` turns the raw windows into
 output rows (match, nearest valid pixel, neighbourhoods); rows come out point-major: points
@@ -105,12 +106,15 @@ async def execute_points_async(
 
     def gather(key: TileKey, tile: np.ndarray) -> None:
         for g in by_key.pop(key, ()):
-            pixels = tile[g.sample, g.rows, g.cols]
+            pixels = take_pixels(tile, g.sample, g.pixels)
             if g.mask:
                 mask_ok[g.band][g.targets] = pixels != 0
             else:
                 values[g.band][g.targets] = pixels
-                data_ok[g.band][g.targets] = ~nodata_mask(pixels, g.nodata)
+                if g.nodata is None:
+                    data_ok[g.band][g.targets] = True
+                else:
+                    data_ok[g.band][g.targets] = ~nodata_mask(pixels, g.nodata)
         if bar is not None:
             bar.update(1)
 
@@ -136,8 +140,11 @@ async def execute_points_async(
         await budget.acquire(need)
         try:
             await _fetch_and_decode(href, members, fopts, options, futures, cache, pool)
-            for s in members:
-                gather(s.key, futures.pop(s.key).result())
+            # gather on the decode pool: numpy releases the GIL, tiles gather in parallel
+            await asyncio.gather(*(
+                loop.run_in_executor(pool, gather, s.key, futures.pop(s.key).result())
+                for s in members
+            ))  # fmt: skip
         finally:
             await budget.release(need)
 
@@ -156,6 +163,26 @@ async def execute_points_async(
         values=tuple(v.reshape(shape) for v in values),
         valid=tuple((d & m).reshape(shape) for d, m in zip(data_ok, mask_ok, strict=True)),
     )
+
+
+def take_pixels(tile: np.ndarray, sample: int, pixels: np.ndarray) -> np.ndarray:
+    """Values of one sample of a decoded ``(samples, rows, width)`` tile at flat pixel
+    positions ``row * width + col``: one ``numpy.take`` on the tile's own memory (planar
+    and single-sample tiles are contiguous per sample; chunky tiles are pixel-major views).
+
+    >>> tile = np.arange(12).reshape(2, 3, 2)  # 2 samples, 3 rows, 2 columns
+    >>> take_pixels(tile, 1, np.array([0, 5])).tolist()
+    [6, 11]
+    >>> take_pixels(tile.transpose(1, 2, 0).copy().transpose(2, 0, 1), 1, np.array([0, 5])).tolist()
+    [6, 11]
+    """
+    plane = tile[sample]
+    if plane.flags.c_contiguous:
+        return np.take(plane.reshape(-1), pixels)
+    pixel_major = tile.transpose(1, 2, 0)
+    if pixel_major.flags.c_contiguous:
+        return np.take(pixel_major.reshape(-1), pixels * tile.shape[0] + sample)
+    return plane[np.divmod(pixels, tile.shape[2])]
 
 
 def _progress(options: ReadOptions, total: int) -> Any:
@@ -269,7 +296,8 @@ async def _read_batches(
                 if i + 1 < len(batches):
                     upcoming = plan_batch(batches[i + 1])  # plan the next batch while this reads
                 raw = await execute_points_async(plan, read_options, options.max_decoded_mb)
-                parts.append(select_samples(plan, raw, options, ids))
+                whole = len(batches) == 1  # the batch is every point, in order
+                parts.append(select_samples(plan, raw, options, None if whole else ids))
         finally:
             if not upcoming.done():
                 upcoming.cancel()

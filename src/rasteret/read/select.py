@@ -143,7 +143,9 @@ def select_samples(
 
     neighbourhood = _neighbourhood(plan, raw, options, chosen)
     return PointSamples(
-        point_index=(points if point_ids is None else point_ids[points]).astype(np.int64),
+        point_index=(points if point_ids is None else point_ids[points]).astype(
+            np.int64, copy=False
+        ),
         record_index=per_row(plan.record_index),
         bands=plan.bands,
         values=per_band(values, 0),
@@ -162,9 +164,11 @@ def select_samples(
 
 def _pixel(frac: np.ndarray) -> np.ndarray:
     """Whole pixel of fractional pixel coordinates (-1 for NaN: outside the raster)."""
-    out = np.full(len(frac), -1, dtype=np.int64)
-    inside = ~np.isnan(frac)
-    out[inside] = frac[inside].astype(np.int64)  # inside the raster: truncation is floor
+    outside = np.isnan(frac)
+    with np.errstate(invalid="ignore"):
+        out = frac.astype(np.int64)  # inside the raster: truncation is floor
+    if outside.any():
+        out[outside] = -1
     return out
 
 
@@ -286,7 +290,7 @@ def concat_samples(parts: Sequence[PointSamples]) -> PointSamples:
     """The rows of several batches as one, in point-major order (point, then record)."""
     merged = stack_samples(parts)
     p, r = merged.point_index, merged.record_index
-    if len(p) > 1 and not bool(np.all((p[1:] > p[:-1]) | ((p[1:] == p[:-1]) & (r[1:] > r[:-1])))):
+    if len(p) > 1 and not _point_major(p, r):
         merged = merged.take(_point_major_order(p, r))
     return merged
 
@@ -339,6 +343,15 @@ def merge_latest(waves: Sequence[PointSamples], n_points: int) -> PointSamples:
         neighbourhood_present=per_band(present, False),
         skipped=rows.skipped,
     )
+
+
+def _point_major(points: np.ndarray, records: np.ndarray) -> bool:
+    """Whether rows are already sorted by (point, record), strictly."""
+    later = points[1:] > points[:-1]
+    if later.all():  # one row per point (one record, or match="latest")
+        return True
+    same = points[1:] == points[:-1]
+    return bool(np.all(later | (same & (records[1:] > records[:-1]))))
 
 
 def _point_major_order(points: np.ndarray, records: np.ndarray) -> np.ndarray:
