@@ -1,0 +1,241 @@
+"""Fast paths of point sampling, each against the general path it skips work of.
+
+Locating (north-up arithmetic, no subsetting), tile splits shared by the bands of one grid,
+one ``numpy.take`` per gather (planar, single-sample and chunky tiles), whole pixels of
+fractional coordinates, the point-major check and the bounds of points with nulls.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rasteret._collection_points import Points, points_bounds_crs84
+from rasteret.ingest.metadata import band_metadata_from_header
+from rasteret.read import RecordRef
+from rasteret.read.locate import Candidates, locate, pixel_coordinates
+from rasteret.read.points import _by_tile, plan_points
+from rasteret.read.sample import read_points, take_pixels
+from rasteret.read.select import _pixel, _point_major
+from rasteret.tiff.header import parse_header
+
+EPSG = 32633
+X0, Y0, RES = 500_000.0, 4_600_000.0, 10.0
+
+finite = st.floats(-1e7, 1e7, allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(st.tuples(finite, finite), min_size=1, max_size=30),
+    st.sampled_from([0.5, 10.0, 30.0, 1 / 3]),
+    st.sampled_from([-10.0, -0.25, -1 / 7]),
+    finite,
+    finite,
+)
+def test_north_up_coordinates_equal_the_full_affine(
+    coords: list[tuple[float, float]], a: float, e: float, c: float, f: float
+) -> None:
+    xs, ys = np.array(coords).T
+    cols, rows = pixel_coordinates((a, 0.0, c, 0.0, e, f), xs, ys)
+    inv = ~Affine(a, 0.0, c, 0.0, e, f)
+    np.testing.assert_array_equal(cols, inv.a * xs + inv.b * ys + inv.c)
+    np.testing.assert_array_equal(rows, inv.d * xs + inv.e * ys + inv.f)
+    np.testing.assert_array_equal(np.floor(cols), np.floor(inv.a * xs + inv.b * ys + inv.c))
+
+
+def _write(path: Path, count: int, interleave: str, nodata: float | None = 0) -> Path:
+    rng = np.random.default_rng(len(path.name))
+    data = rng.integers(0, 5, (count, 300, 260)).astype("uint16")
+    with rasterio.open(
+        path, "w", driver="GTiff", width=260, height=300, count=count, dtype="uint16",
+        nodata=nodata, tiled=True, blockxsize=128, blockysize=128, compress="deflate",
+        interleave=interleave, crs=f"EPSG:{EPSG}", transform=Affine(RES, 0, X0, 0, -RES, Y0),
+    ) as dst:  # fmt: skip
+        dst.write(data)
+    return path
+
+
+def _record(path: Path, count: int, rid: str = "r") -> RecordRef:
+    data = path.read_bytes()
+    header = parse_header(data, url=str(path), object_size=len(data))
+    return RecordRef(rid, None, {
+        f"b{i + 1}": band_metadata_from_header(header, band_index=i, href=str(path))
+        for i in range(count)
+    })  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiffs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("fastpaths")
+    return {
+        "single": _write(d / "single.tif", 1, "band"),
+        "planar": _write(d / "planar.tif", 3, "band"),
+        "chunky": _write(d / "chunky.tif", 3, "pixel"),
+    }
+
+
+def _points(n: int, seed: int, margin: float = 300.0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    xs = rng.uniform(X0 - margin, X0 + 2600 + margin, n)
+    ys = rng.uniform(Y0 - 3000 - margin, Y0 + margin, n)
+    xs[::17] = np.nan  # null points
+    return xs, ys
+
+
+def _gathers(plan: Any) -> dict[tuple[Any, int, bool], tuple[list[int], list[int]]]:
+    out = {}
+    for g in plan.gathers:
+        order = np.argsort(g.targets)
+        out[(g.key, g.band, g.mask)] = (g.targets[order].tolist(), g.pixels[order].tolist())
+    return out
+
+
+@pytest.mark.parametrize("kind", ["planar", "chunky"])
+@pytest.mark.parametrize("radius", [0, 2])
+def test_bands_of_one_grid_plan_like_each_band_alone(
+    tiffs: dict[str, Path], kind: str, radius: int
+) -> None:
+    xs, ys = _points(3000, seed=1)
+    record = _record(tiffs[kind], 3)
+    together = plan_points([record], xs, ys, EPSG, ["b1", "b2", "b3"], _options(radius))
+    got = _gathers(together)
+    for b, name in enumerate(["b1", "b2", "b3"]):
+        alone = plan_points([record], xs, ys, EPSG, [name], _options(radius))
+        np.testing.assert_array_equal(alone.point_index, together.point_index)
+        np.testing.assert_array_equal(alone.frac_row[0], together.frac_row[b])
+        for (key, _, mask), want in _gathers(alone).items():
+            assert got[(key, b, mask)] == want
+    assert sum(len(g.targets) for g in together.gathers) == 3 * sum(
+        len(g.targets) for g in alone.gathers
+    )
+
+
+def _options(radius: int) -> Any:
+    from rasteret.read.points import PointOptions
+
+    return PointOptions(max_distance_pixels=radius)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 400), st.integers(0, 3), st.booleans())
+def test_tile_split_equals_a_per_tile_selection(n: int, seed: int, run: bool) -> None:
+    """The counting sort (and the run-of-targets shortcut) against boolean selection."""
+    rng = np.random.default_rng(seed)
+    level = _record_level()
+    rows = rng.integers(0, level.image_height, n).astype(np.int32)
+    cols = rng.integers(0, level.image_width, n).astype(np.int32)
+    targets = np.arange(5, 5 + n) if run else np.sort(rng.choice(10 * n + 1, n, replace=False))
+    split = _by_tile(level, rows, cols, targets)
+    seen = 0
+    for tr, tc, tg, px in split:
+        sel = (rows // level.tile_height == tr) & (cols // level.tile_width == tc)
+        np.testing.assert_array_equal(tg, targets[sel])
+        want = (rows[sel] % level.tile_height) * level.tile_width + cols[sel] % level.tile_width
+        np.testing.assert_array_equal(px, want)
+        seen += len(tg)
+    assert seen == n
+
+
+_LEVEL: list[Any] = []
+
+
+def _record_level() -> Any:
+    if not _LEVEL:
+        import tempfile
+
+        path = _write(Path(tempfile.mkdtemp()) / "lvl.tif", 1, "band")
+        _LEVEL.append(band_metadata_from_header(parse_header(path.read_bytes())).level)
+    return _LEVEL[0]
+
+
+@pytest.mark.parametrize("layout", ["planar", "chunky", "strided"])
+def test_take_pixels_equals_fancy_indexing(layout: str) -> None:
+    rng = np.random.default_rng(3)
+    base = rng.integers(0, 1000, (3, 7, 5)).astype("int16")
+    if layout == "chunky":  # decoders return chunky tiles as pixel-major views
+        tile = np.ascontiguousarray(base.transpose(1, 2, 0)).transpose(2, 0, 1)
+    elif layout == "strided":
+        tile = np.zeros((3, 7, 10), "int16")[:, :, ::2]
+        tile[...] = base
+    else:
+        tile = base
+    pixels = rng.integers(0, 35, 50)
+    for sample in range(3):
+        want = tile[sample, pixels // 5, pixels % 5]
+        np.testing.assert_array_equal(take_pixels(tile, sample, pixels), want)
+
+
+@pytest.mark.parametrize("kind", ["single", "planar", "chunky"])
+def test_sampled_values_equal_rasterio(tiffs: dict[str, Path], kind: str) -> None:
+    count = 1 if kind == "single" else 3
+    names = [f"b{i + 1}" for i in range(count)]
+    xs, ys = _points(2000, seed=5)
+    out = read_points([_record(tiffs[kind], count)], xs, ys, EPSG, names)
+    with rasterio.open(tiffs[kind]) as src:
+        keep = np.isfinite(xs)
+        r, c = rasterio.transform.rowcol(src.transform, xs[keep], ys[keep])
+        inside = (r >= 0) & (r < src.height) & (c >= 0) & (c < src.width)
+        want_points = np.flatnonzero(keep)[inside]
+        data = src.read()
+    np.testing.assert_array_equal(out.point_index, want_points)
+    rr, cc = np.asarray(r)[inside], np.asarray(c)[inside]
+    for b in range(count):
+        np.testing.assert_array_equal(out.values[b], data[b, rr, cc])
+        np.testing.assert_array_equal(out.valid[b], data[b, rr, cc] != 0)
+    np.testing.assert_array_equal(out.row, rr)
+    np.testing.assert_array_equal(out.col, cc)
+
+
+def test_locate_of_every_point_equals_a_subset(tiffs: dict[str, Path]) -> None:
+    meta = _record(tiffs["single"], 1).bands["b1"]
+    xs, ys = _points(500, seed=7, margin=0.0)
+    fast = locate(meta, np.arange(len(xs)), xs, ys)  # every point: no subsetting
+    general = locate(meta, np.arange(len(xs) - 1), xs, ys)  # a subset
+    for f, g in zip(fast, general, strict=True):
+        np.testing.assert_array_equal(f[:-1], g)
+    idx = Candidates(xs, ys, f"EPSG:{EPSG}").near(meta)
+    assert len(idx) == np.isfinite(xs).sum()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.floats(0, 1e6), st.just(math.nan)), max_size=30))
+def test_whole_pixels_equal_a_masked_floor(frac: list[float]) -> None:
+    values = np.array(frac, dtype=np.float64)
+    want = np.where(np.isnan(values), -1, np.floor(np.nan_to_num(values))).astype(np.int64)
+    np.testing.assert_array_equal(_pixel(values), want)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 6), st.integers(0, 3)), max_size=25))
+def test_point_major_check_equals_a_lexsort(rows: list[tuple[int, int]]) -> None:
+    if not rows:
+        return
+    p = np.array([r[0] for r in rows])
+    r = np.array([r[1] for r in rows])
+    order = np.lexsort((r, p))
+    distinct = len(set(rows)) == len(rows)
+    assert _point_major(p, r) == (distinct and bool(np.array_equal(order, np.arange(len(p)))))
+
+
+@pytest.mark.parametrize("nulls", [False, True])
+def test_bounds_with_and_without_null_points(nulls: bool) -> None:
+    xs = np.array([10.0, 11.0, 12.5])
+    ys = np.array([45.0, 46.0, 44.5])
+    if nulls:
+        xs = np.append(xs, np.nan)
+        ys = np.append(ys, 1e9)
+    got = points_bounds_crs84(Points(xs, ys, "EPSG:4326", None, None, "geometry"))
+    assert got == pytest.approx((10.0, 44.5, 12.5, 46.0))
+    empty = Points(np.array([np.nan]), np.array([np.nan]), "EPSG:4326", None, None, "geometry")
+    assert points_bounds_crs84(empty) is None
+    none = Points(np.empty(0), np.empty(0), "EPSG:4326", None, None, "geometry")
+    assert points_bounds_crs84(none) is None
