@@ -16,20 +16,37 @@ from typing import TYPE_CHECKING, Any
 from rasteret._collection_reads import IO_KEYWORDS, records_for
 from rasteret.errors import BandResolutionError, SchemaError
 from rasteret.ingest.schema import DATETIME, ID
+from rasteret.read.cache import memory_share_mb
 from rasteret.read.grid import check_north_up, crs_key, same_crs
-from rasteret.read.options import RESAMPLING_NAMES, ReadOptions
+from rasteret.read.options import DEFAULT_CACHE_MB, RESAMPLING_NAMES, ReadOptions
 from rasteret.read.plan import RecordRef
 from rasteret.types import crs_
 
 if TYPE_CHECKING:
     from rasteret.collection import Collection
 
-__all__ = ["TorchGeoMixin", "dataset_crs", "dataset_res"]
+__all__ = ["DATASET_CACHE_SHARE", "TorchGeoMixin", "dataset_cache_mb", "dataset_crs", "dataset_res"]
 
 _FILTER_KEYWORDS = ("cloud_cover_lt", "date_range", "bbox", "geometries", "split", "split_column")
 _IO_KEYWORDS = IO_KEYWORDS
 _RES_TOLERANCE = 1e-9
 """Relative difference under which two pixel sizes count as equal."""
+
+DATASET_CACHE_SHARE = 0.05
+"""Share of the usable RAM a TorchGeo dataset's decoded-tile cache may hold by default: GDAL's
+default block cache (``GDAL_CACHEMAX`` 5 %), which TorchGeo's ``RasterDataset`` reads through.
+An epoch of random chips comes back to the same tiles again and again; a cache of the
+ordinary read size (:data:`~rasteret.read.options.DEFAULT_CACHE_MB`) would decode them anew."""
+
+
+def dataset_cache_mb() -> float:
+    """The default ``cache_mb`` of a TorchGeo dataset: :data:`DATASET_CACHE_SHARE` of the
+    usable RAM (cgroup limits included), never less than ``DEFAULT_CACHE_MB``.
+
+    >>> dataset_cache_mb() >= DEFAULT_CACHE_MB
+    True
+    """
+    return memory_share_mb(DATASET_CACHE_SHARE, floor_mb=DEFAULT_CACHE_MB)
 
 
 class TorchGeoMixin:
@@ -85,7 +102,9 @@ class TorchGeoMixin:
             **kwargs: Filters of :meth:`Collection.subset` (``date_range``, ``bbox``,
                 ``cloud_cover_lt``, ``geometries``, ``split``, ``split_column``) and I/O
                 options (``max_concurrent``, ``backend``, ``cloud_config``, ``cache_mb``,
-                ``max_gap``, ``max_coalesced_size``).
+                ``max_gap``, ``max_coalesced_size``). ``cache_mb`` defaults to
+                :func:`dataset_cache_mb` (5 % of RAM, as GDAL's block cache), larger than
+                the other reads' default: an epoch returns to the same tiles many times.
 
         Raises:
             MissingDependencyError: TorchGeo is not installed.
@@ -119,7 +138,9 @@ class TorchGeoMixin:
         if not allow_resample:
             _check_same_resolution(records, names)
         crs = dataset_crs(records, names[0], target_crs)
-        options = ReadOptions(**{k: kwargs[k] for k in _IO_KEYWORDS if k in kwargs})
+        io = {k: kwargs[k] for k in _IO_KEYWORDS if k in kwargs}
+        io.setdefault("cache_mb", dataset_cache_mb())
+        options = ReadOptions(**io)
         kernel = _kernel(resampling)
         return tg_output.RasteretGeoDataset(
             records,

@@ -28,7 +28,7 @@ import shapely
 
 from rasteret.read.plan import RecordRef
 
-__all__ = ["hits", "interval", "posix", "record_frame", "rtree_index"]
+__all__ = ["IndexArrays", "hits", "interval", "posix", "record_frame", "rtree_index"]
 
 _MAX_POSIX = pd.Timestamp.max.timestamp()
 _SECOND = pd.Timedelta(seconds=1) - pd.Timedelta(microseconds=1)
@@ -60,6 +60,61 @@ def hits(
     geoms = np.asarray(frame.geometry.values[rows], dtype=object)
     hit = shapely.intersects(geoms, shapely.box(*bounds))
     return [int(r) for r in frame["record"].to_numpy()[rows[hit]]]
+
+
+class IndexArrays:
+    """A GeoDataFrame index as NumPy arrays, for :meth:`hits` without pandas per query.
+
+    Footprints are axis-aligned boxes (every index row is ``shapely.box`` of a grid's
+    bounds), so ``intersects`` with a query box is a comparison of bounds, touching
+    included.
+    """
+
+    def __init__(self, frame: Any) -> None:
+        self.frame = frame
+        times = frame.index
+        self._left = _nanoseconds(times.left)
+        self._right = _nanoseconds(times.right)
+        self._closed_left = bool(times.closed_left)
+        self._closed_right = bool(times.closed_right)
+        self._boxes = shapely.bounds(np.asarray(frame.geometry.values, dtype=object))
+        self._records = frame["record"].to_numpy()
+        rects = shapely.box(*self._boxes.T)
+        self.boxes_only = bool(
+            np.all(shapely.equals_exact(rects, np.asarray(frame.geometry.values), 0.0))
+            and not np.any(times.is_empty)  # pandas versions differ on empty intervals
+        )
+
+    def hits(
+        self, interval: pd.Interval, step: int, bounds: tuple[float, float, float, float]
+    ) -> list[int] | None:
+        """:func:`hits` of the frame; None when this fast path does not apply (times that
+        are not timestamps, empty intervals, footprints that are not boxes)."""
+        start, stop = interval.left, interval.right
+        if not (self.boxes_only and _timestamp(start) and _timestamp(stop)) or interval.is_empty:
+            return None
+        # pandas' IntervalArray.overlaps: equal ends count when both ends are closed
+        before = np.less_equal if self._closed_left and interval.closed_right else np.less
+        after = np.less_equal if interval.closed_left and self._closed_right else np.less
+        lo = before(self._left, stop.value)
+        hi = after(start.value, self._right)
+        rows = np.flatnonzero(lo & hi)[::step]
+        if rows.size == 0:
+            return []
+        xmin, ymin, xmax, ymax = bounds
+        if not (xmin < xmax and ymin < ymax):
+            return None  # an empty or inverted box: shapely's own rules
+        box = self._boxes[rows]
+        hit = (box[:, 0] <= xmax) & (xmin <= box[:, 2]) & (box[:, 1] <= ymax) & (ymin <= box[:, 3])
+        return [int(r) for r in self._records[rows[hit]]]
+
+
+def _nanoseconds(values: Any) -> np.ndarray:
+    return np.asarray(values.values.astype("datetime64[ns]")).view(np.int64)
+
+
+def _timestamp(value: Any) -> bool:
+    return isinstance(value, pd.Timestamp) and value.tzinfo is None
 
 
 def posix(value: float) -> pd.Timestamp:

@@ -132,6 +132,39 @@ def _frac_window(bounds: Bounds, transform: Transform) -> FracWindow:
     return float(w.col_off), float(w.row_off), float(w.width), float(w.height)
 
 
+_WHOLE = 1e-9
+"""Distance to an integer (in pixels) under which a fast-path window counts as whole."""
+
+
+def _whole_window(bounds: Bounds, transform: Transform) -> tuple[int, int, int, int] | None:
+    """``_frac_window`` rounded, when it is whole pixels of a north-up grid (else None).
+
+    A shortcut of rasterio's ``from_bounds`` (inverse affine, matrix product): for whole
+    windows both round to the same integers, so only the paste case takes it.
+    """
+    a, b, c, d, e, f = transform
+    if b != 0.0 or d != 0.0 or not (a > 0.0 and e < 0.0):
+        return None
+    left, bottom, right, top = bounds
+    values = ((left - c) / a, (top - f) / e, (right - left) / a, (bottom - top) / e)
+    snapped = tuple(round(v) for v in values)
+    if any(abs(v - n) > _WHOLE for v, n in zip(values, snapped, strict=True)):
+        return None
+    return snapped  # type: ignore[return-value]
+
+
+def _paste_part(meta: BandMetadata, src: SourceGrid, grid: Grid, ib: Bounds) -> Part | None:
+    """The part when it is a whole-pixel copy of the file (the fast path), else None."""
+    if src.warped:
+        return None
+    out = _whole_window(ib, grid.transform)
+    window = _whole_window(ib, src.transform)
+    if out is None or window is None or out[2:] != window[2:] or min(out[2:]) <= 0:
+        return None
+    paste = src.sub_grid(crs_key(meta.crs, meta.epsg), window)
+    return Part(paste, out, None)
+
+
 def plan_part(meta: BandMetadata, src: SourceGrid, grid: Grid, kernel: Resampling) -> Part | None:
     """The part of ``grid`` a band on ``src`` fills, or None when they do not overlap."""
     sx0, sy0, sx1, sy1 = src.bounds
@@ -139,6 +172,9 @@ def plan_part(meta: BandMetadata, src: SourceGrid, grid: Grid, kernel: Resamplin
     ib = (max(sx0, gx0), max(sy0, gy0), min(sx1, gx1), min(sy1, gy1))
     if ib[0] >= ib[2] or ib[1] >= ib[3]:
         return None
+    fast = _paste_part(meta, src, grid, ib)
+    if fast is not None:
+        return fast
     cx, cy, cw, ch = _frac_window(ib, grid.transform)
     out = (math.floor(cx + 0.1), math.floor(cy + 0.1), math.floor(cw + 0.5), math.floor(ch + 0.5))
     if out[2] <= 0 or out[3] <= 0:

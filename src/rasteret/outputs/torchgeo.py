@@ -112,6 +112,8 @@ class RasteretGeoDataset(_GeoDataset):
         self._res = (float(res[0]), float(res[1]))
         self._sources: dict[tuple[int, str, str], SourceGrid] = {}
         self._crs_cache: tuple[Any, str] | None = None
+        self._arrays: dict[int, tg_index.IndexArrays] = {}
+        self._bounds_cache: tuple[Any, tuple[float, float], Any] | None = None
         self._token = uuid.uuid4().hex
         footprints = [self._footprint(i, crs) for i in range(len(self.records))]
         times = [tg_index.interval(r.datetime) for r in self.records]
@@ -146,6 +148,29 @@ class RasteretGeoDataset(_GeoDataset):
         if self._dtype is not None:
             return self._dtype
         return torch.float32 if self.is_image else torch.long
+
+    @property
+    def crs(self) -> Any:
+        """The dataset CRS (TorchGeo's property; setting it reprojects the index)."""
+        return _GeoDataset.crs.fget(self)
+
+    @crs.setter
+    def crs(self, new_crs: Any) -> None:
+        _GeoDataset.crs.fset(self, new_crs)  # TorchGeo 0.8 reprojects the index in place
+        self._arrays = {}
+        self._bounds_cache = None
+
+    @property
+    def bounds(self) -> Any:
+        """TorchGeo's bounds of the index, computed once per index, CRS and resolution
+        (TorchGeo recomputes them for every query)."""
+        if not GEOSLICE_QUERIES:
+            return _GeoDataset.bounds.fget(self)
+        index, res = self.index, self.res
+        cached = self._bounds_cache
+        if cached is None or cached[0] is not index or cached[1] != res:
+            cached = self._bounds_cache = (index, res, _GeoDataset.bounds.fget(self))
+        return cached[2]
 
     @property
     def resampling(self) -> Resampling:
@@ -215,6 +240,13 @@ class RasteretGeoDataset(_GeoDataset):
             sample = self.transforms(sample)
         return sample
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Plain data for pickling (a ``spawn``/``forkserver`` worker): caches stay behind."""
+        state = self.__dict__.copy()
+        state["_arrays"] = {}
+        state["_bounds_cache"] = None
+        return state
+
     def __str__(self) -> str:
         return (
             f"RasteretGeoDataset Dataset\n    type: GeoDataset\n    bbox: {self.bounds}\n"
@@ -251,9 +283,9 @@ class RasteretGeoDataset(_GeoDataset):
             interval = pd.Interval(t.start, t.stop)
             bounds = (x.start, y.start, x.stop, y.stop)
             if self.time_series:
-                rows = tg_index.hits(self._current_record_index(), interval, 1, bounds)
+                rows = self._hits(self._current_record_index(), interval, 1, bounds)
             else:
-                rows = tg_index.hits(self.index, interval, t.step, bounds)
+                rows = self._hits(self.index, interval, t.step, bounds)
             return rows, bounds, (x.step, y.step)
         bounds = (query.minx, query.miny, query.maxx, query.maxy)
         if self.time_series:
@@ -263,6 +295,19 @@ class RasteretGeoDataset(_GeoDataset):
             return tg_index.hits(self._current_record_index(), span, 1, bounds), bounds, self.res
         hits = self.index.intersection(tuple(query), objects=True)
         return sorted(int(h.object) for h in hits), bounds, self.res
+
+    def _hits(
+        self, frame: Any, interval: pd.Interval, step: int, bounds: tuple[float, ...]
+    ) -> list[int]:
+        """:func:`tg_index.hits`, through NumPy arrays of ``frame`` kept while it is in use."""
+        arrays = self._arrays.get(id(frame))
+        if arrays is None or arrays.frame is not frame:
+            self._arrays = {k: v for k, v in self._arrays.items() if v.frame is self.index}
+            arrays = self._arrays[id(frame)] = tg_index.IndexArrays(frame)
+        rows = arrays.hits(interval, step, bounds)  # type: ignore[arg-type]
+        if rows is None:
+            rows = tg_index.hits(frame, interval, step, bounds)  # type: ignore[arg-type]
+        return rows
 
     def _current_record_index(self) -> Any:
         """The per-record index (time series), in the dataset's current CRS."""

@@ -23,9 +23,13 @@ from collections.abc import Hashable
 
 import numpy as np
 
-__all__ = ["TileCache", "clear_tile_cache", "get_tile_cache"]
+__all__ = ["TileCache", "clear_tile_cache", "get_tile_cache", "memory_share_mb", "usable_memory"]
 
 _MB = 1_000_000
+_CGROUP_LIMITS = (
+    "/sys/fs/cgroup/memory.max",  # cgroup v2
+    "/sys/fs/cgroup/memory/memory.limit_in_bytes",  # cgroup v1
+)
 
 
 class TileCache:
@@ -134,6 +138,42 @@ def get_tile_cache(cache_mb: float) -> TileCache:
         elif _cache.max_bytes != int(cache_mb * _MB):
             _cache.resize(int(cache_mb * _MB))
         return _cache
+
+
+def usable_memory() -> int | None:
+    """Bytes of RAM this process may use: physical memory, capped by a cgroup memory limit
+    (as GDAL reckons it for its block cache); None when the platform does not tell.
+
+    >>> usable_memory() is None or usable_memory() > 0
+    True
+    """
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+    if total <= 0:
+        return None
+    for path in _CGROUP_LIMITS:
+        try:
+            with open(path) as fh:
+                text = fh.read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and 0 < int(text) < total:
+            total = int(text)
+    return int(total)
+
+
+def memory_share_mb(share: float, *, floor_mb: float) -> float:
+    """``share`` of :func:`usable_memory` in MB (10**6 bytes), at least ``floor_mb``.
+
+    >>> memory_share_mb(0.0, floor_mb=256.0)
+    256.0
+    """
+    total = usable_memory()
+    if total is None:
+        return float(floor_mb)
+    return max(float(floor_mb), round(share * total / _MB, 1))
 
 
 def clear_tile_cache() -> None:
