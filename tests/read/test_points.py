@@ -637,6 +637,6 @@ def test_match_latest_reads_older_records_only_where_needed(files: dict) -> None
     assert out["record_id"].to_pylist() == ["old", "new"]
     with rasterio.open(files["holes"]) as src:
         assert out["B04"].to_pylist()[0] == int(src.read(1)[1, 1])
-    wave2 = ("holes", "b04_empty", "b04_left")  # every band of the older records, for 1 point
+    wave2 = ("holes", "b04_empty")  # only B04 of the older records, for 1 point: B08 has its
     assert set(counting.per_path()) == {str(files[k]) for k in ("b04", "b08", *wave2)}
     assert out["row"].to_pylist() == [1, 1]

@@ -24,7 +24,7 @@ from affine import Affine
 from rasteret.ingest.metadata import BandMetadata
 from rasteret.read.grid import crs_key, same_crs, transform_bounds, transformer
 
-__all__ = ["Candidates", "locate", "pixel_coordinates", "spatial_order"]
+__all__ = ["Candidates", "locate", "pixel_coordinates", "pixel_of", "spatial_order"]
 
 _DIRECT_SCANS = 8
 """Distinct footprints tested against every point before the points get sorted by x."""
@@ -150,6 +150,20 @@ def locate(
     ok &= cols >= 0
     ok &= cols < lv.image_width
     return rows, cols, ok
+
+
+def pixel_of(
+    meta: BandMetadata, x: np.ndarray, y: np.ndarray, src: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Whole pixel (row, col) of points ``(x, y)`` (in the CRS ``src``, a :func:`crs_key`)
+    in ``meta``'s full-resolution grid, -1 where outside: the same transform and arithmetic
+    as :meth:`Candidates.project` and :func:`locate`."""
+    key = crs_key(meta.crs, meta.epsg)
+    if not same_crs(key, src) and len(x):
+        x, y = transformer(src, key).transform(x, y)
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    rows, cols, ok = locate(meta, np.arange(len(x)), x, y)
+    return np.where(ok, rows, -1).astype(np.int64), np.where(ok, cols, -1).astype(np.int64)
 
 
 def spatial_order(x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -47,11 +47,19 @@ from rasteret.read.execute import (
     decode_pool,
     fetch_options,
 )
-from rasteret.read.locate import spatial_order
+from rasteret.read.grid import crs_key
+from rasteret.read.locate import pixel_of, spatial_order
 from rasteret.read.mask import nodata_mask
 from rasteret.read.options import ReadOptions
 from rasteret.read.plan import RecordRef
-from rasteret.read.points import PointOptions, PointPlan, TileGather, check_records, plan_points
+from rasteret.read.points import (
+    PointOptions,
+    PointPlan,
+    TileGather,
+    _band_dtype,
+    check_records,
+    plan_points,
+)
 from rasteret.read.select import (
     PointSamples,
     RawSamples,
@@ -59,8 +67,10 @@ from rasteret.read.select import (
     merge_latest,
     remap_records,
     select_samples,
+    widen_bands,
 )
 from rasteret.tiff.decode import empty_tile
+from rasteret.types import crs_
 
 __all__ = ["PointSamples", "execute_points_async", "read_points", "read_points_async"]
 
@@ -240,27 +250,79 @@ async def _latest_in_waves(
     read_options: ReadOptions,
 ) -> PointSamples:
     """``match="latest"`` newest records first: waves of 1, 2, 4, ... records (newest to
-    oldest), each over only the points that still miss a band, so a time series is read no
-    deeper than its points need. Every record is checked for the bands up front."""
-    check_records(records, tuple(bands), read_options)
-    newest_first = list(range(len(records)))[::-1]
+    oldest), so a time series is read no deeper than its points need. A wave reads only the
+    (point, band) pairs still without a valid value: bands missing at the same points are
+    read together (a chunky tile still serves them all), the others separately, all at once.
+    Every record is checked for the bands up front; records without them (``on_missing=
+    "skip"``) take no part."""
+    bands = tuple(bands)
+    usable, skipped = check_records(records, bands, read_options)
+    newest_first = [ri for ri, _ in usable][::-1]
+    metas_of = dict(usable)
     waves: list[PointSamples] = []
-    remaining = np.arange(len(xs))
-    missing = [np.ones(len(xs), dtype=bool) for _ in bands]
+    missing = np.ones((len(bands), len(xs)), dtype=bool)
     size = 1
-    while newest_first and len(remaining):
+    while newest_first and missing.any():
         group = np.array(sorted(newest_first[:size]), dtype=np.int64)
         newest_first, size = newest_first[size:], size * 2
-        wave = await _read_batches(
-            [records[i] for i in group], xs[remaining], ys[remaining], points_crs, bands,
-            options, read_options,
-        )  # fmt: skip
-        wave = remap_records(replace(wave, point_index=remaining[wave.point_index]), group)
-        waves.append(wave)
-        for b, miss in enumerate(missing):
-            miss[wave.point_index[wave.valid[b]]] = False
-        remaining = np.flatnonzero(np.any(missing, axis=0))
-    return merge_latest(waves, len(xs))
+        subsets = _band_subsets(missing)
+        reads = await asyncio.gather(*(
+            _read_batches([records[i] for i in group], xs[pts], ys[pts], points_crs,
+                          [bands[b] for b in positions], options, read_options)
+            for positions, pts in subsets
+        ))  # fmt: skip
+        for (positions, pts), wave in zip(subsets, reads, strict=True):
+            wave = remap_records(replace(wave, point_index=pts[wave.point_index]), group)
+            if positions[0] != 0:  # row/col name the pixel in the first band's grid
+                row, col = _first_band_pixels(wave, records, bands[0], xs, ys, points_crs)
+                wave = replace(wave, row=row, col=col)
+            band_dtypes = [_band_dtype([metas_of[i][b] for i in group]) for b in range(len(bands))]
+            wave = widen_bands(wave, positions, bands, band_dtypes)
+            waves.append(wave)
+            for b in positions:
+                missing[b, wave.point_index[wave.valid[b]]] = False
+    return replace(merge_latest(waves, len(xs)), skipped=tuple(skipped))
+
+
+def _band_subsets(missing: np.ndarray) -> list[tuple[list[int], np.ndarray]]:
+    """Bands (positions, ascending) grouped by the points that miss them, with those points;
+    bands missing nowhere are left out.
+
+    >>> m = np.array([[True, True, False], [False, False, False], [True, True, False]])
+    >>> [(bands, points.tolist()) for bands, points in _band_subsets(m)]
+    [([0, 2], [0, 1])]
+    """
+    groups: list[tuple[list[int], np.ndarray]] = []
+    for b, mask in enumerate(missing):
+        if not mask.any():
+            continue
+        for positions, seen in groups:
+            if np.array_equal(seen, mask):
+                positions.append(b)
+                break
+        else:
+            groups.append(([b], mask))
+    return [(positions, np.flatnonzero(mask)) for positions, mask in groups]
+
+
+def _first_band_pixels(
+    samples: PointSamples,
+    records: Sequence[RecordRef],
+    band: str,
+    xs: np.ndarray,
+    ys: np.ndarray,
+    points_crs: Any,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel (row, col) of each row's point in its record's ``band`` grid (-1: none)."""
+    rows = np.full(len(samples), -1, dtype=np.int64)
+    cols = np.full(len(samples), -1, dtype=np.int64)
+    src = crs_key(crs_(points_crs))
+    rec = samples.record_index
+    for r in np.unique(rec[rec >= 0]).tolist():
+        sel = np.flatnonzero(rec == r)
+        pts = samples.point_index[sel]
+        rows[sel], cols[sel] = pixel_of(records[r].bands[band], xs[pts], ys[pts], src)
+    return rows, cols
 
 
 async def _read_batches(

@@ -31,6 +31,7 @@ __all__ = [
     "remap_records",
     "select_samples",
     "stack_samples",
+    "widen_bands",
 ]
 
 
@@ -370,6 +371,61 @@ def _point_major_order(points: np.ndarray, records: np.ndarray) -> np.ndarray:
         order[slot[run]] = np.arange(lo, hi)
         slot[run] += 1
     return order
+
+
+def widen_bands(
+    samples: PointSamples,
+    positions: Sequence[int],
+    bands: tuple[str, ...],
+    dtypes: Sequence[np.dtype],
+) -> PointSamples:
+    """``samples`` of a read of some of ``bands`` (at ``positions``, ascending) as rows of
+    all ``bands``: the bands not read have no valid value (their values are zeros of
+    ``dtypes[b]``, their records, pixels and windows absent).
+
+    >>> rows = PointSamples(np.array([3]), np.array([0]), ("B08",), (np.array([5], "uint16"),),
+    ...                     (np.array([True]),), np.array([0]), np.array([0]))
+    >>> wide = widen_bands(rows, [1], ("B04", "B08"), [np.dtype("uint16")] * 2)
+    >>> wide.bands, [v.tolist() for v in wide.valid], wide.values[0].dtype.name
+    (('B04', 'B08'), [[False], [True]], 'uint16')
+    """
+    if list(positions) == list(range(len(bands))):
+        return replace(samples, bands=bands)
+    at = {b: k for k, b in enumerate(positions)}
+    n = len(samples)
+
+    def each(
+        arrays: tuple[np.ndarray, ...] | None, fill: Any, dtype: Any = None
+    ) -> tuple[np.ndarray, ...] | None:
+        if arrays is None:
+            return None
+        tail = arrays[0].shape[1:]
+        return tuple(
+            arrays[at[b]] if b in at else np.full((n, *tail), fill, dtype=dtype or arrays[0].dtype)
+            for b in range(len(bands))
+        )
+
+    def values(arrays: tuple[np.ndarray, ...] | None) -> tuple[np.ndarray, ...] | None:
+        if arrays is None:
+            return None
+        tail = arrays[0].shape[1:]
+        return tuple(
+            arrays[at[b]] if b in at else np.zeros((n, *tail), dtype=dtypes[b])
+            for b in range(len(bands))
+        )
+
+    return replace(
+        samples,
+        bands=bands,
+        values=values(samples.values) or (),
+        valid=each(samples.valid, False) or (),
+        band_record=each(samples.band_record, -1),
+        source_row=each(samples.source_row, -1),
+        source_col=each(samples.source_col, -1),
+        neighbourhood=values(samples.neighbourhood),
+        neighbourhood_valid=each(samples.neighbourhood_valid, False),
+        neighbourhood_present=each(samples.neighbourhood_present, False),
+    )
 
 
 def remap_records(samples: PointSamples, records: np.ndarray) -> PointSamples:
