@@ -18,7 +18,14 @@ from torchgeo_support import build, spec, write_scenes
 
 from rasteret.testing.servers import MotoS3Server
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    # PyTorch forks its workers from a multi-threaded process: Python >= 3.12 warns about it.
+    pytest.mark.filterwarnings(
+        r"ignore:This process \(pid=\d+\) is multi-threaded, use of fork\(\) may lead to "
+        "deadlocks in the child:DeprecationWarning"
+    ),
+]
 
 
 @pytest.fixture
@@ -55,7 +62,7 @@ def test_tiny_model_trains_on_worker_batches(s3_dataset: object) -> None:
     )
     optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
     losses = []
-    for _ in range(2):  # two epochs: workers are forked (and their helpers started) twice
+    for _ in range(2):  # two epochs: workers are forked twice, the parent's read server stays
         for batch in loader:
             image = batch["image"] / 4000.0
             assert image.shape == (8, 2, 32, 32)

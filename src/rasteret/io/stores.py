@@ -3,7 +3,9 @@
 The read path needs one capability, :class:`RangeReader`: read one range or many ranges of
 a path. :func:`resolve` turns a URL into ``(reader, path)``: one obstore store per bucket,
 container or origin (and configuration), created once per process and shared, wrapped in an
-:class:`ObstoreReader`. Stores hold connection pools; they are never shared across a fork.
+:class:`ObstoreReader`. Stores hold connection pools; they are never shared across a fork,
+and a process forked after its parent sent requests cannot use obstore at all: its readers
+raise there (:mod:`rasteret.io._fork`) rather than wait forever.
 
 Configuration comes from the standard environment variables, read by obstore itself
 (``AWS_ENDPOINT_URL``, ``AWS_REGION``/``AWS_DEFAULT_REGION``, ``AWS_ACCESS_KEY_ID``/
@@ -38,6 +40,7 @@ from obstore import exceptions as obstore_errors
 from rasteret.errors import FetchError
 from rasteret.io._config import CloudConfig, anonymous_default, client_options, env_fingerprint
 from rasteret.io._failures import describe
+from rasteret.io._fork import at_fork, check_runtime, mark_runtime_used
 from rasteret.io._s3region import forget_regions, lookup_bucket_region, wrong_region
 from rasteret.io.urls import Location, aws_endpoint, parse_location, redact_url, rewrite_url
 
@@ -121,6 +124,8 @@ class ObstoreReader:
 
     async def _call(self, op: Callable[[Any], Awaitable[T]]) -> T:
         store = self.store
+        check_runtime()  # raises in a forked child, where obstore would wait forever
+        mark_runtime_used()
         try:
             return await op(store)
         except obstore_errors.BaseError as exc:
@@ -271,8 +276,7 @@ def _after_fork_in_child() -> None:
     forget_regions()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+at_fork(after_in_child=_after_fork_in_child)
 
 
 def _shared_reader(url: str, location: Location, config: CloudConfig) -> ObstoreReader:

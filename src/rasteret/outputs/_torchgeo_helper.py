@@ -1,115 +1,294 @@
-"""Reads for forked processes: a fresh interpreter does them when the fork cannot.
+"""Reads for forked ``DataLoader`` workers: the process that forked them does them.
 
-obstore runs its requests on a tokio runtime whose worker threads are started on first use
-and are not carried over by ``fork()``: a process forked after its parent made any obstore
-request (a collection build, a read) waits forever on its own. PyTorch's ``DataLoader``
-forks its workers on Linux. So a TorchGeo dataset whose process inherited a used runtime
-hands each query to a helper: ``python -m rasteret.outputs._torchgeo_helper``, started on
-first need (one per process, with the same environment), which holds the dataset's records
-and answers ``read_jobs`` calls over pickled pipes. Processes that did not inherit a used
-runtime (the main process, ``spawn``/``forkserver`` workers, forks of a process that never
-read) read in-process as usual.
+obstore's runtime does not survive ``fork()`` (:mod:`rasteret.io._fork`): a process forked
+after its parent sent requests cannot send any. PyTorch's ``DataLoader`` forks its workers
+(on Linux before Python 3.14), usually from a process that has already read: it built the
+collection, or showed a sample. So a TorchGeo dataset in such a worker hands its reads to a
+*read server*:
 
-"Used" is known from rasteret's own event loop (started by every rasteret read or build):
-a parent whose loop had started when it forked.
+* When a process that holds a :class:`~rasteret.outputs.torchgeo.RasteretGeoDataset` and has
+  sent requests forks, it first starts a server: a daemon thread listening on a local
+  socket (``multiprocessing.connection``, authenticated with a random key), once per
+  process. Forked descendants inherit its address and key. A worker's batch goes there as a
+  ``read_jobs`` call (the queries' plans: record positions and output grids) and comes back
+  as pixel arrays; selection, tensors, labels and transforms stay in the worker.
+  The server reads on the parent's own event loop, decode pool and decoded-tile cache:
+  workers cost no start-up, share one cache, and the batches of several workers overlap.
+* A forked process that has no server to go to (its dataset was made or unpickled after the
+  fork) starts a helper process of its own instead, ``python -m
+  rasteret.outputs._torchgeo_helper``: a fresh interpreter running the same server.
+
+Processes that did not inherit a used runtime (the main process, ``spawn``/``forkserver``
+workers, forks of a process that never read) read in-process as usual.
 """
 
 from __future__ import annotations
 
 import atexit
+import json
 import os
-import pickle
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
-from typing import IO, Any
+import weakref
+from collections.abc import Callable, Sequence
+from multiprocessing.connection import Client, Connection, Listener
+from typing import Any
 
 import numpy as np
 from rasterio.enums import Resampling
 
-from rasteret import _sync
 from rasteret.errors import ReadError
+from rasteret.io._fork import at_fork, inherited_runtime, runtime_used
 from rasteret.outputs._torchgeo_merge import Job, read_jobs, source_grid
 from rasteret.outputs._torchgeo_window import SourceGrid
 from rasteret.read.options import ReadOptions
 from rasteret.read.plan import RecordRef
 
-__all__ = ["helper_read", "inherited_runtime", "main"]
+__all__ = ["helper_read", "main", "register", "server_address", "stop_server"]
 
-_inherited = False
-"""True in a process forked (directly or not) from one that had made rasteret requests."""
-_forking_inherits = False
+_AUTHKEY_BYTES = 32
 
 
-def _before_fork() -> None:
-    global _forking_inherits
-    _forking_inherits = _inherited or _sync._loop is not None  # the loop starts with any read
+class _Held:
+    """A dataset as the server reads it: records, options and the source grids so far."""
+
+    def __init__(
+        self,
+        records: Sequence[RecordRef],
+        options: ReadOptions,
+        source: Callable[[int, str, str], SourceGrid] | None = None,
+    ) -> None:
+        self.records = tuple(records)
+        self.options = options
+        self._source = source
+        self._grids: dict[tuple[int, str, str], SourceGrid] = {}
+
+    def source(self, ri: int, band: str, crs: str) -> SourceGrid:
+        if self._source is not None:
+            return self._source(ri, band, crs)
+        key = (ri, band, crs)
+        grid = self._grids.get(key)
+        if grid is None:
+            meta = self.records[ri].bands[band]
+            assert meta is not None
+            grid = self._grids[key] = source_grid(meta, crs)
+        return grid
+
+    def read(self, names: Sequence[str], jobs: list[Job], kernel: Resampling) -> list[np.ndarray]:
+        crs = jobs[0][1].crs if jobs else ""
+        return read_jobs(
+            self.records, names, jobs, kernel, self.options,
+            lambda ri, band: self.source(ri, band, crs),
+        )  # fmt: skip
 
 
-def _after_fork_in_child() -> None:
-    global _inherited, _client
-    _inherited = _forking_inherits
-    _client = None  # the parent's helper pipes are the parent's
+class _Server:
+    """Answers ``read_jobs`` calls of forked processes: one thread per connection."""
+
+    def __init__(self, find: Callable[[str], _Held | None], authkey: bytes | None = None) -> None:
+        self.authkey = authkey or os.urandom(_AUTHKEY_BYTES)
+        self.listener = Listener(authkey=self.authkey)
+        self.address = self.listener.address
+        self._find = find
+        self._held: dict[str, _Held] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def start(self) -> None:
+        """Accept connections on a daemon thread."""
+        threading.Thread(target=self._accept, name="rasteret-read-server", daemon=True).start()
+
+    def close(self) -> None:
+        self._closed = True
+        self.listener.close()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                conn = self.listener.accept()
+            except OSError:  # closed
+                return
+            except Exception:  # a failed handshake (wrong key): not one of ours
+                continue
+            threading.Thread(
+                target=self._serve, args=(conn,), name="rasteret-read-conn", daemon=True
+            ).start()
+
+    def _serve(self, conn: Connection) -> None:
+        with conn:
+            while True:
+                try:
+                    message = conn.recv()
+                except (EOFError, OSError):
+                    return
+                try:
+                    answer: tuple[str, Any] = ("ok", self._answer(message))
+                except _NeedInit:
+                    answer = ("init", None)
+                except Exception as exc:
+                    answer = ("error", exc)
+                try:
+                    conn.send(answer)
+                except (EOFError, OSError):
+                    return
+                except Exception:  # an exception that does not pickle: keep its message
+                    conn.send(("error", ReadError(f"{answer[1]!r}")))
+
+    def _answer(self, message: tuple[Any, ...]) -> Any:
+        kind, token = message[0], message[1]
+        if kind == "init":
+            _, _, records, options = message
+            with self._lock:
+                self._held[token] = _Held(records, options)
+            return None
+        _, _, names, jobs, kernel = message
+        with self._lock:
+            held = self._held.get(token)
+        if held is None:
+            held = self._find(token)
+            if held is None:
+                raise _NeedInit
+            with self._lock:
+                self._held[token] = held
+        return held.read(names, jobs, Resampling(kernel))
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
-
-
-def inherited_runtime() -> bool:
-    """Whether this process was forked after rasteret made requests in an ancestor."""
-    return _inherited
+class _NeedInit(Exception):
+    """The server does not hold the dataset yet: the client sends its records."""
 
 
 class _Client:
-    """One helper process and the datasets it holds."""
+    """This process's connection to a read server (and the helper process, if its own)."""
 
-    def __init__(self) -> None:
+    def __init__(self, address: Any, authkey: bytes, proc: subprocess.Popen[bytes] | None):
+        self._conn = Client(address, authkey=authkey)
+        self._proc = proc
         self._lock = threading.Lock()
-        self._known: set[str] = set()
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "rasteret.outputs._torchgeo_helper"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
-        atexit.register(self.close)
+        self._pid = os.getpid()
 
     def call(self, token: str, init: tuple[Any, ...], message: tuple[Any, ...]) -> Any:
         with self._lock:
-            if token not in self._known:
+            status, payload = self._exchange(message)
+            if status == "init":
                 self._exchange(("init", token, *init))
-                self._known.add(token)
-            return self._exchange(message)
-
-    def _exchange(self, message: tuple[Any, ...]) -> Any:
-        stdin, stdout = self._proc.stdin, self._proc.stdout
-        assert stdin is not None
-        assert stdout is not None
-        try:
-            pickle.dump(message, stdin, protocol=pickle.HIGHEST_PROTOCOL)
-            stdin.flush()
-            status, payload = pickle.load(stdout)
-        except (OSError, EOFError, pickle.UnpicklingError) as exc:
-            raise ReadError(
-                f"expected an answer from rasteret's read helper (pid {self._proc.pid}), "
-                f"got {type(exc).__name__}: {exc}; exit code {self._proc.poll()}"
-            ) from exc
+                status, payload = self._exchange(message)
         if status == "error":
             raise payload
         return payload
 
+    def _exchange(self, message: tuple[Any, ...]) -> tuple[str, Any]:
+        try:
+            self._conn.send(message)
+            answer: tuple[str, Any] = self._conn.recv()
+        except (OSError, EOFError) as exc:
+            where = f"helper process {self._proc.pid}" if self._proc else "the forking process"
+            raise ReadError(
+                f"expected an answer from rasteret's read server in {where}, got "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        return answer
+
     def close(self) -> None:
-        if self._proc.poll() is None and self._proc.stdin is not None:
-            self._proc.stdin.close()
+        if os.getpid() != self._pid:
+            return
+        self._conn.close()
+        if self._proc is not None and self._proc.poll() is None:
+            assert self._proc.stdin is not None
+            self._proc.stdin.close()  # the helper exits when its stdin closes
             try:
                 self._proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 self._proc.kill()
 
 
+# -- per-process state ----------------------------------------------------------------------
+
+_datasets: weakref.WeakSet[Any] = weakref.WeakSet()
+"""Live datasets of this process: a fork starts the server only when there are some."""
+_server: _Server | None = None
+"""The server this process runs for its forked descendants."""
+_target: tuple[Any, bytes] | None = None
+"""Address and key of the server this (forked) process's reads go to."""
 _client: _Client | None = None
-_client_lock = threading.Lock()
+_lock = threading.Lock()
+
+
+def register(dataset: Any) -> None:
+    """Note a live dataset (with ``_token``, ``records``, ``options`` and ``_source``)."""
+    _datasets.add(dataset)
+
+
+def server_address() -> Any:
+    """The address of the read server this process runs, or None."""
+    return None if _server is None else _server.address
+
+
+def stop_server() -> None:
+    """Stop this process's read server (a later fork starts a new one)."""
+    global _server
+    with _lock:
+        if _server is not None:
+            _server.close()
+            _server = None
+
+
+def _find_live(token: str) -> _Held | None:
+    for dataset in list(_datasets):
+        if dataset._token == token:
+            return _Held(dataset.records, dataset.options, dataset._source)
+    return None
+
+
+def _before_fork() -> None:
+    global _server
+    if _server is not None or not _datasets or not runtime_used():
+        return
+    try:
+        server = _Server(_find_live)
+        server.start()
+    except Exception:  # never break the fork: the children start helpers of their own
+        return
+    _server = server
+
+
+def _after_fork_in_child() -> None:
+    global _server, _target, _client, _lock
+    _lock = threading.Lock()
+    if _server is not None:
+        _target = (_server.address, _server.authkey)
+    _server = None  # its threads stay in the parent
+    _client = None  # the parent's connection is the parent's
+
+
+at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+
+
+def _connect() -> _Client:
+    if _target is not None:
+        try:
+            return _Client(_target[0], _target[1], None)
+        except (OSError, EOFError):
+            pass  # the server is gone: a helper of our own
+    authkey = os.urandom(_AUTHKEY_BYTES)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rasteret.outputs._torchgeo_helper"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    proc.stdin.write(authkey.hex().encode() + b"\n")
+    proc.stdin.flush()
+    line = proc.stdout.readline().decode().strip()
+    if not line:
+        raise ReadError(
+            "expected rasteret's read helper process to start and print its address, got "
+            f"nothing (exit code {proc.poll()})"
+        )
+    client = _Client(json.loads(line), authkey, proc)
+    atexit.register(client.close)
+    return client
 
 
 def helper_read(
@@ -120,14 +299,17 @@ def helper_read(
     jobs: Sequence[Job],
     kernel: Resampling,
 ) -> list[np.ndarray]:
-    """:func:`~rasteret.outputs._torchgeo_merge.read_jobs` in this process's helper.
+    """:func:`~rasteret.outputs._torchgeo_merge.read_jobs` in the read server.
 
-    ``token`` names the dataset: its records and options are sent once per helper.
+    ``token`` names the dataset; its records and options are sent only when the server
+    does not hold them (a server in the forking process finds its live datasets itself).
     """
     global _client
-    with _client_lock:
+    if not inherited_runtime():
+        raise ReadError("helper_read is for forked processes that cannot send requests")
+    with _lock:
         if _client is None:
-            _client = _Client()
+            _client = _connect()
         client = _client
     plain = [([list(f) for f in frames], grid) for frames, grid in jobs]
     message = ("read", token, tuple(names), plain, int(kernel))
@@ -135,57 +317,17 @@ def helper_read(
     return arrays
 
 
-_Held = tuple[tuple[RecordRef, ...], ReadOptions, dict[tuple[int, str, str], SourceGrid]]
-"""A dataset in the helper: its records, read options and source grids computed so far."""
-
-
-def _read(
-    held: _Held, names: Sequence[str], jobs: list[Job], kernel: Resampling
-) -> list[np.ndarray]:
-    records, options, sources = held
-
-    def source(ri: int, band: str) -> SourceGrid:
-        crs = jobs[0][1].crs
-        key = (ri, band, crs)
-        if key not in sources:
-            meta = records[ri].bands[band]
-            assert meta is not None
-            sources[key] = source_grid(meta, crs)
-        return sources[key]
-
-    return read_jobs(records, names, jobs, kernel, options, source)
-
-
-def _serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
-    datasets: dict[str, _Held] = {}
-    while True:
-        try:
-            message = pickle.load(stdin)
-        except EOFError:
-            return
-        try:
-            if message[0] == "init":
-                _, token, records, options = message
-                datasets[token] = (records, options, {})
-                answer: tuple[str, Any] = ("ok", None)
-            else:
-                _, token, names, jobs, kernel = message
-                answer = ("ok", _read(datasets[token], names, jobs, Resampling(kernel)))
-        except Exception as exc:
-            answer = ("error", exc)
-        try:
-            data = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception:  # an exception that does not pickle: keep its message
-            data = pickle.dumps(("error", ReadError(f"{answer[1]!r}")))
-        stdout.write(data)
-        stdout.flush()
-
-
 def main() -> None:
-    """Serve reads on stdin/stdout until stdin closes (stdout is kept for the protocol)."""
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    sys.stdout = sys.stderr  # any print goes to stderr, never into the protocol stream
-    _serve(stdin, stdout)
+    """Serve reads until stdin closes: read the key from stdin, print the address."""
+    authkey = bytes.fromhex(sys.stdin.buffer.readline().decode().strip())
+    server = _Server(lambda token: None, authkey)
+    server.start()
+    out = sys.stdout
+    sys.stdout = sys.stderr  # any print goes to stderr
+    out.write(json.dumps(server.address) + "\n")
+    out.flush()
+    sys.stdin.buffer.read()  # until the client closes it (or dies)
+    server.close()
 
 
 if __name__ == "__main__":

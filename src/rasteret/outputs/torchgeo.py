@@ -13,10 +13,10 @@ Two TorchGeo generations are supported:
 * 0.7: queries are ``BoundingBox`` values and the index is an R-tree with POSIX times.
 
 The dataset pickles as plain data (records, index, options): no event loop, store or thread
-pool. Each ``DataLoader`` worker creates its own on first use (rasteret resets them after a
-fork). A worker forked after its parent made requests cannot use obstore (its tokio runtime
-does not survive ``fork()``); it reads through a helper process instead (see
-:mod:`rasteret.outputs._torchgeo_helper`).
+pool; a ``spawn``/``forkserver`` worker creates its own on first use. A worker forked after
+its parent made requests cannot use obstore (its tokio runtime does not survive ``fork()``):
+it hands its reads to the process that forked it, which reads them on its own loop, pool and
+tile cache (see :mod:`rasteret.outputs._torchgeo_helper`).
 """
 
 from __future__ import annotations
@@ -34,8 +34,10 @@ from rasterio.enums import Resampling
 
 from rasteret._optional import import_optional
 from rasteret.errors import RasteretError, ReadError
+from rasteret.io._fork import inherited_runtime
+from rasteret.outputs import _torchgeo_helper
 from rasteret.outputs import _torchgeo_index as tg_index
-from rasteret.outputs._torchgeo_helper import helper_read, inherited_runtime
+from rasteret.outputs._torchgeo_helper import helper_read
 from rasteret.outputs._torchgeo_merge import Job, query_grid, read_jobs, source_grid
 from rasteret.outputs._torchgeo_window import SourceGrid
 from rasteret.read.grid import crs_key
@@ -138,6 +140,7 @@ class RasteretGeoDataset(_GeoDataset):
         else:
             self._crs = rasterio.crs.CRS.from_user_input(crs)
             self.index = tg_index.rtree_index(index)
+        _torchgeo_helper.register(self)  # forks of this process read through its server
 
     # ------------------------------------------------------------------ TorchGeo surface
     @property
@@ -246,6 +249,10 @@ class RasteretGeoDataset(_GeoDataset):
         state["_arrays"] = {}
         state["_bounds_cache"] = None
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        _torchgeo_helper.register(self)
 
     def __str__(self) -> str:
         return (
