@@ -1,12 +1,14 @@
 """Fast paths of point sampling, each against the general path it skips work of.
 
 Locating (north-up arithmetic, no subsetting), tile splits shared by the bands of one grid,
-one ``numpy.take`` per gather (planar, single-sample and chunky tiles), whole pixels of
-fractional coordinates, the point-major check and the bounds of points with nulls.
+one ``numpy.take`` per gather (planar, single-sample and chunky tiles), fetching before the
+plan is done, whole pixels of fractional coordinates, the point-major check and the bounds
+of points with nulls.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 from pathlib import Path
 from typing import Any
@@ -19,12 +21,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rasteret._collection_points import Points, points_bounds_crs84
+from rasteret._sync import run
+from rasteret.errors import SchemaError
 from rasteret.ingest.metadata import band_metadata_from_header
-from rasteret.read import RecordRef
+from rasteret.read import ReadOptions, RecordRef
 from rasteret.read.locate import Candidates, locate, pixel_coordinates
 from rasteret.read.points import _by_tile, plan_points
-from rasteret.read.sample import read_points, take_pixels
+from rasteret.read.sample import _execute, execute_points_async, read_points, take_pixels
 from rasteret.read.select import _pixel, _point_major
+from rasteret.testing.stores import CountingReader, URLReader
 from rasteret.tiff.header import parse_header
 
 EPSG = 32633
@@ -239,3 +244,38 @@ def test_bounds_with_and_without_null_points(nulls: bool) -> None:
     assert points_bounds_crs84(empty) is None
     none = Points(np.empty(0), np.empty(0), "EPSG:4326", None, None, "geometry")
     assert points_bounds_crs84(none) is None
+
+
+def test_tiles_reported_before_grouping_are_the_plans(tiffs: dict[str, Path]) -> None:
+    xs, ys = _points(1000, seed=8)
+    seen: list[Any] = []
+    plan = plan_points([_record(tiffs["chunky"], 3)], xs, ys, EPSG, ["b1", "b3"],
+                       on_tiles=seen.append)  # fmt: skip
+    assert len(seen) == 1
+    assert list(seen[0]) == list(plan.tiles)
+
+
+def test_fetching_before_the_plan_is_done_gives_the_same_pixels(tiffs: dict[str, Path]) -> None:
+    """The executor fetches and decodes while the plan's second step runs, then gathers."""
+    xs, ys = _points(1500, seed=9)
+    plan = plan_points([_record(tiffs["planar"], 3)], xs, ys, EPSG, ["b2", "b3"])
+    general = run(execute_points_async(plan, ReadOptions(cache_mb=0), 512))
+    counting = CountingReader(URLReader())
+
+    async def late_plan() -> Any:
+        for _ in range(500):  # the plan arrives only once tiles are being fetched
+            if counting.requests():
+                return plan
+            await asyncio.sleep(0.01)
+        raise AssertionError("no tile was fetched before the plan was done")
+
+    opts = ReadOptions(cache_mb=0, backend=counting)
+    early = run(_execute(plan.tiles, late_plan(), opts, 512))
+    for a, b in zip(early.values + early.valid, general.values + general.valid, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    async def failed_plan() -> Any:
+        raise SchemaError("the plan failed")
+
+    with pytest.raises(SchemaError, match="the plan failed"):
+        run(_execute(plan.tiles, failed_plan(), opts, 512))

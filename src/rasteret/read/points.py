@@ -29,7 +29,7 @@ gather; there is no per-point Python.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -188,10 +188,14 @@ def plan_points(
     bands: Sequence[str],
     options: PointOptions | None = None,
     read_options: ReadOptions | None = None,
+    on_tiles: Callable[[Mapping[TileKey, TileSource]], None] | None = None,
 ) -> PointPlan:
     """Plan sampling ``bands`` of ``records`` at the points ``(x, y)`` (in ``points_crs``).
 
-    Non-finite coordinates (null or empty points) fall in no raster.
+    Non-finite coordinates (null or empty points) fall in no raster. Planning has two
+    steps: locating the points and numbering the tiles that hold them, then grouping the
+    pixels by tile; ``on_tiles`` is called with every tile the plan needs in between, so
+    fetching can start while the second step runs.
 
     Raises:
         SchemaError: no bands, or ``x`` and ``y`` of different lengths.
@@ -216,7 +220,7 @@ def plan_points(
     projected = finder.project({crs_key(m.crs, m.epsg): None for _, ms in usable for m in ms})
     radius = options.radius
     tiles: dict[TileKey, TileSource] = {}
-    gathers: list[TileGather] = []
+    pending: list[Callable[[], list[TileGather]]] = []
     points_parts: list[np.ndarray] = []
     records_parts: list[np.ndarray] = []
     frac: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in bands]
@@ -235,11 +239,14 @@ def plan_points(
             continue
         points_parts.append(pair_points)
         records_parts.append(np.full(n, ri, dtype=np.int64))
-        splits: dict[tuple[Any, ...], list[_TileSplit]] = {}
+        numbered: dict[tuple[Any, ...], _Numbered] = {}
         for bi, (meta, (rows, cols)) in enumerate(zip(metas, per_band, strict=True)):
             frac[bi].append((rows, cols))
-            gathers.extend(_band_gathers(bi, meta, rows, cols, start, radius, tiles, splits))
+            pending.append(_band_tiles(bi, meta, rows, cols, start, radius, tiles, numbered))
         start += n
+    if on_tiles is not None:
+        on_tiles(dict(tiles))
+    gathers = [g for make in pending for g in make()]
     dtypes = tuple(_band_dtype([ms[bi] for _, ms in usable]) for bi in range(len(bands)))
     empty = np.empty(0, dtype=np.float64)
     return PointPlan(
@@ -336,7 +343,7 @@ def _grid_key(meta: BandMetadata) -> tuple[Any, ...]:
     return (crs_key(meta.crs, meta.epsg), tuple(lv.transform), lv.image_width, lv.image_height)
 
 
-def _band_gathers(
+def _band_tiles(
     band: int,
     meta: BandMetadata,
     frac_rows: np.ndarray,
@@ -344,53 +351,65 @@ def _band_gathers(
     start: int,
     radius: int,
     tiles: dict[TileKey, TileSource],
-    splits: dict[tuple[Any, ...], list[_TileSplit]],
-) -> list[TileGather]:
-    """Gathers for one band of one record's pairs (``start`` is its first pair).
+    numbered: dict[tuple[Any, ...], _Numbered],
+) -> Callable[[], list[TileGather]]:
+    """Register the tiles one band of one record's pairs needs (``start`` is its first
+    pair) and return what makes its gathers (the second planning step).
 
-    ``splits`` holds the record's pixels already split by tile, keyed by grid and tiling:
-    the bands of a record on one grid share their (frac) arrays, hence their splits."""
+    ``numbered`` holds the record's pixels already numbered by tile, keyed by grid and
+    tiling: the bands of a record on one grid share their (frac) arrays, hence their
+    numbering and grouping."""
     lv = meta.level
     grid = _grid_key(meta)
-
-    def split(level: RasterLevel) -> list[_TileSplit]:
-        key = (*grid, level.image_width, level.image_height, level.tile_width, level.tile_height)
-        if key not in splits:
-            splits[key] = _by_tile(level, *pixels())
-        return splits[key]
-
     cached: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
-    def pixels() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        if not cached:
-            cached.append(_window_pixels(lv, frac_rows, frac_cols, start, radius))
-        return cached[0]
+    def number(level: RasterLevel) -> _Numbered:
+        key = (*grid, level.image_width, level.image_height, level.tile_width, level.tile_height)
+        if key not in numbered:
+            if not cached:
+                cached.append(_window_pixels(lv, frac_rows, frac_cols, start, radius))
+            numbered[key] = _tile_numbers(level, *cached[0])
+        return numbered[key]
 
     planar = lv.planar_configuration == 2 and lv.samples_per_pixel > 1
     plane = meta.band_index if planar else 0
     version = meta.etag or (str(meta.object_size) if meta.object_size is not None else "")
     fill = meta.nodata if meta.nodata is not None else 0
 
-    def register(level: RasterLevel, mask: bool, tr: int, tc: int) -> TileKey:
-        region = (tc * level.tile_width, tr * level.tile_height, 1, 1)
+    def register(level: RasterLevel, mask: bool, used: list[int]) -> list[TileKey]:
         p, f = (0, 255) if mask else (plane, fill)
-        return _tiles(meta.href, version, 0, mask, p, level, meta.byte_order, region, f, tiles)[0]
+        keys: list[TileKey] = []
+        for tile in used:
+            tr, tc = divmod(tile, level.tiles_across)
+            region = (tc * level.tile_width, tr * level.tile_height, 1, 1)
+            keys += _tiles(meta.href, version, 0, mask, p, level, meta.byte_order, region, f, tiles)
+        return keys
 
-    sample = 0 if planar else meta.band_index
-    out = [
-        TileGather(register(lv, False, tr, tc), band, sample, False, meta.nodata, t, px)
-        for tr, tc, t, px in split(lv)
-    ]
+    data = number(lv)
+    data_keys = register(lv, False, data.used)
     mask_level = _mask_level(meta, 0)
+    masks = None if mask_level is None else number(mask_level)
+    mask_keys = (
+        [] if mask_level is None or masks is None else register(mask_level, True, masks.used)
+    )
     alpha = _alpha_sample(meta)
-    if mask_level is not None:
-        out += [
-            TileGather(register(mask_level, True, tr, tc), band, 0, True, None, t, px)
-            for tr, tc, t, px in split(mask_level)
+    sample = 0 if planar else meta.band_index
+
+    def make() -> list[TileGather]:
+        out = [
+            TileGather(key, band, sample, False, meta.nodata, t, px)
+            for key, (t, px) in zip(data_keys, data.grouped(), strict=True)
         ]
-    elif alpha is not None:
-        out += [TileGather(g.key, band, alpha, True, None, g.targets, g.pixels) for g in out]
-    return out
+        if masks is not None:
+            out += [
+                TileGather(key, band, 0, True, None, t, px)
+                for key, (t, px) in zip(mask_keys, masks.grouped(), strict=True)
+            ]
+        elif alpha is not None:
+            out += [TileGather(g.key, band, alpha, True, None, g.targets, g.pixels) for g in out]
+        return out
+
+    return make
 
 
 def _window_pixels(
@@ -419,15 +438,48 @@ def _window_pixels(
     return rows, cols, targets
 
 
-def _by_tile(
-    level: RasterLevel, rows: np.ndarray, cols: np.ndarray, targets: np.ndarray
-) -> list[_TileSplit]:
-    """Split pixels by the tile of ``level`` holding them: ``(tile_row, tile_col, targets,
-    pixels in tile)`` per tile, in tile order (a counting sort: no comparisons).
+class _Numbered:
+    """Pixels numbered by the tile of one tiling that holds them (first planning step);
+    :meth:`grouped` groups them by tile (second step, done once)."""
 
-    ``targets`` must be increasing (as :func:`_window_pixels` makes them)."""
-    if not len(rows):
-        return []
+    def __init__(
+        self, number: np.ndarray, pixels: np.ndarray, targets: np.ndarray, sizes: np.ndarray
+    ) -> None:
+        self.number, self.pixels, self.targets, self.sizes = number, pixels, targets, sizes
+        self.used: list[int] = np.flatnonzero(sizes).tolist()
+        """The tiles holding any pixel, ascending."""
+        self._grouped: list[tuple[np.ndarray, np.ndarray]] | None = None
+
+    def grouped(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``(targets, pixels in tile)`` of each tile of :attr:`used`, in that order (a
+        counting sort: no comparisons); ``targets`` must be increasing."""
+        if self._grouped is None:
+            self._grouped = self._group()
+            del self.number, self.pixels, self.targets  # held by the groups now
+        return self._grouped
+
+    def _group(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        targets, pixels = self.targets, self.pixels
+        if len(self.used) <= 1:  # one tile (or none): no reordering
+            return [(targets, pixels)] if self.used else []
+        order = np.argsort(self.number, kind="stable")  # radix sort: small unsigned types
+        if int(targets[-1] - targets[0]) == len(targets) - 1:  # a run of targets
+            targets = order + targets[0]
+        else:
+            targets = targets[order]
+        pixels = pixels[order]
+        ends = np.cumsum(self.sizes)
+        return [
+            (targets[ends[t] - self.sizes[t] : ends[t]], pixels[ends[t] - self.sizes[t] : ends[t]])
+            for t in self.used
+        ]
+
+
+def _tile_numbers(
+    level: RasterLevel, rows: np.ndarray, cols: np.ndarray, targets: np.ndarray
+) -> _Numbered:
+    """Number the pixels ``(rows, cols)`` by the tile of ``level`` holding them, and find
+    their flat positions inside it (``row * tile_width + col``)."""
     tile_rows, in_rows = _split(rows, level.tile_height)
     tile_cols, in_cols = _split(cols, level.tile_width)
     across = level.tiles_across
@@ -439,24 +491,19 @@ def _by_tile(
     pixels = in_rows.astype(np.intp)
     pixels *= level.tile_width
     pixels += in_cols
-    sizes = np.bincount(number, minlength=count)
-    used = np.flatnonzero(sizes)
-    if len(used) == 1:  # one tile: no reordering
-        tr, tc = divmod(int(used[0]), across)
-        return [(tr, tc, targets, pixels)]
-    order = np.argsort(number, kind="stable")  # radix sort for these small unsigned types
-    ends = np.cumsum(sizes)
-    if int(targets[-1] - targets[0]) == len(targets) - 1:  # increasing: a run of targets
-        targets = order + targets[0]
-    else:
-        targets = targets[order]
-    pixels = pixels[order]
-    out = []
-    for tile in used.tolist():
-        lo, hi = int(ends[tile] - sizes[tile]), int(ends[tile])
-        tr, tc = divmod(tile, across)
-        out.append((tr, tc, targets[lo:hi], pixels[lo:hi]))
-    return out
+    return _Numbered(number, pixels, targets, np.bincount(number, minlength=count))
+
+
+def _by_tile(
+    level: RasterLevel, rows: np.ndarray, cols: np.ndarray, targets: np.ndarray
+) -> list[_TileSplit]:
+    """Split pixels by the tile of ``level`` holding them: ``(tile_row, tile_col, targets,
+    pixels in tile)`` per tile, in tile order; ``targets`` must be increasing."""
+    numbered = _tile_numbers(level, rows, cols, targets)
+    return [
+        (*divmod(tile, level.tiles_across), t, px)
+        for tile, (t, px) in zip(numbered.used, numbered.grouped(), strict=True)
+    ]
 
 
 def _split(pixels: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:

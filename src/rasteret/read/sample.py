@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
@@ -104,40 +104,78 @@ async def execute_points_async(
     plan: PointPlan, options: ReadOptions, max_decoded_mb: float
 ) -> RawSamples:
     """Fetch and decode every tile of ``plan`` once and gather the pixels it holds."""
-    window = plan.window
-    n = len(plan) * window
-    values = [np.zeros(n, dtype=d) for d in plan.dtypes]
-    data_ok = [np.zeros(n, dtype=bool) for _ in plan.dtypes]
-    mask_ok = [np.ones(n, dtype=bool) for _ in plan.dtypes]
-    by_key: dict[TileKey, list[TileGather]] = defaultdict(list)
-    for g in plan.gathers:
-        by_key[g.key].append(g)
-    bar = _progress(options, len(plan.tiles))
+    return await _execute(plan.tiles, _done(plan), options, max_decoded_mb)
 
-    def gather(key: TileKey, tile: np.ndarray) -> None:
-        for g in by_key.pop(key, ()):
+
+async def _done(plan: PointPlan) -> PointPlan:
+    return plan
+
+
+class _Gatherer:
+    """The ``(pairs x window)`` arrays of a plan, filled tile by tile (from any thread:
+    each pixel is written by one gather)."""
+
+    def __init__(self, plan: PointPlan, bar: Any) -> None:
+        n = len(plan) * plan.window
+        masked = {g.band for g in plan.gathers if g.mask}
+        self.shape = (len(plan), plan.window)
+        self.values = [np.zeros(n, dtype=d) for d in plan.dtypes]
+        self.data_ok = [np.zeros(n, dtype=bool) for _ in plan.dtypes]
+        self.mask_ok = [
+            np.ones(n, dtype=bool) if b in masked else None for b in range(len(plan.dtypes))
+        ]
+        self.by_key: dict[TileKey, list[TileGather]] = defaultdict(list)
+        for g in plan.gathers:
+            self.by_key[g.key].append(g)
+        self.bar = bar
+
+    def gather(self, key: TileKey, tile: np.ndarray) -> None:
+        for g in self.by_key.pop(key, ()):
             pixels = take_pixels(tile, g.sample, g.pixels)
-            if g.mask:
-                mask_ok[g.band][g.targets] = pixels != 0
+            mask_ok = self.mask_ok[g.band]
+            if g.mask and mask_ok is not None:
+                mask_ok[g.targets] = pixels != 0
+            elif g.nodata is None:
+                self.values[g.band][g.targets] = pixels
+                self.data_ok[g.band][g.targets] = True
             else:
-                values[g.band][g.targets] = pixels
-                if g.nodata is None:
-                    data_ok[g.band][g.targets] = True
-                else:
-                    data_ok[g.band][g.targets] = ~nodata_mask(pixels, g.nodata)
-        if bar is not None:
-            bar.update(1)
+                self.values[g.band][g.targets] = pixels
+                self.data_ok[g.band][g.targets] = ~nodata_mask(pixels, g.nodata)
+        if self.bar is not None:
+            self.bar.update(1)
 
+    def raw(self) -> RawSamples:
+        return RawSamples(
+            values=tuple(v.reshape(self.shape) for v in self.values),
+            valid=tuple(
+                (d if m is None else d & m).reshape(self.shape)
+                for d, m in zip(self.data_ok, self.mask_ok, strict=True)
+            ),
+        )
+
+
+async def _execute(
+    tiles: Mapping[TileKey, TileSource],
+    planned: Awaitable[PointPlan],
+    options: ReadOptions,
+    max_decoded_mb: float,
+) -> RawSamples:
+    """Fetch and decode ``tiles`` (every tile of the plan ``planned`` resolves to) and
+    gather their pixels once the plan is done: fetching and decoding do not wait for the
+    plan's second step (grouping pixels by tile). At most ``max_decoded_mb`` of decoded
+    tiles are held (a group's budget is taken before its fetch, returned once gathered)."""
     loop = asyncio.get_running_loop()
+    bar = _progress(options, len(tiles))
     cache = get_tile_cache(options.cache_mb)
+    ready: dict[TileKey, np.ndarray] = {}  # cached and sparse tiles
     futures: dict[TileKey, asyncio.Future[np.ndarray]] = {}
     to_fetch: dict[str, list[TileSource]] = defaultdict(list)
-    for key, source in plan.tiles.items():
+    for key, source in tiles.items():
         cached = cache.get(key)
         if cached is not None:
-            gather(key, cached)
+            ready[key] = cached
         elif source.end == source.start:
-            gather(key, empty_tile(source.layout, source.sparse_fill, rows=source.rows))
+            ready[key] = empty_tile(source.layout, source.sparse_fill, rows=source.rows)
         else:
             futures[key] = loop.create_future()
             to_fetch[key.href].append(source)
@@ -145,14 +183,23 @@ async def execute_points_async(
     budget = _ByteBudget(int(max_decoded_mb * _MB))
     pool = decode_pool()
 
+    async def start() -> _Gatherer:
+        gatherer = _Gatherer(await planned, bar)
+        for key, tile in ready.items():
+            gatherer.gather(key, tile)
+        return gatherer
+
+    gathering = asyncio.ensure_future(start())
+
     async def fetch_group(href: str, members: list[TileSource]) -> None:
         need = sum(_decoded_nbytes(s) for s in members)
         await budget.acquire(need)
         try:
             await _fetch_and_decode(href, members, fopts, options, futures, cache, pool)
+            gatherer = await asyncio.shield(gathering)
             # gather on the decode pool: numpy releases the GIL, tiles gather in parallel
             await asyncio.gather(*(
-                loop.run_in_executor(pool, gather, s.key, futures.pop(s.key).result())
+                loop.run_in_executor(pool, gatherer.gather, s.key, futures.pop(s.key).result())
                 for s in members
             ))  # fmt: skip
         finally:
@@ -163,16 +210,14 @@ async def execute_points_async(
             for href, sources in to_fetch.items():
                 for members in _groups(sources, fopts):
                     group.create_task(fetch_group(href, members))
+        return (await gathering).raw()
     except BaseExceptionGroup as eg:
         raise _first_error(eg) from None
     finally:
+        if not gathering.done():
+            gathering.cancel()
         if bar is not None:
             bar.close()
-    shape = (len(plan), window)
-    return RawSamples(
-        values=tuple(v.reshape(shape) for v in values),
-        valid=tuple((d & m).reshape(shape) for d, m in zip(data_ok, mask_ok, strict=True)),
-    )
 
 
 def take_pixels(tile: np.ndarray, sample: int, pixels: np.ndarray) -> np.ndarray:
@@ -344,26 +389,40 @@ async def _read_batches(
     loop = asyncio.get_running_loop()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rasteret-plan") as planner:
 
-        def plan_batch(ids: np.ndarray) -> asyncio.Future[PointPlan]:
-            return loop.run_in_executor(
+        def plan_batch(ids: np.ndarray) -> tuple[asyncio.Future[Any], asyncio.Future[PointPlan]]:
+            """Start planning a batch: (its tiles, as soon as known; the plan)."""
+            known: asyncio.Future[Any] = loop.create_future()
+
+            def on_tiles(tiles: Mapping[TileKey, TileSource]) -> None:
+                loop.call_soon_threadsafe(_resolve, known, tiles)
+
+            planned = loop.run_in_executor(
                 planner, plan_points, records, xs[ids], ys[ids], points_crs, bands, options,
-                read_options,
+                read_options, on_tiles,
             )  # fmt: skip
+            return known, planned
 
         parts: list[PointSamples] = []
         upcoming = plan_batch(batches[0])
         try:
             for i, ids in enumerate(batches):
-                plan = await upcoming
+                known, planned = upcoming
+                await asyncio.wait((known, planned), return_when=asyncio.FIRST_COMPLETED)
+                tiles = known.result() if known.done() else planned.result().tiles
                 if i + 1 < len(batches):
-                    upcoming = plan_batch(batches[i + 1])  # plan the next batch while this reads
-                raw = await execute_points_async(plan, read_options, options.max_decoded_mb)
+                    upcoming = plan_batch(batches[i + 1])  # planned while this batch reads
+                raw = await _execute(tiles, planned, read_options, options.max_decoded_mb)
                 whole = len(batches) == 1  # the batch is every point, in order
-                parts.append(select_samples(plan, raw, options, None if whole else ids))
+                parts.append(select_samples(planned.result(), raw, options, None if whole else ids))
         finally:
-            if not upcoming.done():
-                upcoming.cancel()
+            if not upcoming[1].done():
+                upcoming[1].cancel()
     return concat_samples(parts)
+
+
+def _resolve(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
 
 
 def read_points(
