@@ -8,8 +8,10 @@ are GDAL's to the bit:
   ``rasterio`` ``read(window=..., out_shape=..., resampling=...)`` reads that level of the
   file. Invalid pixels the nodata value cannot express (internal mask, outside the image)
   are given to GDAL as a per-dataset mask, so kernels skip them as GDAL does for masked files.
-* :func:`warp_region` calls :func:`rasterio.warp.reproject` between two MEM datasets, the
-  source carrying the same per-dataset mask.
+* :func:`warp_region` calls :func:`rasterio.warp.reproject` between MEM datasets, the
+  source carrying the same per-dataset mask, once per strip of the output CRS's absolute
+  pixel lattice (:func:`warp_calls`) with a fixed kernel scale, so a pixel's value does not
+  depend on the extent of the grid (or lazy chunk) it is read in.
 
 Validity follows GDAL: after RasterIO resampling, the validity of the source pixel nearest
 each output pixel's centre (what ``read_masks(out_shape=...)`` returns); after warping, the
@@ -19,9 +21,12 @@ A pixel equal to nodata is never valid.
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -32,10 +37,10 @@ from rasterio.warp import reproject
 from rasterio.windows import Window
 
 from rasteret.read.bands import BandRead
-from rasteret.read.grid import Grid
+from rasteret.read.grid import Grid, Transform, same_crs, transformer
 from rasteret.read.mask import nodata_mask
 
-__all__ = ["resample_region", "warp_region"]
+__all__ = ["SCALE_CELL", "WARP_STRIP", "WarpCall", "resample_region", "warp_calls", "warp_region"]
 
 
 def resample_region(
@@ -122,6 +127,131 @@ def _mem(
         yield mem
 
 
+WARP_STRIP = 256
+"""Width in pixels of the column strips a reprojecting warp is cut into. Strips sit on the
+output CRS's absolute pixel lattice (column ``k * WARP_STRIP`` of the lattice through the
+grid's pixel corners, counted from the CRS origin), whatever grid they serve."""
+
+SCALE_CELL = 2048
+"""Side in pixels of the absolute lattice cells over which the warp kernel's scale is constant
+(a multiple of :data:`WARP_STRIP`, so a strip lies in one column of cells)."""
+
+_WARP_OPTIONS = {"SRC_FILL_RATIO_HEURISTICS": "NO"}
+"""GDAL splits an output window whose source window is mostly outside the source (a strip
+sticking out of the region): that would cut strips where the region ends. Never split."""
+
+_PHASE_DIGITS = 6
+"""A grid's sub-pixel offset from the lattice is rounded to 1e-6 pixel (past float noise)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WarpCall:
+    """One GDAL warp of a reprojecting read: a strip of the absolute lattice (pure data)."""
+
+    transform: Transform
+    """Transform of the strip, from its absolute lattice position (the same floats for every
+    grid that contains it)."""
+    width: int
+    height: int
+    col: int
+    """Column of the grid where the strip's first column lands (negative: starts before it)."""
+    row: int
+    """Row of the grid where the strip's first row lands (``>= 0``)."""
+    scale: tuple[float, float] | None
+    """GDAL's ``XSCALE`` / ``YSCALE`` (output pixels per source pixel) for the strip's cell;
+    None leaves GDAL's own per-window estimate (the transform failed at the cell centre)."""
+
+
+def _lattice(origin: float, step: float) -> tuple[int, float]:
+    """``(index, phase)`` with ``origin == (index + phase) * step`` and ``0 <= phase < 1``.
+
+    >>> _lattice(500_020.0, 10.0), _lattice(4_600_005.0, -10.0)
+    ((50002, 0.0), (-460001, 0.5))
+    """
+    q = origin / step
+    index = math.floor(q)
+    phase = round(q - index, _PHASE_DIGITS)
+    if phase >= 1.0:
+        return index + 1, 0.0
+    return index, phase
+
+
+@lru_cache(maxsize=4096)
+def _cell_scale(
+    src_crs: str,
+    src_res: tuple[float, float],
+    dst_crs: str,
+    dst_res: tuple[float, float],
+    centre: tuple[float, float],
+) -> tuple[float, float] | None:
+    """Output pixels per source pixel along x and y at ``centre`` (output CRS).
+
+    As GDAL estimates it for a square output window (output size over the size of the source
+    window its footprint spans): one over the source pixels that one output pixel to the
+    right plus one down move along each source axis. A pure rotation thus gets a scale
+    below 1, as in GDAL's own per-window estimate.
+    """
+    a, e = dst_res
+    x, y = centre
+    xs, ys = transformer(dst_crs, src_crs).transform([x, x + a, x], [y, y, y + e])
+    sx = np.asarray(xs, dtype=float) / src_res[0]
+    sy = np.asarray(ys, dtype=float) / src_res[1]
+    step_x = abs(sx[1] - sx[0]) + abs(sx[2] - sx[0])
+    step_y = abs(sy[1] - sy[0]) + abs(sy[2] - sy[0])
+    if not (math.isfinite(step_x) and math.isfinite(step_y)) or step_x <= 0 or step_y <= 0:
+        return None
+    return float(1.0 / step_x), float(1.0 / step_y)
+
+
+def warp_calls(read: BandRead, grid: Grid) -> tuple[WarpCall, ...]:
+    """The GDAL warps that put ``read`` onto ``grid``, each independent of ``grid``'s extent.
+
+    GDAL's warper output depends on the output window it is handed: its approximate
+    transformer interpolates source positions along each output row between points it
+    transforms exactly (so a pixel's source position depends on where the row starts and
+    ends), and the kernel scale is estimated per window. A reprojecting read is therefore
+    cut into column strips of :data:`WARP_STRIP` pixels on the output CRS's absolute lattice,
+    each warped whole (also where it sticks out of the grid), with ``XSCALE`` / ``YSCALE`` fixed
+    per :data:`SCALE_CELL` cell: a pixel comes out the same whichever grid or chunk it is read
+    in. A same-CRS warp (a sub-pixel shift) is affine, so interpolation is exact: one call with
+    the exact scale.
+
+    >>> from rasteret.read.grid import Grid, Transform, same_crs, transformer
+    >>> from types import SimpleNamespace
+    >>> read = SimpleNamespace(src_crs="EPSG:32633", src_transform=(10.0, 0, 0, 0, -10.0, 0))
+    >>> grid = Grid("EPSG:32632", (10.0, 0.0, 700_300.0, 0.0, -10.0, 5_120_000.0), 300, 200)
+    >>> [(c.col, c.row, c.width, c.height) for c in warp_calls(read, grid)]
+    [(-142, 0, 256, 200), (114, 0, 256, 200)]
+    """
+    a, _, c, _, e, f = grid.transform
+    sa, _, _, _, se, _ = read.src_transform
+    if same_crs(read.src_crs, grid.crs):
+        exact = (abs(sa) / abs(a), abs(se) / abs(e))
+        return (WarpCall(grid.transform, grid.width, grid.height, 0, 0, exact),)
+    col0, phase_x = _lattice(c, a)
+    row0, phase_y = _lattice(f, e)
+    calls: list[WarpCall] = []
+    first, last = col0 // WARP_STRIP, (col0 + grid.width - 1) // WARP_STRIP
+    for strip in range(first, last + 1):
+        start = strip * WARP_STRIP
+        cell_x = start // SCALE_CELL
+        row = row0
+        while row < row0 + grid.height:
+            cell_y = row // SCALE_CELL
+            end = min((cell_y + 1) * SCALE_CELL, row0 + grid.height)
+            centre = (
+                (cell_x * SCALE_CELL + SCALE_CELL / 2 + phase_x) * a,
+                (cell_y * SCALE_CELL + SCALE_CELL / 2 + phase_y) * e,
+            )
+            scale = _cell_scale(read.src_crs, (sa, se), grid.crs, (a, e), centre)
+            transform = (a, 0.0, (start + phase_x) * a, 0.0, e, (row + phase_y) * e)
+            calls.append(
+                WarpCall(transform, WARP_STRIP, end - row, start - col0, row - row0, scale)
+            )
+            row = end
+    return tuple(calls)
+
+
 def warp_region(
     canvas: np.ndarray,
     valid: np.ndarray,
@@ -132,29 +262,42 @@ def warp_region(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Reproject ``canvas`` (the read's region) onto ``grid`` with the read's kernel.
 
+    Runs :func:`rasterio.warp.reproject` once per :func:`warp_calls` strip, so the result of a
+    pixel does not depend on the grid's extent: a lazy chunk equals the same pixels of the
+    eager read, bit for bit. Against one ``reproject`` of the whole grid (GDAL's defaults)
+    source positions agree within GDAL's approximate transformer (0.125 pixel).
+
     Returns:
         The warped pixels (nodata, else 0, where nothing was written) and their validity
         (the warper's destination alpha).
     """
     dst_nodata = read.nodata if read.nodata is not None else 0
     mask = valid if use_mask else None
-    with (
-        _mem(canvas, read.src_transform, read.src_crs, read.nodata, mask) as src,
-        _mem(
-            np.full((2, *grid.shape), dst_nodata, canvas.dtype),
-            grid.transform,
-            grid.crs,
-            None,
-        ) as dst,
-    ):
-        reproject(
-            rasterio.band(src, 1),
-            rasterio.band(dst, 1),
-            resampling=read.resampling,
-            dst_nodata=dst_nodata,
-            init_dest_nodata=True,
-            dst_alpha=2,
-        )
-        data = dst.read(1)
-        written = dst.read(2) != 0
+    data = np.full(grid.shape, dst_nodata, canvas.dtype)
+    written = np.zeros(grid.shape, dtype=bool)
+    with _mem(canvas, read.src_transform, read.src_crs, read.nodata, mask) as src:
+        for call in warp_calls(read, grid):
+            c0, c1 = max(call.col, 0), min(call.col + call.width, grid.width)
+            r0, r1 = call.row, call.row + call.height
+            options: dict[str, str | float] = dict(_WARP_OPTIONS)
+            if call.scale is not None:
+                options["XSCALE"], options["YSCALE"] = call.scale
+            with _mem(
+                np.full((2, call.height, call.width), dst_nodata, canvas.dtype),
+                call.transform,
+                grid.crs,
+                None,
+            ) as dst:
+                reproject(
+                    rasterio.band(src, 1),
+                    rasterio.band(dst, 1),
+                    resampling=read.resampling,
+                    dst_nodata=dst_nodata,
+                    init_dest_nodata=True,
+                    dst_alpha=2,
+                    **options,
+                )
+                window = Window(c0 - call.col, 0, c1 - c0, call.height)
+                data[r0:r1, c0:c1] = dst.read(1, window=window)
+                written[r0:r1, c0:c1] = dst.read(2, window=window) != 0
     return data, written & ~nodata_mask(data, read.nodata)
