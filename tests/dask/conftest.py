@@ -1,4 +1,4 @@
-"""Fixtures shared by the Dask tests: one scene corpus, collection and cluster per module."""
+"""Fixtures shared by the Dask tests: scene corpora, their collections and a cluster per module."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dask_support import collection, local_cluster, write_scenes
+from dask_support import MIXED_SPECS, collection, local_cluster, write_scenes
 
 from rasteret.collection import Collection
 
@@ -20,6 +20,13 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Path]
 @pytest.fixture(scope="module")
 def col(files: dict[str, dict[str, Path]]) -> Collection:
     return collection(files)
+
+
+@pytest.fixture(scope="module")
+def mixed_col(tmp_path_factory: pytest.TempPathFactory) -> Collection:
+    """Records in UTM zones 32N and 33N over the same ground (see ``MIXED_SPECS``)."""
+    files = write_scenes(tmp_path_factory.mktemp("dask-mixed"), MIXED_SPECS)
+    return collection(files, specs=MIXED_SPECS)
 
 
 @pytest.fixture(scope="module")

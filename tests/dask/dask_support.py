@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,25 @@ SPECS = (
 )
 
 _TO_LONLAT = Transformer.from_crs(EPSG, 4326, always_xy=True)
+_TO_ZONE32 = Transformer.from_crs(EPSG, 32632, always_xy=True)
+
+
+def in_zone32(x: float, y: float) -> tuple[float, float]:
+    """A point of the scenes' UTM zone (33N) in zone 32N, on the 10 m lattice."""
+    x32, y32 = _TO_ZONE32.transform(x, y)
+    return round(float(x32), -1), round(float(y32), -1)
+
+
+MIXED_SPECS = (
+    # records in two UTM zones over the same ground: reading them onto one grid warps some
+    SceneSpec("m33", EPSG, (X0, Y0), size=512, tile=128, datetime=DAY1, seed=4),
+    SceneSpec(
+        "m32", 32632, in_zone32(X0 + 2000, Y0 - 1000), size=512, tile=128, datetime=DAY1, seed=5
+    ),
+    SceneSpec(
+        "n32", 32632, in_zone32(X0 + 3000, Y0 + 500), size=512, tile=128, datetime=DAY2, seed=6
+    ),
+)
 
 
 def lonlat(x: float, y: float) -> tuple[float, float]:
@@ -59,13 +78,17 @@ def aois() -> list[shapely.Geometry]:
     return [quad, box]
 
 
-def write_scenes(folder: Path) -> dict[str, dict[str, Path]]:
-    """Write every scene of :data:`SPECS` (one COG per band) into ``folder``."""
-    return {s.scene_id: write_scene(s, folder, bands=BANDS) for s in SPECS}
+def write_scenes(folder: Path, specs: Sequence[SceneSpec] = SPECS) -> dict[str, dict[str, Path]]:
+    """Write every scene of ``specs`` (one COG per band) into ``folder``."""
+    return {s.scene_id: write_scene(s, folder, bands=BANDS) for s in specs}
 
 
-def collection(files: Mapping[str, Mapping[str, Path]], base_url: str | None = None) -> Collection:
-    """An enriched in-memory collection of the scenes (hrefs under ``base_url`` if given)."""
+def collection(
+    files: Mapping[str, Mapping[str, Path]],
+    base_url: str | None = None,
+    specs: Sequence[SceneSpec] = SPECS,
+) -> Collection:
+    """An enriched in-memory collection of ``specs``' scenes (hrefs under ``base_url``)."""
     hrefs = {
         sid: {
             band: (str(path) if base_url is None else f"{base_url}/{path.name}")
@@ -73,7 +96,7 @@ def collection(files: Mapping[str, Mapping[str, Path]], base_url: str | None = N
         }
         for sid, paths in files.items()
     }
-    return rasteret.build_from_table(record_table(SPECS, hrefs), enrich_cog=True)
+    return rasteret.build_from_table(record_table(specs, hrefs), enrich_cog=True)
 
 
 def points(n: int, seed: int = 0) -> pa.Table:

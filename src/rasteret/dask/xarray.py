@@ -5,13 +5,12 @@ the eager grid, time axis and chip places, without planning tiles), cuts it into
 (:mod:`rasteret.dask._chunks`) and builds, per band, a ``dask.array`` whose every block is
 one :func:`rasteret.dask._task.read_chunk` task carrying the records and AOIs that reach it.
 Computing a block reads only the tiles under it; coordinates and attributes equal the eager
-Dataset's (see the module doc of :mod:`rasteret.outputs.xarray`), and so do the values of
-every read in the records' own CRS (pasted tiles, overviews, RasterIO resampling), polygon
-masks and mosaics included. Reads that reproject (``target_crs=``, records in several CRSs)
-agree with the eager read within the GDAL warper's own approximation: the warper positions
-source pixels per output window (an approximate transformer, a per-window scale), so a
-chunk's warp and the whole AOI's warp can pick a neighbouring source pixel for a few output
-pixels (under 3% with nearest in the tests); which pixels are valid is the same.
+Dataset's (see the module doc of :mod:`rasteret.outputs.xarray`), and so do the values:
+pasted tiles, overviews, RasterIO resampling, polygon masks and mosaics, and reads that
+reproject (``target_crs=``, records in several CRSs) too, with every kernel. GDAL's warper
+output depends on the output window it is given, so every warp, eager or lazy, runs on
+strips of the output CRS's absolute pixel lattice with a fixed kernel scale
+(:func:`rasteret.read.warp.warp_calls`): a pixel is warped the same way in any chunk.
 
 >>> import tempfile, shapely
 >>> from rasteret.testing.fixtures import get_fixture_spec, write_fixture
@@ -204,9 +203,8 @@ def lazy_xarray(
             an int, a ``(y, x)``/``(time, y, x)`` tuple, or a dict over ``time``/``y``/``x``.
 
     Returns:
-        An ``xarray.Dataset`` equal to the eager one once computed (reprojecting reads:
-        within the warper's approximation, see the module doc); one task per block of each
-        band variable.
+        An ``xarray.Dataset`` equal to the eager one once computed (reprojecting reads
+        included); one task per block of each band variable.
 
     Raises:
         MissingDependencyError: dask or xarray is not installed.
