@@ -6,8 +6,16 @@
    every group goes out at once, in one wave, under :mod:`rasteret.io`'s global bound on
    requests in flight.
 3. As each group's bytes arrive, its tiles are decoded on a thread pool sized to the cores
-   (imagecodecs releases the GIL) and cached.
-4. Each chip is assembled on the same pool as soon as its last tile is decoded.
+   (imagecodecs releases the GIL) into recycled memory (:mod:`rasteret.read.buffers`) and
+   cached.
+4. Each chip is assembled on the same pool as soon as its last tile is decoded; a tile is let
+   go as soon as the last chip that needs it is assembled (the cache may keep it), so its
+   memory can serve the tiles decoded after it.
+
+Bytes usually arrive faster than they decode, so decode jobs wait in a :class:`DecodeQueue`
+rather than in the pool's own queue: a few at a time go to the pool, tiles of earlier chips
+first. A chip's assembly then waits behind a few decodes, not behind every tile of the read,
+and only the tiles of chips still being put together are held in memory.
 
 A tile needed by several chips or bands is fetched and decoded once. With
 ``on_error="skip"``, tiles whose bytes cannot be fetched (after retries) or decoded leave
@@ -18,12 +26,14 @@ out the chips that need them, and each (record, band) is reported as a
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import os
 import threading
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -32,6 +42,7 @@ from rasteret.io.fetch import FetchOptions, fetch_ranges
 from rasteret.io.ranges import ByteRange, coalesce
 from rasteret.read.assemble import assemble_band
 from rasteret.read.bands import TileKey, TileSource
+from rasteret.read.buffers import tile_buffers
 from rasteret.read.cache import TileCache, get_tile_cache
 from rasteret.read.mask import geometry_inside
 from rasteret.read.options import ReadOptions
@@ -39,7 +50,12 @@ from rasteret.read.plan import ChipPlan, ReadPlan, RecordRef
 from rasteret.read.result import Chip, FailedRead
 from rasteret.tiff.decode import decode_tile, empty_tile
 
-__all__ = ["decode_pool", "execute_plan_async", "fetch_options"]
+__all__ = ["DecodeQueue", "decode_pool", "execute_plan_async", "fetch_options"]
+
+T = TypeVar("T")
+
+DECODE_SLOTS_PER_THREAD = 2
+"""Decode jobs handed to the pool at once, per pool thread (the rest wait, in chip order)."""
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -50,10 +66,13 @@ def decode_pool() -> ThreadPoolExecutor:
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(
-                max_workers=os.cpu_count() or 1, thread_name_prefix="rasteret-decode"
-            )
+            _pool = ThreadPoolExecutor(max_workers=_threads(), thread_name_prefix="rasteret-decode")
         return _pool
+
+
+def _threads() -> int:
+    """Threads of the decode pool: one per core."""
+    return os.cpu_count() or 1
 
 
 def _reset_after_fork() -> None:
@@ -80,6 +99,52 @@ def fetch_options(options: ReadOptions) -> FetchOptions:
             else options.max_coalesced_size
         ),
     )
+
+
+class DecodeQueue:
+    """Runs jobs on a thread pool, at most ``slots`` at once, lowest priority number first.
+
+    Example:
+        >>> async def demo() -> list[int]:
+        ...     queue = DecodeQueue(decode_pool(), slots=1)
+        ...     return list(await asyncio.gather(*(queue.run(p, abs, -p) for p in (3, 1, 2))))
+        >>> asyncio.run(demo())
+        [3, 1, 2]
+    """
+
+    def __init__(self, pool: ThreadPoolExecutor, slots: int) -> None:
+        if slots < 1:
+            raise ValueError(f"expected slots >= 1, got {slots}")
+        self._pool = pool
+        self._free = slots
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    async def run(self, priority: int, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the pool once a slot is free and no lower number waits."""
+        if self._free > 0 and not self._waiting:
+            self._free -= 1
+        else:
+            turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            heapq.heappush(self._waiting, (priority, next(self._order), turn))
+            try:
+                await turn
+            except asyncio.CancelledError:
+                if turn.done() and not turn.cancelled():
+                    self._release()  # handed a slot and cancelled in the same tick
+                raise
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        while self._waiting:
+            _, _, turn = heapq.heappop(self._waiting)
+            if not turn.done():  # skip waiters cancelled meanwhile
+                turn.set_result(None)
+                return
+        self._free += 1
 
 
 async def execute_plan_async(
@@ -126,19 +191,49 @@ async def execute_plan_async(
         return masks[chip.aoi_index]
 
     reported: set[tuple[int, str]] = set()
+    users: Counter[TileKey] = Counter()
+    first_chip: dict[TileKey, int] = {}  # decode priority: the first chip needing the tile
+    for index, planned in enumerate(plan.chips):
+        for key in _chip_keys(planned):
+            users[key] += 1
+            first_chip.setdefault(key, index)
+    queue = DecodeQueue(pool, DECODE_SLOTS_PER_THREAD * _threads())
+
+    async def fetch_and_decode(href: str, members: list[TileSource]) -> None:
+        await _fetch_and_decode(
+            href,
+            members,
+            fopts,
+            options,
+            tiles,
+            cache,
+            pool,
+            errors,
+            queue=queue,
+            priority=first_chip,
+        )
+
+    def release(keys: set[TileKey]) -> None:
+        """Forget the tiles no chip still needs (their memory can then be reused)."""
+        for key in keys:
+            users[key] -= 1
+            if users[key] == 0:
+                tiles.pop(key, None)
 
     async def one_chip(chip: ChipPlan) -> Chip | None:
-        keys = {k for r in chip.bands for k in (*r.tiles, *r.mask_tiles)}
+        keys = _chip_keys(chip)
         polygon = inside(chip)  # rasterized while the tiles are still on their way
         arrived = {k: await tiles[k] for k in keys}
         decoded = {k: v for k, v in arrived.items() if v is not None}
         if len(decoded) < len(arrived):
+            release(keys)
             _report(chip, records, plan.bands, errors, reported, failures)
             return None
         aoi = await polygon
         result = await loop.run_in_executor(
             pool, _assemble_chip, plan, chip, records[chip.record_index], decoded, aoi
         )
+        release(keys)
         if on_chip is not None:
             on_chip()
         return result
@@ -147,13 +242,16 @@ async def execute_plan_async(
         async with asyncio.TaskGroup() as group:
             for href, sources in to_fetch.items():
                 for members in _groups(sources, fopts):
-                    group.create_task(
-                        _fetch_and_decode(href, members, fopts, options, tiles, cache, pool, errors)
-                    )
+                    group.create_task(fetch_and_decode(href, members))
             chip_tasks = [group.create_task(one_chip(c)) for c in plan.chips]
     except BaseExceptionGroup as eg:
         raise _first_error(eg) from None
     return [chip for t in chip_tasks if (chip := t.result()) is not None]
+
+
+def _chip_keys(chip: ChipPlan) -> set[TileKey]:
+    """Every tile (data and mask) the bands of ``chip`` are assembled from."""
+    return {k for r in chip.bands for k in (*r.tiles, *r.mask_tiles)}
 
 
 def _report(
@@ -203,19 +301,25 @@ async def _fetch_and_decode(
     cache: TileCache,
     pool: ThreadPoolExecutor,
     errors: dict[TileKey, str] | None = None,
+    *,
+    queue: DecodeQueue | None = None,
+    priority: Mapping[TileKey, int] | None = None,
 ) -> None:
     """Fetch one coalesced group, decode its tiles, resolve their futures.
 
     With ``errors`` given and ``options.on_error == "skip"``, a failed tile's future gets
-    ``None`` and its error is recorded in ``errors``; otherwise the error is raised.
+    ``None`` and its error is recorded in ``errors``; otherwise the error is raised. With a
+    ``queue``, decodes wait their turn there (``priority[key]``, default 0); otherwise they go
+    straight to ``pool``.
     """
     skip = errors is not None and options.on_error == "skip"
 
     def fail(source: TileSource, exc: RasteretError) -> None:
         assert errors is not None
         errors[source.key] = f"{type(exc).__name__}: {exc}"
-        if not tiles[source.key].done():
-            tiles[source.key].set_result(None)
+        future = tiles.get(source.key)
+        if future is not None and not future.done():
+            future.set_result(None)
 
     ranges = [ByteRange(s.start, s.end) for s in sources]
     try:
@@ -232,15 +336,19 @@ async def _fetch_and_decode(
 
     async def decode(source: TileSource, view: memoryview) -> None:
         try:
-            arr = await loop.run_in_executor(pool, _decode, source, view)
+            if queue is None:
+                arr = await loop.run_in_executor(pool, _decode, source, view)
+            else:
+                rank = 0 if priority is None else priority.get(source.key, 0)
+                arr = await queue.run(rank, _decode, source, view)
         except RasteretError as exc:
             if not skip:
                 raise
             fail(source, exc)
             return
         cache.put(source.key, arr)
-        future = tiles[source.key]
-        if not future.done():
+        future = tiles.get(source.key)
+        if future is not None and not future.done():
             future.set_result(arr)
 
     await asyncio.gather(*(decode(s, v) for s, v in zip(sources, views, strict=True)))
@@ -248,7 +356,12 @@ async def _fetch_and_decode(
 
 def _decode(source: TileSource, view: memoryview) -> np.ndarray:
     arr = decode_tile(
-        view, source.layout, rows=source.rows, url=source.key.href, tile=source.key.tile
+        view,
+        source.layout,
+        rows=source.rows,
+        url=source.key.href,
+        tile=source.key.tile,
+        allocate=tile_buffers().take,
     )
     if np.may_share_memory(arr, np.frombuffer(view, dtype=np.uint8)):
         arr = arr.copy()  # uncompressed tiles are views: do not pin the whole fetched buffer

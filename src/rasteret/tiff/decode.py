@@ -9,6 +9,8 @@ run :func:`decode_tile` on a thread pool.
 
 Every decoder writes into a buffer sized for the declared tile (plus one byte, to notice
 overflow), so a corrupt or hostile tile cannot make a codec allocate more than the tile needs.
+That buffer comes from ``allocate`` when given (a pool of recycled memory, see
+:mod:`rasteret.read.buffers`), so decoding can write into memory that is already mapped.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COMPRESSION_NAMES",
+    "Allocator",
     "MAX_TILE_BYTES",
     "SUPPORTED_COMPRESSIONS",
     "TileLayout",
@@ -74,6 +77,14 @@ SUPPORTED_COMPRESSIONS: frozenset[int] = frozenset(
 """Compression codes :func:`decode_tile` decodes with the installed imagecodecs."""
 
 _JPEG_RAW_COLORSPACES = {1: "GRAYSCALE", 3: "RGB", 4: "CMYK"}
+
+Allocator = Callable[[int], np.ndarray]
+"""``allocate(nbytes)``: a writable ``uint8`` array of ``nbytes`` for a decoded tile."""
+
+
+def _empty(nbytes: int) -> np.ndarray:
+    return np.empty(nbytes, dtype=np.uint8)
+
 
 MAX_TILE_BYTES = 2**30
 """Largest decoded tile (or strip) accepted: 1 GiB, beyond any real COG tile (4096 x 4096
@@ -161,6 +172,7 @@ def decode_tile(
     rows: int | None = None,
     url: str = "",
     tile: int = -1,
+    allocate: Allocator | None = None,
 ) -> np.ndarray:
     """Decode the bytes of one tile (or strip) into ``(samples, rows, tile_width)``.
 
@@ -175,6 +187,9 @@ def decode_tile(
             striped image); edge tiles of tiled images are always full tiles.
         url: Where the bytes came from, for error messages.
         tile: Index of the tile in its IFD, for error messages.
+        allocate: Returns a writable ``uint8`` array of the given number of bytes for the
+            decoded tile (its contents need not be initialised); ``np.empty`` by default.
+            The result is a view of that array.
 
     Raises:
         UnsupportedFormatError: a compression or predictor rasteret does not decode.
@@ -193,6 +208,7 @@ def decode_tile(
         raise ValueError(f"expected 0 < rows <= {layout.tile_height}, got {nrows}")
     where = _Where(url, tile, layout)
     _check_size(layout, f" in {where}")
+    allocate = allocate or _empty
     code = layout.compression
     if code not in SUPPORTED_COMPRESSIONS:
         raise UnsupportedFormatError(
@@ -201,14 +217,14 @@ def decode_tile(
             f"got compression {code} ({layout.compression_name}) in {where}"
         )
     if code == 1 or code in _BYTE_DECODERS:
-        return _decode_raster(data, layout, nrows, where)
+        return _decode_raster(data, layout, nrows, where, allocate)
     if code == _JPEG:
-        return _decode_image(data, layout, nrows, where, _jpeg)
+        return _decode_image(data, layout, nrows, where, _jpeg, allocate)
     if code == _WEBP:
-        return _decode_image(data, layout, nrows, where, _webp)
+        return _decode_image(data, layout, nrows, where, _webp, allocate)
     if code == _LERC:
-        return _decode_image(data, layout, nrows, where, _lerc)
-    return _decode_image(data, layout, nrows, where, _jpeg2k)
+        return _decode_image(data, layout, nrows, where, _lerc, allocate)
+    return _decode_image(data, layout, nrows, where, _jpeg2k, allocate)
 
 
 def _check_size(layout: TileLayout, where: str) -> None:
@@ -244,7 +260,9 @@ class _Where:
             raise self.error(expected, f"{type(exc).__name__}: {exc}") from exc
 
 
-def _decode_raster(data: Any, layout: TileLayout, nrows: int, where: _Where) -> np.ndarray:
+def _decode_raster(
+    data: Any, layout: TileLayout, nrows: int, where: _Where, allocate: Allocator
+) -> np.ndarray:
     """Byte-stream codecs (and none): decompress, unpack bits, undo predictor and byte order."""
     expected = nrows * layout.row_bytes
     if layout.photometric == 6 and layout.ycbcr_subsampling not in (None, (1, 1)):
@@ -261,7 +279,7 @@ def _decode_raster(data: Any, layout: TileLayout, nrows: int, where: _Where) -> 
             buf = buf.copy()  # undone in place below
     else:
         capacity = layout.tile_height * layout.row_bytes  # a last strip may be stored padded
-        out = np.empty(capacity + 1, dtype=np.uint8)  # one spare byte exposes an overflow
+        out = allocate(capacity + 1)  # one spare byte exposes an overflow
         decoder = _BYTE_DECODERS[layout.compression]
         want = f"{expected} bytes (or corrupt/oversized data)"
         size = len(where.call(decoder, data, out=out, expected=want))
@@ -307,6 +325,7 @@ def _decode_image(
     nrows: int,
     where: _Where,
     codec: Callable[[Any, TileLayout, np.ndarray, _Where], np.ndarray],
+    allocate: Allocator,
 ) -> np.ndarray:
     """Image codecs decode into a preallocated tile-shaped array (never larger)."""
     if layout.predictor != 1:
@@ -315,7 +334,9 @@ def _decode_image(
             f"got Predictor {layout.predictor}"
         )
     shape = (nrows, layout.tile_width, layout.samples)
-    out = np.empty(shape if layout.samples > 1 else shape[:2], dtype=layout.dtype)
+    dtype = np.dtype(layout.dtype)
+    buf = allocate(nrows * layout.tile_width * layout.samples * dtype.itemsize)
+    out = buf.view(dtype).reshape(shape if layout.samples > 1 else shape[:2])
     arr = codec(data, layout, out, where)
     return arr.reshape(shape).transpose(2, 0, 1)
 

@@ -1,0 +1,240 @@
+"""Recycled tile memory (BufferPool), the decode queue, and a read letting tiles go early.
+
+A read decodes into recycled memory and lets a tile go once its last chip is assembled; these
+tests show that memory is reused only when nothing can see it, that recycled memory gives
+the same pixels as fresh memory (and rasterio's), and that a read holds only part of its
+tiles at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import shapely
+from rasterio.windows import from_bounds
+from read_support import record, write_cog
+
+from rasteret.read import ReadOptions, read_chips
+from rasteret.read import execute as execute_module
+from rasteret.read.buffers import BufferPool, tile_buffers
+from rasteret.read.cache import clear_tile_cache
+from rasteret.read.execute import DecodeQueue, decode_pool
+from rasteret.testing.stores import URLReader
+
+X0, Y0 = 500_000.0, 4_600_000.0
+
+
+def _address(arr: np.ndarray) -> int:
+    return int(arr.__array_interface__["data"][0])
+
+
+# -- BufferPool ----------------------------------------------------------------------------------
+
+
+def test_memory_returns_only_after_the_last_view_is_gone() -> None:
+    pool = BufferPool(max_free_bytes=10_000)
+    first = pool.take(1000)
+    address = _address(first)
+    view = first[100:].view(np.uint16)[::3]
+    cached = view.view()
+    cached.flags.writeable = False
+    del first, view
+    assert pool.free_bytes == 0  # ``cached`` still sees the memory
+    other = pool.take(1000)
+    assert _address(other) != address
+    del cached
+    assert pool.free_bytes == 1000
+    again = pool.take(1000)
+    assert (_address(again), pool.reused, pool.free_bytes) == (address, 1, 0)
+    assert again.flags.writeable
+    del other, again
+
+
+def test_buffers_are_recycled_by_exact_size_within_the_bound() -> None:
+    pool = BufferPool(max_free_bytes=2500)
+    taken = [pool.take(1000) for _ in range(3)]
+    del taken
+    assert pool.free_bytes == 2000  # the third did not fit: freed
+    small = pool.take(999)
+    assert pool.reused == 0  # no buffer of that size
+    big = [pool.take(1000), pool.take(1000)]
+    assert (pool.reused, pool.free_bytes) == (2, 0)
+    del small, big
+    pool.clear()
+    assert pool.free_bytes == 0
+
+
+def test_pool_without_room_never_keeps_memory() -> None:
+    pool = BufferPool(max_free_bytes=0)
+    buf = pool.take(100)
+    del buf
+    assert pool.free_bytes == 0
+
+
+def test_pool_is_thread_safe() -> None:
+    pool = BufferPool(max_free_bytes=1 << 20)
+    errors: list[BaseException] = []
+
+    def work(seed: int) -> None:
+        try:
+            for i in range(300):
+                buf = pool.take(4096)
+                buf[:] = seed
+                if not (buf == seed).all():  # another thread wrote into a live buffer
+                    raise AssertionError(f"buffer changed under thread {seed} at {i}")
+        except BaseException as exc:  # collected for the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert pool.reused > 0
+    assert pool.free_bytes <= 8 * 4096
+
+
+# -- DecodeQueue --------------------------------------------------------------------------------
+
+
+def test_queue_runs_lowest_priority_first_within_its_slots() -> None:
+    lock = threading.Lock()
+    running = [0, 0]  # now, most at once
+    order: list[int] = []
+
+    gate = threading.Event()
+
+    def job(p: int) -> int:
+        with lock:
+            running[0] += 1
+            running[1] = max(running[1], running[0])
+            order.append(p)
+        gate.wait(10)
+        with lock:
+            running[0] -= 1
+        return p
+
+    async def main() -> list[int]:
+        queue = DecodeQueue(decode_pool(), slots=1)
+        first = asyncio.ensure_future(queue.run(5, job, 5))  # takes the only slot
+        rest = [asyncio.ensure_future(queue.run(p, job, p)) for p in (9, 2, 7, 1)]
+        await asyncio.sleep(0.01)  # every job queued behind the first
+        gate.set()
+        return [await first, *await asyncio.gather(*rest)]
+
+    assert asyncio.run(main()) == [5, 9, 2, 7, 1]
+    assert order == [5, 1, 2, 7, 9]
+    assert running[1] == 1
+
+
+def test_cancelled_waiters_give_their_turn_back() -> None:
+    async def main() -> list[int]:
+        queue = DecodeQueue(decode_pool(), slots=1)
+        gate = threading.Event()
+        first = asyncio.ensure_future(queue.run(0, gate.wait, 5))
+        await asyncio.sleep(0)
+        waiting = asyncio.ensure_future(queue.run(1, abs, -1))
+        later = asyncio.ensure_future(queue.run(2, abs, -2))
+        await asyncio.sleep(0)
+        waiting.cancel()
+        gate.set()
+        await first
+        return [await later, await queue.run(3, abs, -3)]
+
+    assert asyncio.run(main()) == [2, 3]
+
+
+def test_queue_needs_a_slot() -> None:
+    with pytest.raises(ValueError, match="slots >= 1"):
+        DecodeQueue(decode_pool(), slots=0)
+
+
+# -- reads ---------------------------------------------------------------------------------------
+
+
+class CountingPool(BufferPool):
+    """A BufferPool that counts the buffers in use and the most in use at once."""
+
+    def __init__(self) -> None:
+        super().__init__(max_free_bytes=1 << 30)
+        self.live = self.peak = self.taken = 0
+        self._count_lock = threading.Lock()
+
+    def take(self, nbytes: int) -> np.ndarray:
+        with self._count_lock:
+            self.live += 1
+            self.taken += 1
+            self.peak = max(self.peak, self.live)
+        return super().take(nbytes)
+
+    def _give_back(self, raw: np.ndarray) -> None:
+        with self._count_lock:
+            self.live -= 1
+        super()._give_back(raw)
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    d = tmp_path_factory.mktemp("buffers")
+    return [write_cog(d / f"s{i}.tif", size=(512, 512), tile=64, seed=i) for i in range(3)]
+
+
+def _aois() -> list[shapely.Polygon]:
+    """Twelve AOIs, each exactly one 2x2 block of 64-pixel tiles (no tile shared)."""
+    size = 1280.0  # 128 pixels of 10 m
+    return [
+        shapely.box(X0 + size * c, Y0 - size * (r + 1), X0 + size * (c + 1), Y0 - size * r)
+        for r in range(3)
+        for c in range(4)
+    ]
+
+
+def _rasterio(path: Path, aoi: shapely.Polygon) -> np.ndarray:
+    with rasterio.open(path) as src:
+        window = from_bounds(*aoi.bounds, transform=src.transform).round_offsets().round_lengths()
+        return src.read(1, window=window, boundless=True)
+
+
+def test_reads_hold_few_tiles_and_recycle_them(
+    scenes: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pool = CountingPool()
+    monkeypatch.setattr(execute_module, "tile_buffers", lambda: pool)
+    recs = [record(p.stem, p) for p in scenes]
+    aois = _aois()
+    opts = ReadOptions(backend=URLReader(), cache_mb=0)
+    first = read_chips(recs, aois, 32633, ["b1"], opts).chips
+    tiles = pool.taken
+    assert tiles == 3 * 12 * 4
+    assert pool.live == 0  # every tile let go after the read: no leak
+    assert pool.peak <= tiles // 2  # tiles go as soon as their chip is assembled
+    for _ in range(2):  # recycled (dirty) memory: the same pixels
+        again = read_chips(recs, aois, 32633, ["b1"], opts).chips
+        for a, b in zip(first, again, strict=True):
+            np.testing.assert_array_equal(a.data, b.data, strict=True)
+            np.testing.assert_array_equal(a.valid, b.valid, strict=True)
+    assert pool.reused >= tiles
+    for chip in first:
+        expected = _rasterio(scenes[chip.record_index], aois[chip.aoi_index])
+        np.testing.assert_array_equal(chip.data[0], expected, strict=True)
+
+
+def test_cached_tiles_keep_their_memory(scenes: list[Path]) -> None:
+    clear_tile_cache()
+    recs = [record(p.stem, p) for p in scenes]
+    aois = _aois()
+    opts = ReadOptions(backend=URLReader(), cache_mb=64)
+    first = read_chips(recs, aois, 32633, ["b1"], opts).chips
+    for _ in range(3):  # other reads recycle memory; the cached tiles must not be touched
+        read_chips(recs, aois, 32633, ["b1"], ReadOptions(backend=URLReader(), cache_mb=0))
+    cached = read_chips(recs, aois, 32633, ["b1"], opts).chips
+    for a, b in zip(first, cached, strict=True):
+        np.testing.assert_array_equal(a.data, b.data, strict=True)
+    clear_tile_cache()
+    assert tile_buffers().free_bytes >= 0
