@@ -13,7 +13,10 @@ into one process is a different measurement):
   ``get_xarray(chunks="auto").compute()`` (2048-pixel chunks on tile edges: 4 tiles a task);
 * points: 200,000 random points over that grid, a Parquet folder of 4 files (one per column
   of tiles: points partitioned spatially, so each tile is read by one task), sampled on all
-  15 dates x 2 bands: eager ``sample_points`` against ``sample_points_dask(...).compute()``.
+  15 dates x 2 bands: eager ``sample_points`` against ``sample_points_dask(...).compute()``;
+* warped xarray: the zone-33N scenes of the same dates (B04) over a 6 x 6 km box of the
+  zone-32N grid, ``target_crs="EPSG:32632"`` (every chip warped, 600 x 600 pixels): eager
+  against ``chunks=256`` (3 x 3 chunks a date, cut across the warp strips).
 
 Every run has a cold decoded-tile cache (``cache_mb=0``), and every lazy result is checked
 against the eager one. Per-worker throughput is the tiles (or points) a run handles per second
@@ -46,6 +49,8 @@ from rasteret.testing.scenes import record_table
 LATENCY = 0.02
 EPSG = 32632
 BANDS = ("B04", "B08")
+WARP_BANDS = ["B04"]
+"""The zone-33N scenes of the corpus carry B04 only."""
 PARTITIONS = 4
 THREADS = 4
 """Threads per worker process: a chunk task waits on the network for most of its time, so a
@@ -89,6 +94,16 @@ def settle(client: Any, keys: list[Any]) -> None:
         time.sleep(0.01)
 
 
+WARP_EPSG = 32633
+WARP_CHUNKS = 256
+
+
+def warp_box() -> shapely.Geometry:
+    """A 6 x 6 km box of the zone-32N grid that the zone-33N scenes cover (as bench_reads c)."""
+    x0, y0 = _common.SCENE_ORIGINS[EPSG]
+    return shapely.box(x0 + 18_000, y0 - 32_000, x0 + 24_000, y0 - 26_000)
+
+
 def aoi_box() -> shapely.Geometry:
     """A 30 x 30 km box inside the zone-32N scenes (full and quick grids cover 41 km)."""
     x0, y0 = _common.SCENE_ORIGINS[EPSG]
@@ -128,17 +143,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = _common.parse_args(__doc__.splitlines()[0], argv, repeat=3)
     corpus = _common.scene_corpus(args.quick)
     specs = [s for s in corpus.specs if s.epsg == EPSG]
+    warp_specs = [s for s in corpus.specs if s.epsg == WARP_EPSG]
     n_points = 20_000 if args.quick else 200_000
     folder = point_folder(n_points, args.quick)
     points = pq.read_table(folder)  # the same rows, in the same order, as the folder's files
     aoi = aoi_box()
     read = {"geometry_crs": EPSG, "cache_mb": 0}
+    warp_aoi = warp_box()
+    warp_read = {**read, "target_crs": f"EPSG:{EPSG}"}
     results: dict[str, Any] = {"latency_s": LATENCY, "points": n_points, "dates": len(specs)}
     rows = []
     with _common.ServerProcess(corpus.root, latency=LATENCY) as server:
         hrefs = corpus.hrefs(server.url)
         table = record_table(specs, {s.scene_id: hrefs[s.scene_id] for s in specs})
         collection = rasteret.build_from_table(table, enrich_cog=True, progress=False)
+        warp_table = record_table(warp_specs, {s.scene_id: hrefs[s.scene_id] for s in warp_specs})
+        warp_collection = rasteret.build_from_table(warp_table, enrich_cog=True, progress=False)
         tiles, nbytes = tiles_of_read(collection, aoi)
         results["xarray_tiles"] = tiles
         results["xarray_bytes"] = nbytes
@@ -150,9 +170,21 @@ def main(argv: Sequence[str] | None = None) -> None:
             return collection.sample_points(points, list(BANDS), geometry_crs=EPSG, cache_mb=0)
 
         eager_ds = _common.measure(xarray_eager, repeat=args.repeat)
+
+        def warped_eager() -> xr.Dataset:
+            return warp_collection.get_xarray(warp_aoi, WARP_BANDS, **warp_read)
+
         eager_pts = _common.measure(points_eager, repeat=args.repeat)
-        results["eager"] = {"xarray": eager_ds.as_dict(), "points": eager_pts.as_dict()}
-        rows.append(["eager (1 process)", 0, eager_ds.median, eager_pts.median])
+        eager_warp = _common.measure(warped_eager, repeat=args.repeat)
+        warp_chips = int(eager_warp.result.sizes["time"]) * len(WARP_BANDS)
+        results["warped_chips"] = warp_chips
+        results["warped_shape"] = [int(eager_warp.result.sizes[d]) for d in ("y", "x")]
+        results["eager"] = {
+            "xarray": eager_ds.as_dict(),
+            "points": eager_pts.as_dict(),
+            "warped": eager_warp.as_dict(),
+        }
+        rows.append(["eager (1 process)", 0, eager_ds.median, eager_pts.median, eager_warp.median])
         chunks = None
         for workers in (1, 2):
             with cluster(workers) as client:
@@ -178,18 +210,37 @@ def main(argv: Sequence[str] | None = None) -> None:
                 pts_run = _common.measure(
                     lambda c=client: in_workers(c, lazy_points), repeat=args.repeat, warmup=0
                 )
+
+                def lazy_warped() -> xr.Dataset:
+                    return warp_collection.get_xarray(
+                        warp_aoi, WARP_BANDS, chunks=WARP_CHUNKS, **warp_read
+                    )
+
+                warped = lazy_warped()
+                xr.testing.assert_identical(warped.compute(), eager_warp.result)  # exact
+                settle(client, list(dict(warped.__dask_graph__())))
+                warp_run = _common.measure(
+                    lambda c=client: in_workers(c, lazy_warped), repeat=args.repeat, warmup=0
+                )
             results[f"workers_{workers}"] = {
                 "threads_per_worker": THREADS,
                 "xarray": ds_run.as_dict(),
                 "points": pts_run.as_dict(),
+                "warped": warp_run.as_dict(),
             }
             rows.append(
-                [f"dask, {workers} worker process(es)", workers, ds_run.median, pts_run.median]
+                [
+                    f"dask, {workers} worker process(es)",
+                    workers,
+                    ds_run.median,
+                    pts_run.median,
+                    warp_run.median,
+                ]
             )
         results["xarray_chunks"] = chunks
     samples = eager_pts.result.num_rows
     table_rows = []
-    for label, workers, ds_s, pts_s in rows:
+    for label, workers, ds_s, pts_s, warp_s in rows:
         per = max(workers, 1)
         table_rows.append(
             [
@@ -200,11 +251,15 @@ def main(argv: Sequence[str] | None = None) -> None:
                 pts_s,
                 n_points / pts_s / per,
                 samples / pts_s / per,
+                warp_s,
+                warp_chips / warp_s / per,
             ]
         )
     _common.print_table(
         f"lazy xarray ({tiles} tiles, {nbytes / 1e6:.0f} MB) and {n_points:,} points x "
-        f"{len(specs)} dates, {LATENCY * 1000:.0f} ms per request (median of {args.repeat})",
+        f"{len(specs)} dates, warped xarray ({warp_chips} chips of "
+        f"{results['warped_shape'][0]}x{results['warped_shape'][1]}), "
+        f"{LATENCY * 1000:.0f} ms per request (median of {args.repeat})",
         [
             "run",
             "xarray s",
@@ -213,6 +268,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             "points s",
             "points/s per worker",
             "samples/s per worker",
+            "warped s",
+            "warped chips/s per worker",
         ],
         table_rows,
     )
