@@ -279,3 +279,24 @@ def test_fetching_before_the_plan_is_done_gives_the_same_pixels(tiffs: dict[str,
 
     with pytest.raises(SchemaError, match="the plan failed"):
         run(_execute(plan.tiles, failed_plan(), opts, 512))
+
+
+@pytest.mark.parametrize("case", ["inside", "inside_with_nulls", "some_outside", "no_points"])
+def test_candidates_inside_the_footprint_equal_a_bounds_test(
+    tiffs: dict[str, Path], case: str
+) -> None:
+    meta = _record(tiffs["single"], 1).bands["b1"]
+    rng = np.random.default_rng(11)
+    n = 0 if case == "no_points" else 300
+    xs = rng.uniform(X0, X0 + 2600, n)
+    ys = rng.uniform(Y0 - 3000, Y0, n)
+    if case == "inside_with_nulls":
+        xs[::7] = np.nan
+    if case == "some_outside":
+        xs[::5] += 5000
+    a, _, c, _, e, f = meta.level.transform
+    xmin, xmax = c, c + a * meta.level.image_width
+    ymin, ymax = f + e * meta.level.image_height, f
+    want = np.flatnonzero((xs >= xmin) & (xs <= xmax) & (ys >= ymin) & (ys <= ymax))
+    got = Candidates(xs, ys, f"EPSG:{EPSG}").near(meta)
+    np.testing.assert_array_equal(got, want)

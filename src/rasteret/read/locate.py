@@ -59,6 +59,7 @@ class Candidates:
         self._bounds: dict[tuple[tuple[float, ...], str], tuple[float, ...]] = {}
         self._near: dict[tuple[tuple[float, ...], str], np.ndarray] = {}
         self._wanted: dict[str, np.ndarray] = {}
+        self._box: tuple[tuple[float, ...], np.ndarray] | None = None
 
     def near(self, meta: BandMetadata) -> np.ndarray:
         """Sorted indices of the points whose coordinates may fall in ``meta``'s raster."""
@@ -76,12 +77,27 @@ class Candidates:
 
     def _scan(self, bounds: tuple[float, ...]) -> np.ndarray:
         xmin, ymin, xmax, ymax = bounds
+        (pxmin, pymin, pxmax, pymax), finite = self._finite_box()
+        if xmin <= pxmin and pxmax <= xmax and ymin <= pymin and pymax <= ymax:
+            return finite  # every point is inside the footprint's bounds: nothing to test
         hit = (self.y >= ymin) & (self.y <= ymax)
         if xmin <= xmax:
             hit &= (self.x >= xmin) & (self.x <= xmax)
         else:  # the footprint crosses the antimeridian: keep every x
             hit &= np.isfinite(self.x)
         return np.flatnonzero(hit)
+
+    def _finite_box(self) -> tuple[tuple[float, ...], np.ndarray]:
+        """Bounds of the finite points (NaN when there are none) and their indices."""
+        if self._box is None:
+            box = _bounds(self.x, self.y)
+            if all(math.isfinite(v) for v in box):
+                finite = np.arange(len(self.x))
+            else:  # some null or empty points (or none at all)
+                finite = np.flatnonzero(np.isfinite(self.x) & np.isfinite(self.y))
+                box = _bounds(self.x[finite], self.y[finite])
+            self._box = (box, finite)
+        return self._box
 
     def _search(self, bounds: tuple[float, ...]) -> np.ndarray:
         if self._sorted is None:
@@ -131,6 +147,12 @@ class Candidates:
                 px[idx], py[idx] = transformer(self.src, key).transform(self.x[idx], self.y[idx])
             out[key] = (px, py)
         return out
+
+
+def _bounds(x: np.ndarray, y: np.ndarray) -> tuple[float, ...]:
+    if not len(x):
+        return (math.nan,) * 4
+    return float(x.min()), float(y.min()), float(x.max()), float(y.max())
 
 
 def locate(
