@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import rasterio
 from affine import Affine
@@ -300,3 +301,21 @@ def test_candidates_inside_the_footprint_equal_a_bounds_test(
     want = np.flatnonzero((xs >= xmin) & (xs <= xmax) & (ys >= ymin) & (ys <= ymax))
     got = Candidates(xs, ys, f"EPSG:{EPSG}").near(meta)
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int16", "uint32", "float32", "float64", "bool"])
+@pytest.mark.parametrize("strided", [False, True])
+def test_masked_columns_equal_arrow_masks(dtype: str, strided: bool) -> None:
+    from rasteret.outputs.points import _masked
+
+    rng = np.random.default_rng(12)
+    values = (rng.integers(0, 100, 2 * 1001) % 7).astype(dtype)
+    valid = rng.random(2 * 1001) > 0.3
+    if strided:
+        values, valid = values[::2], valid[::2]
+    else:
+        values, valid = values[:1001], valid[:1001]
+    got = _masked(values, valid)
+    assert got.equals(pa.array(values, mask=~valid))
+    assert got.null_count == int((~valid).sum())
+    assert _masked(values, np.ones(len(values), bool)).equals(pa.array(values))

@@ -163,8 +163,20 @@ def _free(name: str, taken: set[str]) -> str:
 
 
 def _masked(values: np.ndarray, valid: np.ndarray) -> pa.Array:
+    """``values`` as an Arrow array, null where not ``valid``; numbers keep their buffer and
+    get a validity bitmap packed straight from ``valid``."""
     if valid.all():
         return pa.array(values)
+    if values.dtype.kind in "iuf" and values.dtype.isnative and values.ndim == 1:
+        data = np.ascontiguousarray(values)
+        bitmap = np.packbits(valid, bitorder="little")
+        nulls = len(valid) - int(np.count_nonzero(valid))
+        return pa.Array.from_buffers(
+            pa.from_numpy_dtype(data.dtype),
+            len(data),
+            [pa.py_buffer(bitmap), pa.py_buffer(data)],
+            null_count=nulls,
+        )
     return pa.array(values, mask=~valid)
 
 
