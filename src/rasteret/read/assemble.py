@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+from rasterio.enums import Resampling
 
 from rasteret.read.bands import BandRead, TileKey
 from rasteret.read.grid import Grid
@@ -80,14 +81,39 @@ def _region(
     valid = np.zeros((height, width), dtype=bool)
     if inside is not None:
         valid[inside] = True
-    masked = bool(read.mask_tiles)
+    # a read's mask_tiles also list the tiles of its validity read (another level)
+    mask_keys = tuple(k for k in read.mask_tiles if k.level == read.level)
+    masked = bool(mask_keys)
     if masked:
         mask = np.zeros((height, width), dtype=np.uint16)
-        paste_region(read, read.mask_tiles, decoded, mask, sample=read.mask_sample)
+        paste_region(read, mask_keys, decoded, mask, sample=read.mask_sample)
         valid &= mask != 0
     if read.nodata is not None:
         valid &= ~nodata_mask(canvas, read.nodata)
     return canvas, valid, masked or (not full and read.nodata is None)
+
+
+def _all_samples(read: BandRead, decoded: Mapping[TileKey, np.ndarray]) -> np.ndarray | None:
+    """Every sample of a chunky multi-band file over the region (``(samples, h, w)``), for
+    kernels GDAL runs on the whole dataset at once; None otherwise."""
+    if read.io_window is None or read.resampling == Resampling.nearest or not read.tiles:
+        return None
+    count = decoded[read.tiles[0]].shape[0]
+    if count < 2:
+        return None
+    _, _, width, height = read.region
+    out = np.zeros((count, height, width), dtype=np.dtype(read.dtype))
+    for sample in range(count):
+        paste_region(read, read.tiles, decoded, out[sample], sample=sample)
+    return out
+
+
+def _validity(read: BandRead, decoded: Mapping[TileKey, np.ndarray], grid: Grid) -> np.ndarray:
+    """The validity of a nearest read (``read_masks(out_shape=)``) on ``grid``."""
+    canvas, valid, _ = _region(read, decoded)
+    if read.mode == "resample":
+        _, valid = resample_region(canvas, valid, read, grid.shape, use_mask=False)
+    return valid
 
 
 def assemble_band(
@@ -117,9 +143,14 @@ def assemble_band(
     in_place = read.mode == "paste" and out.dtype == np.dtype(read.dtype)
     canvas, valid, use_mask = _region(read, decoded, out if in_place else None)
     if read.mode == "resample":
-        canvas, valid = resample_region(canvas, valid, read, grid.shape, use_mask=use_mask)
+        samples = _all_samples(read, decoded)
+        canvas, valid = resample_region(
+            canvas, valid, read, grid.shape, use_mask=use_mask, samples=samples
+        )
     elif read.mode == "warp":
         canvas, valid = warp_region(canvas, valid, read, grid, use_mask=use_mask)
+    if read.validity is not None:  # GDAL's mask read picks another level (see BandRead)
+        valid = _validity(read.validity, decoded, grid) & ~nodata_mask(canvas, read.nodata)
     np.logical_and(valid, inside_aoi, out=out_valid)
     if not in_place:
         out[...] = canvas

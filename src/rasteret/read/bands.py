@@ -4,7 +4,10 @@ Three modes, from cheapest to most general:
 
 * ``paste``: same CRS, same pixel size, grid offsets a whole number of pixels apart. The
   chip is a window of the full-resolution image; decoded tiles are copied in with NumPy
-  slicing. Bit-exact with ``rasterio`` ``read(window=..., boundless=True)``.
+  slicing. Bit-exact with ``rasterio`` ``read(window=..., boundless=True)``. Also a
+  downsampled read that GDAL serves as a straight copy from the overview level it picks
+  (the chip's grid is that level's grid, see :func:`gdal_copies`): bit-exact with
+  ``read(window=..., out_shape=...)``, with no kernel run.
 * ``resample``: same CRS, other pixel size. GDAL's RasterIO
   semantics: the overview level ``GDALBandGetBestOverviewLevel2`` picks, then the fractional
   window resampled to the chip's shape; equal to ``rasterio`` ``read(window=, out_shape=,
@@ -21,7 +24,7 @@ image, so kernels see the same neighbours GDAL sees).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from rasterio.enums import Resampling
@@ -40,7 +43,17 @@ from rasteret.read.grid import (
 from rasteret.read.options import ReadOptions
 from rasteret.tiff.decode import TileLayout
 
-__all__ = ["BandRead", "Mode", "TileKey", "TileSource", "plan_band"]
+__all__ = [
+    "BandRead",
+    "Mode",
+    "RasterIOWindow",
+    "TileKey",
+    "TileSource",
+    "gdal_chunk",
+    "gdal_copies",
+    "plan_band",
+    "rasterio_window",
+]
 
 Mode = Literal["paste", "resample", "warp"]
 
@@ -91,6 +104,35 @@ class TileSource:
     """Value of a sparse tile: nodata (else 0) for data, 255 (valid) for masks."""
 
 
+@dataclass(frozen=True, slots=True)
+class RasterIOWindow:
+    """The request GDAL's RasterIO serves for ``rasterio`` ``read(window=, out_shape=)``.
+
+    rasterio clips the window to the raster (``width = min(x0 + w, W) - x0``) and passes it
+    twice: truncated to integers and as floats. GDAL picks the overview level with the
+    integer size (``GDALBandGetBestOverviewLevel2``) and scales both windows to it: integers
+    as ``int(v / factor + 0.5)``, floats as ``v / factor``. Both are kept here, on the level.
+    """
+
+    level: int
+    col: int
+    row: int
+    width: int
+    height: int
+    """The integer window on the level."""
+    x: float
+    y: float
+    w: float
+    h: float
+    """The floating window on the level."""
+    out_width: int
+    out_height: int
+    window: tuple[float, float, float, float]
+    """The full-resolution floating window as requested (before rasterio clips it)."""
+    full_size: tuple[int, int]
+    """``(width, height)`` of the full-resolution image."""
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class BandRead:
     """The plan for one band of one chip."""
@@ -125,6 +167,15 @@ class BandRead:
     resampling: Resampling
     overlaps: bool
     """Whether the chip sees any pixel of this band's raster."""
+    io_window: RasterIOWindow | None = None
+    """``resample`` inside the image: GDAL's RasterIO request (level, integer and floating
+    windows, output size), which :func:`rasteret.read.warp.resample_region` reproduces."""
+    validity: BandRead | None = None
+    """Where GDAL's validity for a non-nearest read comes from another level than its
+    pixels: ``read_masks(out_shape=)`` samples the mask with nearest, whose overview
+    threshold (1.2) can pick a coarser level than the kernel's (1.0). The nearest read of
+    that level; its tiles are listed in ``mask_tiles`` too, so whatever fetches ``tiles``
+    and ``mask_tiles`` fetches them (they are not pasted into this read's region)."""
 
 
 def plan_band(
@@ -145,9 +196,17 @@ def plan_band(
         if _aligned(x0, y0, w, h, grid):
             region = (round(x0), round(y0), grid.width, grid.height)
             return _build(band, index, meta, "paste", 0, region, None, src_crs, kernel, tiles)
-        # GDAL's in-memory RasterIO copies a window as whole pixels when its integer size
-        # equals the output size, ignoring a sub-pixel offset; the warper does not.
+        # the same pixel size off the lattice by a fraction of a pixel: the warper (GDAL's
+        # in-memory RasterIO would copy whole pixels, ignoring the sub-pixel offset)
         same_size = int(w) == grid.width and int(h) == grid.height
+        io = (
+            None
+            if same_size
+            else rasterio_window(meta, (x0, y0, w, h), *grid.shape[::-1], nearest=nearest)
+        )
+        if io is not None:
+            return _plan_rasterio(band, index, meta, io, src_crs, kernel, tiles)
+        # else a window past the image edge (no rasterio equivalent: filled outside the image)
         mode: Mode = "warp" if same_size else "resample"
     else:
         a, _, c, _, e, f = full.transform
@@ -192,6 +251,171 @@ def plan_band(
     )
 
 
+def gdal_copies(io: RasterIOWindow) -> bool:
+    """Whether GDAL serves ``io`` as a straight copy of the level's pixels (no kernel).
+
+    GDAL >= 3.10 (``GDALRasterBand::IRasterIO``, ``bUseIntegerRequestCoords``) copies only
+    when the integer window has the output's size and the floating window equals it exactly;
+    otherwise nearest samples the floating window and other kernels resample it.
+
+    >>> whole = ((512.0, 0.0, 4096.0, 4096.0), (4096, 4096))
+    >>> gdal_copies(RasterIOWindow(3, 64, 0, 512, 512, 64.0, 0.0, 512.0, 512.0, 512, 512, *whole))
+    True
+    >>> gdal_copies(RasterIOWindow(3, 64, 0, 512, 512, 64.5, 0.0, 512.0, 512.0, 512, 512, *whole))
+    False
+    """
+    return (io.width, io.height) == (io.out_width, io.out_height) and (
+        io.x,
+        io.y,
+        io.w,
+        io.h,
+    ) == (io.col, io.row, io.width, io.height)
+
+
+def rasterio_window(
+    meta: BandMetadata,
+    window: tuple[float, float, float, float],
+    out_width: int,
+    out_height: int,
+    *,
+    nearest: bool,
+) -> RasterIOWindow | None:
+    """GDAL's view of ``read(window=window, out_shape=(out_height, out_width))`` on the full
+    resolution image of ``meta`` (see :class:`RasterIOWindow`); None when the window passes
+    the image edge by more than float noise (rasterio would crop it; rasteret fills it).
+
+    The arithmetic is rasterio's and GDAL's, in the same doubles.
+    """
+    full = meta.level
+    fw, fh = full.image_width, full.image_height
+    x0, y0, w, h = window
+    tol = _ALIGN_TOLERANCE
+    if x0 < -tol or y0 < -tol or x0 + w > fw + tol or y0 + h > fh + tol:
+        return None
+    xa, ya = max(x0, 0.0), max(y0, 0.0)
+    wa, ha = min(x0 + w, float(fw)) - xa, min(y0 + h, float(fh)) - ya
+    ix, iy, iw, ih = int(xa), int(ya), int(max(1.0, wa)), int(max(1.0, ha))
+    sizes = [(o.image_width, o.image_height) for o in meta.overviews]
+    level = best_overview(fw, fh, sizes, iw, ih, out_width, out_height, nearest=nearest)
+    if level == 0:
+        return RasterIOWindow(
+            0, ix, iy, iw, ih, xa, ya, wa, ha, out_width, out_height, window, (fw, fh)
+        )
+    lw, lh = sizes[level - 1]
+    fx, fy = fw / lw, fh / lh
+    col, row = min(lw - 1, int(ix / fx + 0.5)), min(lh - 1, int(iy / fy + 0.5))
+    width, height = max(1, int(iw / fx + 0.5)), max(1, int(ih / fy + 0.5))
+    width, height = min(width, lw - col), min(height, lh - row)
+    return RasterIOWindow(
+        level,
+        col,
+        row,
+        width,
+        height,
+        xa / fx,
+        ya / fy,
+        wa / fx,
+        ha / fy,
+        out_width,
+        out_height,
+        window,
+        (fw, fh),
+    )
+
+
+_GDAL_RADIUS = {
+    Resampling.bilinear: 1,
+    Resampling.cubic: 2,
+    Resampling.cubic_spline: 2,
+    Resampling.lanczos: 3,
+    Resampling.gauss: 1,
+}
+"""Kernel radius of GDAL's RasterIO resampling functions (``GDALGetResampleFunction``);
+0 for the others (average, mode, rms)."""
+
+
+def gdal_chunk(
+    io: RasterIOWindow, kernel: Resampling, level_size: tuple[int, int], *, joint: bool = False
+) -> tuple[int, int, int, int]:
+    """``(col0, row0, col1, row1)`` of the level pixels GDAL's ``RasterIOResampled`` reads
+    for ``io`` (one chunk): the integer window from its offset, ``1 + ceil(out * ratio)``
+    pixels long, widened by the kernel radius times the rounded ratio, clamped to the level.
+    Kernels see no pixel outside it (for average, not the partial first source column when
+    the integer offset was rounded up past the floating one). ``joint``: the bands of a
+    chunky multi-band file resampled together (``GDALDataset::RasterIOResampled``), whose
+    margin uses the larger of the two rounded ratios on both axes.
+
+    >>> full = ((539.5, 319.0, 371.6, 7.97), (1003, 997))
+    >>> io = RasterIOWindow(1, 270, 160, 186, 4, 270.0, 159.68, 186.0, 3.992, 93, 2, *full)
+    >>> gdal_chunk(io, Resampling.average, (502, 499))
+    (270, 160, 457, 165)
+    >>> gdal_chunk(io, Resampling.cubic, (502, 499))
+    (266, 156, 461, 169)
+    """
+    lw, lh = level_size
+    radius = _GDAL_RADIUS.get(kernel, 0)
+    rx, ry = io.w / io.out_width, io.h / io.out_height
+    mx, my = radius * max(1, int(0.5 + rx)), radius * max(1, int(0.5 + ry))
+    if joint:
+        mx = my = max(mx, my)
+    col1 = min(lw, io.col + 1 + math.ceil(io.out_width * rx) + mx)
+    row1 = min(lh, io.row + 1 + math.ceil(io.out_height * ry) + my)
+    return max(0, io.col - mx), max(0, io.row - my), col1, row1
+
+
+def _plan_rasterio(
+    band: str,
+    index: int,
+    meta: BandMetadata,
+    io: RasterIOWindow,
+    src_crs: str,
+    kernel: Resampling,
+    tiles: dict[TileKey, TileSource],
+) -> BandRead:
+    """A same-CRS read inside the image: a paste where GDAL copies, else a resample whose
+    region is what GDAL reads (``RasterIOResampled``'s chunk: the integer window plus
+    ``radius x round(ratio)`` pixels, clamped to the level), so kernels meet the same edges."""
+    if gdal_copies(io):
+        region = (io.col, io.row, io.width, io.height)
+        read = _build(band, index, meta, "paste", io.level, region, None, src_crs, kernel, tiles)
+    else:
+        lv = meta.levels[io.level]
+        lw, lh = lv.image_width, lv.image_height
+        if kernel == Resampling.nearest:  # samples inside the floating window (clamped)
+            col0, row0 = max(0, math.floor(io.x) - 1), max(0, math.floor(io.y) - 1)
+            col1 = min(lw, math.ceil(io.x + io.w) + 1)
+            row1 = min(lh, math.ceil(io.y + io.h) + 1)
+        else:  # GDAL's chunk, and the floating window's first pixel
+            joint = lv.samples_per_pixel > 1 and lv.planar_configuration != 2
+            col0, row0, col1, row1 = gdal_chunk(io, kernel, (lw, lh), joint=joint)
+            col0 = min(col0, max(0, math.floor(io.x)))
+            row0 = min(row0, max(0, math.floor(io.y)))
+        region = (col0, row0, col1 - col0, row1 - row0)
+        src_window = (io.x - col0, io.y - row0, io.w, io.h)
+        read = _build(
+            band,
+            index,
+            meta,
+            "resample",
+            io.level,
+            region,
+            src_window,
+            src_crs,
+            kernel,
+            tiles,
+            True,
+            io,
+        )
+    if kernel == Resampling.nearest:
+        return read
+    masks = rasterio_window(meta, io.window, io.out_width, io.out_height, nearest=True)
+    if masks is None or masks.level == io.level:
+        return read
+    validity = _plan_rasterio(band, index, meta, masks, src_crs, Resampling.nearest, tiles)
+    extra = tuple(k for k in (*validity.tiles, *validity.mask_tiles) if k not in read.mask_tiles)
+    return replace(read, validity=validity, mask_tiles=(*read.mask_tiles, *extra))
+
+
 def _aligned(x0: float, y0: float, w: float, h: float, grid: Grid) -> bool:
     tol = _ALIGN_TOLERANCE
     return (
@@ -214,6 +438,7 @@ def _build(
     kernel: Resampling,
     tiles: dict[TileKey, TileSource],
     overlaps: bool | None = None,
+    io: RasterIOWindow | None = None,
 ) -> BandRead:
     lv = meta.levels[level]
     if overlaps is None:
@@ -256,6 +481,7 @@ def _build(
         dtype=meta.dtype,
         resampling=kernel,
         overlaps=overlaps,
+        io_window=io,
     )
 
 

@@ -1,13 +1,16 @@
 """Resampling kernels: GDAL RasterIO (same CRS) and the GDAL warper (other CRS).
 
-Both run GDAL itself, through rasterio, on in-memory arrays (no file I/O), so the results
-are GDAL's to the bit:
+Both run GDAL itself (or its arithmetic), through rasterio, on in-memory data (no file
+I/O), so the results are GDAL's to the bit:
 
-* :func:`resample_region` puts an assembled region of one level into an in-memory (MEM)
-  dataset and reads the fractional window at the output shape, exactly as
-  ``rasterio`` ``read(window=..., out_shape=..., resampling=...)`` reads that level of the
-  file. Invalid pixels the nodata value cannot express (internal mask, outside the image)
-  are given to GDAL as a per-dataset mask, so kernels skip them as GDAL does for masked files.
+* :func:`resample_region` gives what ``rasterio`` ``read(window=..., out_shape=...,
+  resampling=...)`` gives on the file: for a window inside the image, nearest samples the
+  level with GDAL's own arithmetic (NumPy, no GDAL call) and other kernels run GDAL on a
+  sparse in-memory GeoTIFF shaped like the source (so GDAL rounds the same integer window
+  on the same overview level); a window past the edge is read from an in-memory (MEM)
+  dataset of the region. Invalid pixels the nodata value cannot express (internal mask,
+  outside the image) are given to GDAL as a per-dataset mask, so kernels skip them as GDAL
+  does for masked files.
 * :func:`warp_region` calls :func:`rasterio.warp.reproject` between MEM datasets, the
   source carrying the same per-dataset mask, once per strip of the output CRS's absolute
   pixel lattice (:func:`warp_calls`) with a fixed kernel scale, so a pixel's value does not
@@ -33,10 +36,11 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.enums import Resampling
+from rasterio.io import MemoryFile
 from rasterio.warp import reproject
 from rasterio.windows import Window
 
-from rasteret.read.bands import BandRead
+from rasteret.read.bands import BandRead, RasterIOWindow, gdal_copies
 from rasteret.read.grid import Grid, Transform, same_crs, transformer
 from rasteret.read.mask import nodata_mask
 
@@ -50,8 +54,15 @@ def resample_region(
     out_shape: tuple[int, int],
     *,
     use_mask: bool,
+    samples: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Resample ``read.src_window`` of ``canvas`` to ``out_shape`` as GDAL RasterIO does.
+
+    With ``read.io_window`` (a window inside the image), GDAL's own request is reproduced:
+    nearest samples the floating window exactly as ``GDALRasterBand::IRasterIO`` does
+    (NumPy indexing, no GDAL call), other kernels run GDAL's ``RasterIOResampled`` on the
+    region the plan cropped to GDAL's source chunk. Validity is the validity of the source
+    pixel nearest each output pixel (``read_masks(out_shape=...)``).
 
     Args:
         canvas: ``(height, width)`` pixels of the read's region, in the band's dtype.
@@ -60,6 +71,10 @@ def resample_region(
         out_shape: ``(height, width)`` of the result.
         use_mask: Give ``valid`` to GDAL as a per-dataset mask (needed when some invalid
             pixels are not equal to nodata).
+        samples: ``(samples, height, width)``: every band of a chunky multi-band file over
+            the region. rasterio reads such files' bands together, and GDAL then resamples
+            the whole dataset (``GDALDataset::RasterIOResampled``: one kernel margin for
+            both axes, band 1's mask for all), which the emulation follows.
 
     Returns:
         The resampled pixels and their validity.
@@ -68,6 +83,16 @@ def resample_region(
     x0, y0, w, h = read.src_window
     window = Window(x0, y0, w, h)
     mask = valid if use_mask else None
+    io = read.io_window
+    if io is not None:
+        rows, cols = _nearest_index(io, read.image_size, read.region)
+        valid_out = valid[np.ix_(rows, cols)]
+        if read.resampling == Resampling.nearest:
+            data = canvas[np.ix_(rows, cols)]
+        else:
+            data = _file_read(canvas if samples is None else samples, mask, read, io, out_shape)
+        valid_out &= ~nodata_mask(data, read.nodata)
+        return data, valid_out
     data = _mem_read(canvas, mask, read, window, out_shape, read.resampling, nodata=read.nodata)
     valid_u8 = valid.astype(np.uint8)
     valid_out = (
@@ -75,6 +100,124 @@ def resample_region(
     )
     valid_out &= ~nodata_mask(data, read.nodata)
     return data, valid_out
+
+
+_EPS = 1e-10
+"""GDAL's epsilon on nearest source positions (``GDALRasterBand::IRasterIO``)."""
+
+
+def _nearest_index(
+    io: RasterIOWindow, image_size: tuple[int, int], region: tuple[int, int, int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of ``region`` that GDAL's nearest RasterIO samples for ``io``.
+
+    A copy takes the integer window; otherwise row ``i`` is ``(i + 0.5) * dy + y + eps``
+    and the column position starts at ``0.5 * dx + x + eps`` and adds ``dx`` per column (a
+    running sum, as GDAL's loop does), both truncated and clamped to the level.
+
+    >>> io = RasterIOWindow(1, 2, 0, 4, 2, 2.5, 0.0, 4.0, 2.0, 2, 1, (5.0, 0.0, 8.0, 4.0), (32, 32))
+    >>> rows, cols = _nearest_index(io, (16, 16), (0, 0, 16, 16))
+    >>> rows.tolist(), cols.tolist()
+    ([1], [3, 5])
+    """
+    width, height = image_size
+    col0, row0 = region[0], region[1]
+    if gdal_copies(io):
+        rows = np.arange(io.row, io.row + io.out_height)
+        cols = np.arange(io.col, io.col + io.out_width)
+        return rows - row0, cols - col0
+    dy = io.h / io.out_height
+    ys = (np.arange(io.out_height) + 0.5) * dy + io.y + _EPS
+    dx = io.w / io.out_width
+    steps = np.full(io.out_width, dx)
+    steps[0] = 0.5 * dx + io.x + _EPS
+    xs = np.add.accumulate(steps)
+    rows = np.minimum(np.maximum(0.0, ys), height - 1).astype(np.int64)
+    cols = np.minimum(np.maximum(0.0, xs), width - 1).astype(np.int64)
+    return rows - row0, cols - col0
+
+
+def _file_read(
+    canvas: np.ndarray,
+    mask: np.ndarray | None,
+    read: BandRead,
+    io: RasterIOWindow,
+    out_shape: tuple[int, int],
+) -> np.ndarray:
+    """GDAL's kernel for ``io``, run by GDAL on a file shaped like the source.
+
+    ``RasterIOResampled`` depends on more than the floating window: the integer offset GDAL
+    rounds on the overview (its chunk starts there; average then weighs the first row by
+    more than 1, or takes its unweighted 2x2 fast path), the chunk's clamping to the level
+    and the "virtual" output offset. None of that survives moving the window onto a cropped
+    in-memory region. So the region is written, at its place, into a sparse in-memory GeoTIFF
+    of the full image's size (its overview level as an external ``.ovr`` of the level's
+    size), with the band's nodata and the region's validity as its internal mask, and read
+    with the very request rasterio makes on the source file. Only the region's tiles hold
+    pixels; GDAL's chunk lies inside the region (see :func:`rasteret.read.bands.gdal_chunk`).
+    A ``(samples, h, w)`` canvas is written pixel-interleaved and read whole, and the read's
+    sample returned.
+    """
+    full_w, full_h = io.full_size
+    level_w, level_h = read.image_size
+    col0, row0, width, height = read.region
+    folder = uuid.uuid4().hex
+    count = 1 if canvas.ndim == 2 else canvas.shape[0]
+    profile: dict[str, Any] = {
+        "driver": "GTiff",
+        "count": count,
+        "interleave": "pixel",
+        "dtype": canvas.dtype,
+        "nodata": read.nodata,
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+        "sparse_ok": True,
+        "transform": Affine(1.0, 0.0, 1e6, 0.0, -1.0, 1e6),
+        "crs": read.src_crs,
+    }
+    with (
+        rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True),
+        MemoryFile(dirname=folder, filename="src.tif") as base,
+        MemoryFile(dirname=folder, filename="src.tif.ovr") as overview,
+    ):
+        levels = [base] if io.level == 0 else [base, overview]
+        with base.open(width=full_w, height=full_h, **profile) as dst:
+            if io.level == 0:
+                _write_region(dst, canvas, mask, col0, row0, width, height)
+        if io.level > 0:
+            with overview.open(width=level_w, height=level_h, **profile) as dst:
+                _write_region(dst, canvas, mask, col0, row0, width, height)
+        with levels[0].open() as src:
+            data = src.read(
+                window=Window(*io.window), out_shape=(count, *out_shape), resampling=read.resampling
+            )
+    return data[read.sample if count > 1 else 0]
+
+
+def _write_region(
+    dst: Any,
+    canvas: np.ndarray,
+    mask: np.ndarray | None,
+    col: int,
+    row: int,
+    width: int,
+    height: int,
+) -> None:
+    window = Window(col, row, width, height)
+    if canvas.ndim == 2:
+        dst.write(canvas, 1, window=window)
+    else:
+        dst.write(canvas, window=window)
+    if mask is not None:
+        dst.write_mask(np.where(mask, 255, 0).astype(np.uint8), window=window)
+
+
+def _georeferenced(transform: tuple[float, ...]) -> tuple[float, ...]:
+    # RasterIO ignores georeferencing: any non-identity transform keeps rasterio quiet
+    if abs(transform[2]) < 1 and abs(transform[5]) < 1:
+        return (*transform[:2], 1e6, *transform[3:5], 1e6)
+    return transform
 
 
 def _mem_read(
@@ -87,10 +230,7 @@ def _mem_read(
     *,
     nodata: float | None,
 ) -> np.ndarray:
-    # RasterIO ignores georeferencing: any non-identity transform keeps rasterio quiet
-    transform = read.src_transform
-    if abs(transform[2]) < 1 and abs(transform[5]) < 1:
-        transform = (*transform[:2], 1e6, *transform[3:5], 1e6)
+    transform = _georeferenced(read.src_transform)
     with _mem(canvas, transform, read.src_crs, nodata, mask) as mem:
         return mem.read(1, window=window, out_shape=out_shape, resampling=resampling)
 
