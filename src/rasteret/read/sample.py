@@ -132,8 +132,9 @@ class _Gatherer:
     def gather(self, key: TileKey, tile: np.ndarray) -> None:
         for g in self.by_key.pop(key, ()):
             pixels = take_pixels(tile, g.sample, g.pixels)
-            mask_ok = self.mask_ok[g.band]
-            if g.mask and mask_ok is not None:
+            if g.mask:
+                mask_ok = self.mask_ok[g.band]
+                assert mask_ok is not None  # made for every band with mask gathers
                 mask_ok[g.targets] = pixels != 0
             elif g.nodata is None:
                 self.values[g.band][g.targets] = pixels
