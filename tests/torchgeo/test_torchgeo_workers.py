@@ -134,3 +134,22 @@ def test_forkserver_workers_read_a_pickled_dataset(http_dataset: Any) -> None:
     got = [image for batch in loader for image in batch["image"]]
     for image, sample in zip(got, expected, strict=True):
         assert torch.equal(image, sample)
+
+
+def test_a_failed_worker_read_names_record_band_and_url(tmp_path: Path) -> None:
+    specs = [spec(5), spec(10)]
+    paths = write_scenes(tmp_path / "scenes", specs)
+    hrefs = {s.scene_id: {b: str(p) for b, p in paths[s.scene_id].items()} for s in specs}
+    ds = build(specs, hrefs, tmp_path / "ws").to_torchgeo_dataset(bands=["B04", "B08"])
+    queries = list(GridGeoSampler(ds, size=64, stride=80))  # chips of both records
+    ds[queries[0]]  # the main process has read
+    clear_tile_cache()
+    missing = paths["s20240110T000000"]["B08"]
+    missing.unlink()
+    loader = _loader(ds, queries, multiprocessing_context="fork")
+    with pytest.raises(FileNotFoundError) as info:
+        list(loader)
+    message = str(info.value)
+    assert "record 's20240110T000000'" in message
+    assert "band 'B08'" in message
+    assert str(missing) in message
