@@ -312,12 +312,20 @@ async def _latest_in_waves(
         group = np.array(sorted(newest_first[:size]), dtype=np.int64)
         newest_first, size = newest_first[size:], size * 2
         subsets = _band_subsets(missing)
-        reads = await asyncio.gather(*(
-            _read_batches([records[i] for i in group], xs[pts], ys[pts], points_crs,
-                          [bands[b] for b in positions], options, read_options)
-            for positions, pts in subsets
-        ))  # fmt: skip
-        for (positions, pts), wave in zip(subsets, reads, strict=True):
+        group_records = [records[i] for i in group]
+        try:
+            async with asyncio.TaskGroup() as tasks:  # one failure cancels the other reads
+                reads = [
+                    tasks.create_task(_read_batches(
+                        group_records, xs[pts], ys[pts], points_crs,
+                        [bands[b] for b in positions], options, read_options,
+                    ))
+                    for positions, pts in subsets
+                ]  # fmt: skip
+        except BaseExceptionGroup as eg:
+            raise _first_error(eg) from None
+        for (positions, pts), read in zip(subsets, reads, strict=True):
+            wave = read.result()
             wave = remap_records(replace(wave, point_index=pts[wave.point_index]), group)
             if positions[0] != 0:  # row/col name the pixel in the first band's grid
                 row, col = _first_band_pixels(wave, records, bands[0], xs, ys, points_crs)
