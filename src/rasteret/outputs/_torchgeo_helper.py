@@ -212,6 +212,7 @@ _target: tuple[Any, bytes] | None = None
 """Address and key of the server this (forked) process's reads go to."""
 _client: _Client | None = None
 _lock = threading.Lock()
+_stop_at_exit: list[Any] = []
 
 
 def register(dataset: Any) -> None:
@@ -250,6 +251,8 @@ def _before_fork() -> None:
     except Exception:  # never break the fork: the children start helpers of their own
         return
     _server = server
+    if not _stop_at_exit:
+        _stop_at_exit.append(atexit.register(stop_server))  # close the socket at exit
 
 
 def _after_fork_in_child() -> None:
