@@ -328,7 +328,7 @@ def to_crs84(
     if is_crs84(crs):
         return geoms
     source = crs_(crs)
-    transformer = pyproj.Transformer.from_crs(source, CRS84, always_xy=True)
+    transformer = _transformer_to_crs84(source)
     bounds = shapely.bounds(geoms)
     extent = np.fmax(bounds[:, 2] - bounds[:, 0], bounds[:, 3] - bounds[:, 1])
     step = np.where(extent > 0, extent / max(densify_points - 1, 1), np.inf)
@@ -348,6 +348,30 @@ def to_crs84(
             f"got non-finite coordinates in rows {rows}"
         )
     return out
+
+
+_TO_CRS84: dict[str, pyproj.Transformer] = {}
+_TO_CRS84_MAX = 64
+
+
+def _transformer_to_crs84(source: pyproj.CRS) -> pyproj.Transformer:
+    """An always-x/y transformer from ``source`` to CRS84, built once per CRS.
+
+    Building one costs milliseconds (PROJ searches its database for the operation); reads
+    call this on every AOI. A pyproj (>= 3.1) ``Transformer`` may be shared across threads:
+    each thread gets its own PROJ object behind it. Keyed by the CRS's input string
+    (``CRS.srs``); a race builds one twice, harmlessly.
+
+    >>> _transformer_to_crs84(crs_(32633)) is _transformer_to_crs84(crs_("EPSG:32633"))
+    True
+    """
+    key = source.srs
+    found = _TO_CRS84.get(key)
+    if found is None:
+        if len(_TO_CRS84) >= _TO_CRS84_MAX:
+            _TO_CRS84.clear()
+        found = _TO_CRS84[key] = pyproj.Transformer.from_crs(source, CRS84, always_xy=True)
+    return found
 
 
 def aoi_bounds_crs84(
