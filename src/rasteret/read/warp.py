@@ -413,6 +413,10 @@ def warp_region(
     """
     dst_nodata = read.nodata if read.nodata is not None else 0
     mask = valid if use_mask else None
+    if mask is not None and read.nodata is not None:
+        # GDAL's warper honours a per-dataset mask next to a nodata value for some output
+        # windows and not for others: with a nodata value, invalid pixels become nodata
+        canvas, mask = np.where(valid, canvas, canvas.dtype.type(read.nodata)), None
     data = np.full(grid.shape, dst_nodata, canvas.dtype)
     written = np.zeros(grid.shape, dtype=bool)
     with _mem(canvas, read.src_transform, read.src_crs, read.nodata, mask) as src:
