@@ -157,11 +157,15 @@ def test_same_crs_warps_are_one_call_at_the_exact_scale() -> None:
 
 @pytest.mark.parametrize("kernel", [*KERNELS, "lanczos", "mode"])
 @pytest.mark.parametrize("target", TARGETS)
-def test_warp_region_of_a_grid_equals_its_pieces(kernel: str, target: int) -> None:
+@pytest.mark.parametrize("use_mask", [False, True])
+def test_warp_region_of_a_grid_equals_its_pieces(kernel: str, target: int, use_mask: bool) -> None:
     rng = np.random.default_rng(5)
     canvas = (1000 + 300 * rng.standard_normal((420, 460))).clip(1, 60000).astype("uint16")
     yy, xx = np.mgrid[0:420, 0:460]
     canvas[(xx + yy) < 120] = 0  # nodata the kernels must skip
+    valid = canvas != 0
+    if use_mask:  # an internal mask beyond nodata: a masked-out block GDAL gets as a mask
+        valid[200:260, 150:330] = False
     x, y = Transformer.from_crs(4326, 32633, always_xy=True).transform(11.99, 46.03)
     src_transform = (10.0, 0.0, round(x, -1), 0.0, -10.0, round(y, -1))
     read = SimpleNamespace(
@@ -171,16 +175,26 @@ def test_warp_region_of_a_grid_equals_its_pieces(kernel: str, target: int) -> No
     gx, gy = Transformer.from_crs(32633, target, always_xy=True).transform(cx, cy)
     res = 10.0 if target != 4326 else 0.00011
     grid = Grid(f"EPSG:{target}", (res, 0.0, gx - 180 * res, 0.0, -res, gy + 170 * res), 357, 331)
-    whole, whole_valid = warp_region(canvas, canvas != 0, read, grid, use_mask=False)  # type: ignore[arg-type]
+    whole, whole_valid = warp_region(canvas, valid, read, grid, use_mask=use_mask)  # type: ignore[arg-type]
     assert whole_valid.mean() > 0.5
+    if use_mask:  # nothing comes from well inside the masked block (GDAL once ignored it)
+        a, _, c, _, e, f = grid.transform
+        rr, cc = np.mgrid[0 : grid.height, 0 : grid.width]
+        to_src = Transformer.from_crs(target, 32633, always_xy=True)
+        sx, sy = to_src.transform(c + (cc + 0.5) * a, f + (rr + 0.5) * e)
+        col = (sx - src_transform[2]) / 10.0
+        row = (src_transform[5] - sy) / 10.0
+        deep = (row > 204) & (row < 256) & (col > 154) & (col < 326)
+        assert deep.sum() > 1000
+        assert not whole_valid[deep].any()
     rows, cols = (0, 100, 257, 331), (0, 77, 177, 300, 357)  # odd cuts, as chunks make them
     pieces = np.zeros_like(whole)
     pieces_valid = np.zeros_like(whole_valid)
     for r0, r1 in itertools.pairwise(rows):
         for c0, c1 in itertools.pairwise(cols):
             part = _sub(grid, r0, c0, r1 - r0, c1 - c0)
-            data, valid = warp_region(canvas, canvas != 0, read, part, use_mask=False)  # type: ignore[arg-type]
-            pieces[r0:r1, c0:c1], pieces_valid[r0:r1, c0:c1] = data, valid
+            data, ok = warp_region(canvas, valid, read, part, use_mask=use_mask)  # type: ignore[arg-type]
+            pieces[r0:r1, c0:c1], pieces_valid[r0:r1, c0:c1] = data, ok
     np.testing.assert_array_equal(pieces, whole)
     np.testing.assert_array_equal(pieces_valid, whole_valid)
 
