@@ -76,6 +76,11 @@ class TorchGeoMixin:
         int64 with ``is_image=False``), ``crs`` and ``bounds``; records a query hits are
         mosaicked first-valid-wins in (datetime, id) order.
 
+        ``DataLoader`` workers need no setup: ``spawn``/``forkserver`` workers get the
+        dataset pickled and read themselves; workers forked from a process that has already
+        read (which obstore cannot do after a fork) hand their reads to that process, which
+        serves them on its own thread pool and tile cache.
+
         Args:
             bands: Band names, in channel order.
             chip_size: Force every sample to this many pixels (int or ``(height, width)``);
