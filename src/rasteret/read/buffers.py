@@ -1,13 +1,13 @@
-"""Recycled memory for decoded tiles: fewer page faults per read.
+"""Recycled memory for decoded tiles and assembled chips: fewer page faults per read.
 
 A read decodes hundreds of megabytes of tiles (300 tiles of 2 MiB in the S2-like benchmark).
 Fresh memory for each tile costs a page fault per 4 KiB page on first write (~1 ms of kernel
 time per 2 MiB tile on the benchmark VM, a fifth of the tile's decode time), and the freed
-tiles go back to the system, so the next read faults again. :class:`BufferPool` hands out
-writable byte arrays and takes their memory back once the last view of an array is gone
-(cache entries, chips being assembled, user references: NumPy views keep the array they
-were taken from alive, so memory is reused only when nothing can see it any more). Up to
-``max_free_bytes`` of returned memory is kept for the next tiles; the rest is freed.
+tiles go back to the system, so the next read faults again; chips likewise.
+:class:`BufferPool` hands out writable byte arrays and takes their memory back once the last
+view of an array is gone (cache entries, chips being assembled, user references: NumPy views
+keep the array they were taken from alive, so memory is reused only when nothing can see it
+any more). Up to ``max_free_bytes`` of returned memory is kept; the rest is freed.
 
 >>> pool = BufferPool(max_free_bytes=1 << 20)
 >>> a = pool.take(1000)

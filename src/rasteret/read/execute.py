@@ -8,9 +8,9 @@
 3. As each group's bytes arrive, its tiles are decoded on a thread pool sized to the cores
    (imagecodecs releases the GIL) into recycled memory (:mod:`rasteret.read.buffers`) and
    cached.
-4. Each chip is assembled on the same pool as soon as its last tile is decoded; a tile is let
-   go as soon as the last chip that needs it is assembled (the cache may keep it), so its
-   memory can serve the tiles decoded after it.
+4. Each chip is assembled on the same pool, into recycled memory too, as soon as its last
+   tile is decoded; a tile is let go as soon as the last chip that needs it is assembled (the
+   cache may keep it), so its memory can serve the tiles decoded after it.
 
 Bytes usually arrive faster than they decode, so decode jobs wait in a :class:`DecodeQueue`
 rather than in the pool's own queue: a few at a time go to the pool, tiles of earlier chips
@@ -368,6 +368,12 @@ def _decode(source: TileSource, view: memoryview) -> np.ndarray:
     return arr
 
 
+def _recycled(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """``np.empty(shape, dtype)`` in recycled memory (every element is written by the caller)."""
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    return tile_buffers().take(nbytes).view(dtype).reshape(shape)
+
+
 def _assemble_chip(
     plan: ReadPlan,
     chip: ChipPlan,
@@ -376,8 +382,9 @@ def _assemble_chip(
     inside_aoi: np.ndarray,
 ) -> Chip:
     grid = chip.grid
-    data = np.empty((len(chip.bands), grid.height, grid.width), dtype=plan.dtype)
-    valid = np.empty(data.shape, dtype=bool)
+    shape = (len(chip.bands), grid.height, grid.width)
+    data = _recycled(shape, plan.dtype)
+    valid = _recycled(shape, np.dtype(bool))
     for read in chip.bands:
         c = read.index
         assemble_band(read, decoded, grid, inside_aoi, data[c], valid[c], plan.fill_values[c])
