@@ -133,7 +133,7 @@ def chips_to_numpy(
         record_id=np.array([c.record_id for c in chips], dtype=object),
         datetime=np.array(
             [
-                np.datetime64("NaT") if c.datetime is None else _datetime64(c.datetime)
+                np.datetime64("NaT", "us") if c.datetime is None else _datetime64(c.datetime)
                 for c in chips
             ],
             dtype="datetime64[us]",
