@@ -3,12 +3,13 @@
 :func:`read_points` is the entry point ``Collection.sample_points`` calls. Points are read
 in batches (:meth:`~rasteret.read.points.PointOptions.points_per_batch`; spatially sorted
 when there is more than one batch); each batch is planned (:func:`~rasteret.read.points.plan_points`)
-on a worker thread while the previous batch reads. A batch's tiles are fetched with the chip
-reads' machinery (:mod:`rasteret.read.execute`: coalesced ranges, one wave under
-:mod:`rasteret.io`'s global bound, decoding on the shared pool, the decoded-tile cache); as
-soon as a coalesced request's tiles are decoded their pixels are gathered (one
-``numpy.take`` per tile and band, on the decode pool) and the tiles released, and at most
-``max_decoded_mb`` of decoded tiles are held.
+on a worker thread while the previous batch reads, and its fetch starts as soon as the plan
+knows its tiles (the plan's first step), while the pixels are still being grouped by tile.
+A batch's tiles are fetched with the chip reads' machinery (:mod:`rasteret.read.execute`:
+coalesced ranges, one wave under :mod:`rasteret.io`'s global bound, decoding on the shared
+pool, the decoded-tile cache); as soon as a coalesced request's tiles are decoded their
+pixels are gathered (one ``numpy.take`` per tile and band, on the decode pool) and the
+tiles released, and at most ``max_decoded_mb`` of decoded tiles are held.
 
 Then, per batch, :func:`rasteret.read.select.select_samples` turns the raw windows into
 output rows (match, nearest valid pixel, neighbourhoods); rows come out point-major: points
