@@ -168,3 +168,38 @@ def test_resampled_reads_equal_rasterio_on_uneven_levels(
 ) -> None:
     modes = check_file(extra_paths[name], False, name)
     assert modes.get("resample@overview", 0) > 0
+
+
+@pytest.mark.parametrize("name", ["int16_deflate_nodata-9999_tile64_1003x997"])
+def test_mem_shortcut_equals_file_emulation(
+    extra_paths: dict[str, Path], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kernels read from a MEM dataset where that hands GDAL the file's very request (the
+    fast path) give what the sparse in-memory GeoTIFF emulation gives (the general path)."""
+    import rasteret.read.warp as warp_module
+
+    path = extra_paths[name]
+    taken = {"mem": 0}
+    exact = warp_module._mem_is_exact
+
+    def counting(*args: object) -> bool:
+        result = exact(*args)  # type: ignore[arg-type]
+        taken["mem"] += result
+        return result
+
+    rng = random.Random(name)
+    with rasterio.open(path) as src:
+        rec = record(path, 1)
+        crs = crs_string(src)
+        for geom, kw in cases(src, rng):
+            for kernel in ("bilinear", "cubic", "average", "lanczos"):
+                opts = ReadOptions(resampling=kernel, all_touched=True, cache_mb=0, **kw)
+                with monkeypatch.context() as m:
+                    m.setattr(warp_module, "_mem_is_exact", counting)
+                    fast = read_chips([rec], [geom], crs, ["b1"], opts).chips[0]
+                with monkeypatch.context() as m:
+                    m.setattr(warp_module, "_mem_is_exact", lambda *a: False)
+                    slow = read_chips([rec], [geom], crs, ["b1"], opts).chips[0]
+                np.testing.assert_array_equal(fast.data, slow.data)
+                np.testing.assert_array_equal(fast.valid, slow.valid)
+    assert taken["mem"] > 0

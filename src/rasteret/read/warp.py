@@ -158,9 +158,34 @@ def _file_read(
     A ``(samples, h, w)`` canvas is written pixel-interleaved and read whole, and the read's
     sample returned.
     """
+    col0, row0, width, height = read.region
+    if canvas.ndim == 2 and _mem_is_exact(io, col0 + width, row0 + height):
+        # the same request reaches GDAL from a MEM dataset holding the region at its place
+        # (lazily allocated: only the region's pages are touched), with no file to build
+        with rasterio.open(
+            f"/vsimem/rasteret-{uuid.uuid4().hex}",
+            "w+",
+            driver="MEM",
+            width=col0 + width,
+            height=row0 + height,
+            count=1,
+            dtype=canvas.dtype,
+            nodata=read.nodata,
+            transform=Affine(1.0, 0.0, 1e6, 0.0, -1.0, 1e6),
+            crs=read.src_crs,
+        ) as mem:
+            window = Window(col0, row0, width, height)
+            mem.write(canvas, 1, window=window)
+            if mask is not None:
+                mem.write_mask(np.where(mask, 255, 0).astype(np.uint8), window=window)
+            return mem.read(
+                1,
+                window=Window(io.x, io.y, io.w, io.h),
+                out_shape=out_shape,
+                resampling=read.resampling,
+            )
     full_w, full_h = io.full_size
     level_w, level_h = read.image_size
-    col0, row0, width, height = read.region
     folder = uuid.uuid4().hex
     count = 1 if canvas.ndim == 2 else canvas.shape[0]
     profile: dict[str, Any] = {
@@ -193,6 +218,22 @@ def _file_read(
                 window=Window(*io.window), out_shape=(count, *out_shape), resampling=read.resampling
             )
     return data[read.sample if count > 1 else 0]
+
+
+def _mem_is_exact(io: RasterIOWindow, width: int, height: int) -> bool:
+    """Whether a MEM dataset of ``width x height`` level pixels, read with ``io``'s floating
+    window, hands GDAL the very request the source file gets: rasterio's clipped window and
+    its integer truncation equal GDAL's (no offset rounded up on the overview, no float
+    changed by the clipping), and the integer size is not the output size (where
+    ``MEMRasterBand`` would copy instead of resampling)."""
+    w = min(io.x + io.w, float(width)) - max(io.x, 0.0)
+    h = min(io.y + io.h, float(height)) - max(io.y, 0.0)
+    ints = (int(io.x), int(io.y), int(max(1.0, w)), int(max(1.0, h)))
+    return (
+        (w, h) == (io.w, io.h)
+        and ints == (io.col, io.row, io.width, io.height)
+        and (ints[2], ints[3]) != (io.out_width, io.out_height)
+    )
 
 
 def _write_region(
