@@ -201,8 +201,8 @@ def _file_read(
         "transform": Affine(1.0, 0.0, 1e6, 0.0, -1.0, 1e6),
         "crs": read.src_crs,
     }
+    # masks are written inside the GeoTIFFs (GDAL_TIFF_INTERNAL_MASK defaults to YES)
     with (
-        rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True),
         MemoryFile(dirname=folder, filename="src.tif") as base,
         MemoryFile(dirname=folder, filename="src.tif.ovr") as overview,
     ):
