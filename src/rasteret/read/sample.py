@@ -193,20 +193,28 @@ async def _execute(
 
     gathering = asyncio.ensure_future(start())
 
+    async def gather_tile(key: TileKey) -> None:
+        tile = await futures[key]  # decoded
+        gatherer = await asyncio.shield(gathering)
+        await loop.run_in_executor(gatherers, gatherer.gather, key, tile)
+        del futures[key]
+
     async def fetch_group(href: str, members: list[TileSource]) -> None:
         need = sum(_decoded_nbytes(s) for s in members)
         await budget.acquire(need)
-        try:
-            await _fetch_and_decode(href, members, fopts, options, futures, cache, pool)
-            gatherer = await asyncio.shield(gathering)
-            # gather on the decode pool: numpy releases the GIL, tiles gather in parallel
-            await asyncio.gather(*(
-                loop.run_in_executor(pool, gatherer.gather, s.key, futures.pop(s.key).result())
-                for s in members
-            ))  # fmt: skip
+        try:  # each tile is gathered as soon as it is decoded, while the others decode
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(
+                    _fetch_and_decode(href, members, fopts, options, futures, cache, pool)
+                )
+                for s in members:
+                    tasks.create_task(gather_tile(s.key))
         finally:
             await budget.release(need)
 
+    # gathers get their own thread: behind the decode pool's queue they would wait for every
+    # tile already queued; numpy's take and scatter release the GIL while they run
+    gatherers = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rasteret-gather")
     try:
         async with asyncio.TaskGroup() as group:
             for href, sources in to_fetch.items():
@@ -218,6 +226,7 @@ async def _execute(
     finally:
         if not gathering.done():
             gathering.cancel()
+        gatherers.shutdown(wait=False)
         if bar is not None:
             bar.close()
 
@@ -406,9 +415,10 @@ async def _read_batches(
             def on_tiles(tiles: Mapping[TileKey, TileSource]) -> None:
                 loop.call_soon_threadsafe(_resolve, known, tiles)
 
+            every = len(ids) == n  # one batch: every point in order, no copies
             planned = loop.run_in_executor(
-                planner, plan_points, records, xs[ids], ys[ids], points_crs, bands, options,
-                read_options, on_tiles,
+                planner, plan_points, records, xs if every else xs[ids],
+                ys if every else ys[ids], points_crs, bands, options, read_options, on_tiles,
             )  # fmt: skip
             return known, planned
 
