@@ -8,10 +8,12 @@ Three modes, from cheapest to most general:
   downsampled read that GDAL serves as a straight copy from the overview level it picks
   (the chip's grid is that level's grid, see :func:`gdal_copies`): bit-exact with
   ``read(window=..., out_shape=...)``, with no kernel run.
-* ``resample``: same CRS, other pixel size. GDAL's RasterIO
-  semantics: the overview level ``GDALBandGetBestOverviewLevel2`` picks, then the fractional
-  window resampled to the chip's shape; equal to ``rasterio`` ``read(window=, out_shape=,
-  resampling=)``.
+* ``resample``: same CRS, other pixel size. GDAL's RasterIO semantics, reproduced to the
+  bit (:func:`rasterio_window`): the window rasterio passes, the overview level
+  ``GDALBandGetBestOverviewLevel2`` picks, the integer window GDAL rounds on it and the
+  floating one, resampled to the chip's shape; equal to ``rasterio`` ``read(window=,
+  out_shape=, resampling=)`` (validity: ``read_masks``, which samples with nearest and may
+  pick another level, see ``BandRead.validity``).
 * ``warp``: another CRS, or the same pixel size off by a fraction of a pixel (where
   RasterIO on an in-memory region would round the offset away). The overview level is picked the same way from the chip's footprint
   in the source CRS, then :func:`rasterio.warp.reproject` onto the chip grid.
