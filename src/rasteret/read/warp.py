@@ -220,12 +220,21 @@ def _file_read(
     return data[read.sample if count > 1 else 0]
 
 
+_ONE_CHUNK = 1024 * 1024
+"""Source pixels ``RasterIOResampled`` reads in one chunk at most."""
+
+
 def _mem_is_exact(io: RasterIOWindow, width: int, height: int) -> bool:
     """Whether a MEM dataset of ``width x height`` level pixels, read with ``io``'s floating
     window, hands GDAL the very request the source file gets: rasterio's clipped window and
     its integer truncation equal GDAL's (no offset rounded up on the overview, no float
     changed by the clipping), and the integer size is not the output size (where
-    ``MEMRasterBand`` would copy instead of resampling)."""
+    ``MEMRasterBand`` would copy instead of resampling). Large reads, which GDAL splits into
+    chunks by a rule that involves the raster's size, keep the file's size (the emulation).
+    """
+    rx, ry = io.w / io.out_width, io.h / io.out_height
+    if (3 + int(io.out_width * rx)) * (3 + int(io.out_height * ry)) > _ONE_CHUNK:
+        return False
     w = min(io.x + io.w, float(width)) - max(io.x, 0.0)
     h = min(io.y + io.h, float(height)) - max(io.y, 0.0)
     ints = (int(io.x), int(io.y), int(max(1.0, w)), int(max(1.0, h)))
