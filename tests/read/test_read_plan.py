@@ -161,7 +161,7 @@ def test_out_shape_divides_the_snapped_extent(files: dict[str, Path]) -> None:
     chip = plan.chips[0]
     assert chip.grid.shape == (15, 25)
     assert chip.grid.transform == pytest.approx((40.0, 0.0, X0, 0.0, -40.0, Y0))
-    assert chip.bands[0].mode == "resample"
+    assert chip.bands[0].mode == "paste"
     assert chip.bands[0].level == 2
     assert plan.lattice is None
 
