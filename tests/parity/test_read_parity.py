@@ -41,8 +41,8 @@ from rasterio.windows import Window, from_bounds
 from rasteret.ingest.metadata import band_metadata_from_header
 from rasteret.read import ReadOptions, RecordRef, plan_read, read_chips
 from rasteret.read.grid import level_window
-from rasteret.read.warp import warp_calls
 from rasteret.testing.fixtures import FIXTURE_MATRIX
+from rasteret.testing.oracle import rasterio_strip_warp
 from rasteret.tiff.header import parse_header
 
 GEOREFERENCED = [s.name for s in FIXTURE_MATRIX if s.crs is not None]
@@ -311,30 +311,7 @@ def test_warped_reads_match_reproject(
             col, row, width, height = read.region
             with rasterio.open(path, **level) as src:
                 region = src.read(1, window=Window(col, row, width, height))
-            expected = np.zeros(chip_plan.grid.shape, dtype="uint16")
-            grid = chip_plan.grid
-            for call in warp_calls(read, grid):  # one reproject per strip, same options
-                out = np.zeros((call.height, call.width), dtype="uint16")
-                scale = (
-                    {} if call.scale is None else {"XSCALE": call.scale[0], "YSCALE": call.scale[1]}
-                )
-                reproject(
-                    region,
-                    out,
-                    src_transform=Affine(*read.src_transform),
-                    src_crs=read.src_crs,
-                    dst_transform=Affine(*call.transform),
-                    dst_crs=chip.crs,
-                    resampling=Resampling[kernel],
-                    src_nodata=0,
-                    dst_nodata=0,
-                    SRC_FILL_RATIO_HEURISTICS="NO",
-                    **scale,
-                )
-                c0, c1 = max(call.col, 0), min(call.col + call.width, grid.width)
-                expected[call.row : call.row + call.height, c0:c1] = out[
-                    :, c0 - call.col : c1 - call.col
-                ]
+            expected = rasterio_strip_warp(region, read, chip_plan.grid, kernel)
             valid = (expected != 0) & inside
             np.testing.assert_array_equal(chip.data[0][valid], expected[valid])
             assert (chip.data[0][~chip.valid[0]] == 0).all()

@@ -33,13 +33,13 @@ from affine import Affine
 from pyproj import Transformer
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
-from rasterio.warp import reproject
 from rasterio.windows import Window
 
 from rasteret.ingest.metadata import band_metadata_from_header
 from rasteret.read import ReadOptions, RecordRef, plan_read, read_chips
 from rasteret.read.grid import Grid
 from rasteret.read.warp import SCALE_CELL, WARP_STRIP, warp_calls, warp_region
+from rasteret.testing.oracle import rasterio_strip_warp
 from rasteret.tiff.header import parse_header
 
 KERNELS = ["nearest", "bilinear", "cubic", "average"]
@@ -226,27 +226,7 @@ def test_eager_warps_equal_reproject_per_strip(
         col, row, width, height = read.region
         with rasterio.open(path) as src:
             region = src.read(1, window=Window(col, row, width, height))
-        expected = np.zeros(grid.shape, dtype="uint16")
-        for call in warp_calls(read, grid):
-            out = np.zeros((call.height, call.width), dtype="uint16")
-            scale = {} if call.scale is None else {"XSCALE": call.scale[0], "YSCALE": call.scale[1]}
-            reproject(
-                region,
-                out,
-                src_transform=Affine(*read.src_transform),
-                src_crs=read.src_crs,
-                dst_transform=Affine(*call.transform),
-                dst_crs=grid.crs,
-                resampling=Resampling[kernel],
-                src_nodata=0,
-                dst_nodata=0,
-                SRC_FILL_RATIO_HEURISTICS="NO",
-                **scale,
-            )
-            c0, c1 = max(call.col, 0), min(call.col + call.width, grid.width)
-            expected[call.row : call.row + call.height, c0:c1] = out[
-                :, c0 - call.col : c1 - call.col
-            ]
+        expected = rasterio_strip_warp(region, read, grid, kernel)
         valid = chip.valid[0]
         assert valid.mean() > 0.2
         np.testing.assert_array_equal(chip.data[0][valid], expected[valid])  # bit for bit

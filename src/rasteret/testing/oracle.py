@@ -69,3 +69,41 @@ def rasterio_aoi_read(
         )
         data[outside] = fill_value
         return data
+
+
+def rasterio_strip_warp(
+    region: np.ndarray, read: Any, grid: Any, kernel: str, *, nodata: float = 0
+) -> np.ndarray:
+    """rasterio's ``reproject`` of an assembled source ``region`` onto ``grid``, strip by strip.
+
+    The oracle of a reprojecting read: one ``reproject`` per :func:`rasteret.read.warp.
+    warp_calls` strip with the options rasteret gives GDAL (the strip's fixed ``XSCALE`` /
+    ``YSCALE``, ``SRC_FILL_RATIO_HEURISTICS=NO``), pasted into a ``grid.shape`` array
+    initialised to ``nodata``. ``read`` is the band read (its ``src_transform``, ``src_crs``).
+    """
+    from affine import Affine
+    from rasterio.enums import Resampling
+    from rasterio.warp import reproject
+
+    from rasteret.read.warp import warp_calls
+
+    expected = np.full(grid.shape, nodata, dtype=region.dtype)
+    for call in warp_calls(read, grid):
+        out = np.full((call.height, call.width), nodata, dtype=region.dtype)
+        scale = {} if call.scale is None else {"XSCALE": call.scale[0], "YSCALE": call.scale[1]}
+        reproject(
+            region,
+            out,
+            src_transform=Affine(*read.src_transform),
+            src_crs=read.src_crs,
+            dst_transform=Affine(*call.transform),
+            dst_crs=grid.crs,
+            resampling=Resampling[kernel],
+            src_nodata=nodata,
+            dst_nodata=nodata,
+            SRC_FILL_RATIO_HEURISTICS="NO",
+            **scale,
+        )
+        c0, c1 = max(call.col, 0), min(call.col + call.width, grid.width)
+        expected[call.row : call.row + call.height, c0:c1] = out[:, c0 - call.col : c1 - call.col]
+    return expected
