@@ -33,6 +33,7 @@ import pytest
 import rasterio
 import shapely
 from affine import Affine
+from parity_support import write_scene
 from rasterio.enums import Resampling
 from rasterio.features import geometry_mask
 from rasterio.warp import reproject
@@ -224,36 +225,6 @@ def test_out_shape_reads_match_rasterio(fixture_paths: dict[str, Path], name: st
 
 
 # -- the two-UTM-zone corpus --------------------------------------------------------------------
-
-
-def write_scene(path: Path, epsg: int, lon: float, lat: float, seed: int) -> Path:
-    from pyproj import Transformer
-
-    x, y = Transformer.from_crs(4326, epsg, always_xy=True).transform(lon, lat)
-    size = 600
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size]
-    data = 1000 + 500 * np.sin(xx / 37.0) + 400 * np.cos(yy / 23.0) + rng.integers(0, 50, xx.shape)
-    data = data.astype("uint16")
-    data[(xx + yy) < size // 6] = 0
-    profile = {
-        "driver": "GTiff",
-        "width": size,
-        "height": size,
-        "count": 1,
-        "dtype": "uint16",
-        "crs": f"EPSG:{epsg}",
-        "nodata": 0,
-        "tiled": True,
-        "blockxsize": 256,
-        "blockysize": 256,
-        "compress": "deflate",
-        "transform": Affine(10.0, 0.0, round(x, -1) + seed, 0.0, -10.0, round(y, -1) + 2 * seed),
-    }
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data, 1)
-        dst.build_overviews([2, 4], Resampling.average)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,7 @@ import pytest
 import rasterio
 import shapely
 from affine import Affine
+from parity_support import write_scene
 from pyproj import Transformer
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
@@ -45,42 +46,14 @@ from rasteret.tiff.header import parse_header
 KERNELS = ["nearest", "bilinear", "cubic", "average"]
 
 
-def _scene(path: Path, epsg: int, lon: float, lat: float, seed: int) -> Path:
-    """A 600 x 600 uint16 GeoTIFF at 10 m around (lon, lat), nodata 0 in one corner."""
-    x, y = Transformer.from_crs(4326, epsg, always_xy=True).transform(lon, lat)
-    size = 600
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size]
-    data = 1000 + 500 * np.sin(xx / 37.0) + 400 * np.cos(yy / 23.0) + rng.integers(0, 50, xx.shape)
-    data = data.astype("uint16")
-    data[(xx + yy) < size // 6] = 0
-    profile = {
-        "driver": "GTiff",
-        "width": size,
-        "height": size,
-        "count": 1,
-        "dtype": "uint16",
-        "crs": f"EPSG:{epsg}",
-        "nodata": 0,
-        "tiled": True,
-        "blockxsize": 256,
-        "blockysize": 256,
-        "compress": "deflate",
-        "transform": Affine(10.0, 0.0, round(x, -1) + seed, 0.0, -10.0, round(y, -1) + 2 * seed),
-    }
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data, 1)
-    return path
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[RecordRef, Path]]:
     """Two scenes of zone 33N and one of zone 32N near their common border (12 E)."""
     folder = tmp_path_factory.mktemp("warp-strips")
     paths = [
-        _scene(folder / "z33_a.tif", 32633, 11.97, 46.03, 1),
-        _scene(folder / "z33_b.tif", 32633, 11.99, 46.02, 3),
-        _scene(folder / "z32_a.tif", 32632, 11.97, 46.03, 2),
+        write_scene(folder / "z33_a.tif", 32633, 11.97, 46.03, 1, overviews=()),
+        write_scene(folder / "z33_b.tif", 32633, 11.99, 46.02, 3, overviews=()),
+        write_scene(folder / "z32_a.tif", 32632, 11.97, 46.03, 2, overviews=()),
     ]
     out = []
     for p in paths:
