@@ -8,12 +8,12 @@ asks. TorchGeo and torch are imported only when the method is called.
 from __future__ import annotations
 
 import math
-import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from rasteret._collection_reads import IO_KEYWORDS, records_for
+from rasteret._warn import warn
 from rasteret.errors import BandResolutionError, SchemaError
 from rasteret.ingest.schema import DATETIME, ID
 from rasteret.read.cache import memory_share_mb
@@ -197,7 +197,7 @@ def _drop_missing(
             )
         skipped.append(record.id)
     if skipped:
-        warnings.warn(
+        warn(
             f"left {len(skipped)} record(s) without band metadata out of the TorchGeo "
             f"dataset: {', '.join(skipped[:10])}",
             UserWarning,
@@ -237,7 +237,7 @@ def dataset_crs(records: Sequence[RecordRef], band: str, target_crs: Any) -> str
         counts[next((k for k in counts if same_crs(k, key)), key)] += 1
     best = max(counts, key=lambda k: counts[k])
     if len(counts) > 1:
-        warnings.warn(
+        warn(
             f"records are in {len(counts)} CRSs ({', '.join(list(counts)[:4])}); the TorchGeo "
             f"dataset uses the most common one, {best}, warping the others; pass target_crs= "
             "to choose",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import sys
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -23,6 +22,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from rasteret import _sync
+from rasteret._warn import warn
 from rasteret.collection import Collection
 from rasteret.errors import EnrichmentError, RasteretWarning, SchemaError
 from rasteret.ingest.enrich import EnrichmentFailure, enrich_table_async, tiff_asset_keys
@@ -262,7 +262,7 @@ def _enrich(
             "or a custom backend (backend=...)."
         )
     if failures:
-        warnings.warn(
+        warn(
             f"{len(failures)} of {attempted} COG headers could not be read; their "
             "{band}_metadata cells are null. See collection.enrichment_errors.",
             RasteretWarning,

@@ -132,3 +132,52 @@ def test_no_server_without_live_datasets_or_requests(tmp_path: Path) -> None:
     finally:
         for item in saved:
             helper._datasets.add(item)
+
+
+class _FailingHeld:
+    """A held dataset whose read fails deep down, as a read through asyncio and GDAL does."""
+
+    def __init__(self, depth: int) -> None:
+        self.depth = depth
+
+    def read(self, names: Any, jobs: Any, kernel: Any) -> Any:
+        def down(n: int) -> None:
+            if n == 0:
+                raise rasteret.errors.ObjectNotFoundError(
+                    "expected an object at /data/x.tif, got none (404) reading bytes [0, 10)"
+                )
+            down(n - 1)
+
+        down(self.depth)
+
+
+@pytest.fixture
+def pickled_tracebacks() -> Any:
+    """tblib's picklers for rasteret's errors (``distributed`` installs them for every class)."""
+    import copyreg
+
+    tblib_pickling = pytest.importorskip("tblib.pickling_support")
+    classes = [c for c in vars(rasteret.errors).values() if isinstance(c, type)]
+    before = {c: copyreg.dispatch_table.get(c) for c in classes}
+    tblib_pickling.install(*[c for c in classes if issubclass(c, BaseException)])
+    yield
+    for cls, reducer in before.items():
+        if reducer is None:
+            copyreg.dispatch_table.pop(cls, None)
+        else:
+            copyreg.dispatch_table[cls] = reducer
+
+
+def test_a_deep_server_error_reaches_the_worker_as_itself(pickled_tracebacks: Any) -> None:
+    """A read failing 900 frames deep is sent bare: the worker raises the same error type."""
+    server = helper._Server(lambda token: helper._Held([], ReadOptions()))
+    server._held["t"] = _FailingHeld(900)  # type: ignore[assignment]
+    server.start()
+    client = helper._Client(server.address, server.authkey, None)
+    try:
+        with pytest.raises(rasteret.errors.ObjectNotFoundError, match=r"/data/x\.tif") as info:
+            client.call("t", ((), ReadOptions()), ("read", "t", BANDS, [], 0))
+        assert isinstance(info.value, FileNotFoundError)
+    finally:
+        client._conn.close()
+        server.close()

@@ -87,6 +87,7 @@ def test_pool_is_thread_safe() -> None:
                 buf[:] = seed
                 if not (buf == seed).all():  # another thread wrote into a live buffer
                     raise AssertionError(f"buffer changed under thread {seed} at {i}")
+                del buf  # back to the pool before the next take: one live buffer a thread
         except BaseException as exc:  # collected for the main thread
             errors.append(exc)
 
@@ -97,7 +98,8 @@ def test_pool_is_thread_safe() -> None:
         t.join()
     assert errors == []
     assert pool.reused > 0
-    assert pool.free_bytes <= 8 * 4096
+    # Every buffer is back, and no more were ever made than were live at once (one a thread).
+    assert pool.free_bytes == (8 * 300 - pool.reused) * 4096 <= 8 * 4096
 
 
 # -- DecodeQueue --------------------------------------------------------------------------------

@@ -127,13 +127,13 @@ class _Server:
                 except _NeedInit:
                     answer = ("init", None)
                 except Exception as exc:
-                    answer = ("error", exc)
+                    answer = ("error", _bare(exc))
                 try:
                     conn.send(answer)
                 except (EOFError, OSError):
                     return
-                except Exception:  # an exception that does not pickle: keep its message
-                    conn.send(("error", ReadError(f"{answer[1]!r}")))
+                except Exception as failure:  # an answer that does not pickle
+                    conn.send(("error", _unsendable(answer, failure)))
 
     def _answer(self, message: tuple[Any, ...]) -> Any:
         kind, token = message[0], message[1]
@@ -152,6 +152,39 @@ class _Server:
             with self._lock:
                 self._held[token] = held
         return held.read(names, jobs, Resampling(kernel))
+
+
+def _bare(exc: Exception) -> Exception:
+    """``exc`` rebuilt from its type and arguments alone, for sending to a worker.
+
+    The worker raises it again (a missing file is still a ``FileNotFoundError`` there). Its
+    traceback and chained exceptions stay here: where a library registered picklers that
+    keep them (tblib, which ``distributed`` installs for every exception class), a deep
+    traceback of the server's read would not even pickle.
+
+    >>> from rasteret.errors import ObjectNotFoundError
+    >>> try:
+    ...     raise ObjectNotFoundError("expected an object at x.tif, got none (404)")
+    ... except ObjectNotFoundError as exc:
+    ...     sent = _bare(exc)
+    >>> type(sent).__name__, str(sent), sent.__traceback__
+    ('ObjectNotFoundError', 'expected an object at x.tif, got none (404)', None)
+    """
+    try:
+        return type(exc)(*exc.args)
+    except Exception:  # an exception type with another constructor: keep its story
+        return ReadError(f"{type(exc).__name__}: {exc}")
+
+
+def _unsendable(answer: tuple[str, Any], failure: Exception) -> ReadError:
+    """What to send instead of an answer that did not pickle."""
+    status, payload = answer
+    if status == "error":
+        return ReadError(f"{payload!r} (the read server could not send it: {failure!r})")
+    return ReadError(
+        f"expected the read server to send the read's arrays, got {type(failure).__name__}: "
+        f"{failure}"
+    )
 
 
 class _NeedInit(Exception):

@@ -31,13 +31,13 @@ order given). Columns, in this order:
 
 from __future__ import annotations
 
-import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
 from rasteret._optional import import_optional
+from rasteret._warn import warn
 from rasteret.errors import ReadError
 from rasteret.read.result import ChipSet
 
@@ -95,7 +95,7 @@ def _aoi_columns(
             f"whose renamed forms {clashing} still clash; rename them in the AOI table"
         )
     if renamed:
-        warnings.warn(
+        warn(
             f"AOI columns {sorted(renamed)} clash with columns rasteret writes; they are "
             f"renamed {[renamed[k] for k in sorted(renamed)]} in the GeoDataFrame",
             UserWarning,

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,6 +22,7 @@ import numpy as np
 import shapely
 
 from rasteret._sync import run
+from rasteret._warn import warn
 from rasteret.errors import RasteretWarning
 from rasteret.read.execute import execute_plan_async
 from rasteret.read.options import ReadOptions
@@ -117,7 +117,7 @@ def warn_skipped(skipped: Sequence[SkippedRecord], *, stacklevel: int = 3) -> No
     """
     shown = ", ".join(f"{s.record_id} ({', '.join(s.missing_bands)})" for s in skipped[:_SHOWN])
     more = f" and {len(skipped) - _SHOWN} more" if len(skipped) > _SHOWN else ""
-    warnings.warn(
+    warn(
         f"{len(skipped)} record(s) left out for lack of band metadata (on_missing='skip'): "
         f"{shown}{more}; see ChipSet.skipped",
         RasteretWarning,
@@ -137,7 +137,7 @@ def warn_failed(failed: Sequence[FailedRead], *, stacklevel: int = 3) -> None:
     """
     shown = ", ".join(f"{f.record_id}/{f.band} ({f.error})" for f in failed[:_SHOWN])
     more = f" and {len(failed) - _SHOWN} more" if len(failed) > _SHOWN else ""
-    warnings.warn(
+    warn(
         f"{len(failed)} (record, band) pairs could not be fetched or decoded and were "
         f"skipped (on_error='skip'): {shown}{more}; see ChipSet.failed",
         RasteretWarning,

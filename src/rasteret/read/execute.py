@@ -228,6 +228,7 @@ async def execute_plan_async(
         if len(decoded) < len(arrived):
             release(keys)
             _report(chip, records, plan.bands, errors, reported, failures)
+            await polygon  # no job of this read outlives it
             return None
         aoi = await polygon
         result = await loop.run_in_executor(

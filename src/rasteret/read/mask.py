@@ -17,17 +17,15 @@ fill value.
 from __future__ import annotations
 
 import math
-import threading
 
 import numpy as np
 import shapely
 from rasterio.features import geometry_mask
 
+from rasteret._warn import warnings_lock
 from rasteret.read.grid import Transform
 
 __all__ = ["apply_fill", "geometry_inside", "nodata_mask"]
-
-_RASTERIZE_LOCK = threading.Lock()
 
 
 def geometry_inside(
@@ -47,9 +45,10 @@ def geometry_inside(
     """
     from affine import Affine
 
-    # rasterio's rasterize wraps an in-memory dataset in warnings.catch_warnings, which is not
-    # thread-safe: two at once can leak a NotGeoreferencedWarning. One at a time (it is fast).
-    with _RASTERIZE_LOCK:
+    # rasterio's rasterize ignores every warning while it runs (warnings.catch_warnings, which
+    # is process-wide): two at once can leak a NotGeoreferencedWarning, and a warning of
+    # another thread meanwhile would vanish. One at a time, never while rasteret warns.
+    with warnings_lock():
         return geometry_mask(
             [geom],
             out_shape=shape,

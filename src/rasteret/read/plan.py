@@ -26,7 +26,6 @@ whose raster does not intersect the AOI are left out.
 from __future__ import annotations
 
 import math
-import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from typing import Any
 import numpy as np
 import shapely
 
+from rasteret._warn import warn
 from rasteret.errors import BandResolutionError, SchemaError
 from rasteret.ingest.metadata import BandMetadata
 from rasteret.read.bands import BandRead, TileKey, TileSource, plan_band
@@ -274,7 +274,7 @@ def _output_crs(
             distinct.append(key)
     if len(distinct) > 1:
         best = max(distinct, key=lambda k: sum(n for c, n in counts.items() if same_crs(c, k)))
-        warnings.warn(
+        warn(
             f"records are in {len(distinct)} CRSs ({', '.join(distinct[:4])}); reading onto "
             f"the most common one, {best}, with warping; pass target_crs= to choose",
             UserWarning,

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import os
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +27,7 @@ import shapely
 import shapely.geometry
 
 from rasteret._optional import import_optional
+from rasteret._warn import warn
 from rasteret.errors import (
     AccessDeniedError,
     FetchError,
@@ -143,7 +143,7 @@ def search_api(
         client = client_mod.Client.open(search.source, stac_io=stac_io, timeout=timeout)
         server_side = client.conforms_to(client_mod.ConformanceClasses.QUERY)
         if search.query and not server_side:
-            warnings.warn(
+            warn(
                 f"the STAC API at {redact_url(search.source)} does not support the query "
                 f"extension; applying query {dict(search.query)} to the returned items",
                 _warning_class(),

@@ -206,7 +206,9 @@ class FaultyReader:
     Status faults, resets and cuts raise :class:`InjectedFault`; ``stall`` sleeps
     ``plan.stall_seconds`` (asyncio) before answering; ``short`` returns the first half of
     the bytes (a ``get_prefix`` still reports the full object size, as a store would).
-    ``head`` is passed through untouched.
+    ``head`` is passed through untouched. A request is keyed by the object's file name and
+    its range, so a plan makes the same decisions wherever the files are (a test's temporary
+    directory changes from run to run).
 
     Args:
         inner: Any :class:`~rasteret.io.stores.RangeReader`.
@@ -232,7 +234,7 @@ class FaultyReader:
 
     async def get_range(self, path: str, start: int, end: int) -> Buffer:
         """Bytes ``[start, end)`` of ``path``, unless this attempt is faulted."""
-        kind = await self._before(f"{path}|{start}|{end}", end - start)
+        kind = await self._before(f"{_name(path)}|{start}|{end}", end - start)
         data = await self.inner.get_range(path, start, end)
         return _halve(data) if kind == "short" else data
 
@@ -244,7 +246,7 @@ class FaultyReader:
 
     async def get_prefix(self, path: str, length: int) -> Prefix:
         """The first ``length`` bytes with size and ETag, unless this attempt is faulted."""
-        kind = await self._before(f"{path}|prefix|{length}", length)
+        kind = await self._before(f"{_name(path)}|prefix|{length}", length)
         prefix = await read_prefix(self.inner, path, length)
         if kind == "short":
             return Prefix(_halve(prefix.data), prefix.object_size, prefix.etag)
@@ -259,3 +261,8 @@ class FaultyReader:
 def _halve(data: Any) -> bytes:
     view = memoryview(data).cast("B")
     return bytes(view[: view.nbytes // 2])
+
+
+def _name(path: str) -> str:
+    """The last component of a path or URL: what :class:`FaultyReader` keys requests by."""
+    return path.rstrip("/").rsplit("/", 1)[-1]
