@@ -28,19 +28,11 @@ from rasterio.windows import Window
 from rasteret.ingest.metadata import band_metadata_from_header
 from rasteret.read import ReadOptions, RecordRef, plan_read, read_chips
 from rasteret.read.grid import level_window
+from rasteret.read.options import RESAMPLING_NAMES
 from rasteret.testing.fixtures import FIXTURE_MATRIX, spec_from_name, write_fixture
 from rasteret.tiff.header import parse_header
 
-KERNELS = [
-    "nearest",
-    "bilinear",
-    "cubic",
-    "cubic_spline",
-    "lanczos",
-    "average",
-    "mode",
-    "rms",
-]
+KERNELS = list(RESAMPLING_NAMES)
 LOSSY = {s.name for s in FIXTURE_MATRIX if s.lossy}
 MATRIX_FILES = [s.name for s in FIXTURE_MATRIX if "overviews" in s.name and s.crs] + [
     "float32_lerc_deflate_4band_band_tile256_300x200",
