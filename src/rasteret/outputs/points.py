@@ -105,8 +105,7 @@ def samples_to_table(
     if keep_missing:
         samples = _with_missing(samples, n_points)
     point_idx = samples.point_index
-    identity = len(point_idx) == n_points and bool(np.all(point_idx == np.arange(n_points)))
-    take = None if identity else pa.array(point_idx)
+    take = None if _is_identity(point_idx, n_points) else pa.array(point_idx)
 
     def rows_of(array: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
         return array if take is None else array.take(take)
@@ -129,13 +128,24 @@ def samples_to_table(
     geometry_field = geoarrow_wkb_field(geometry_name, point_crs).with_type(wkb.type)
     add(geometry_name, rows_of(wkb), geometry_field)
     rec = samples.record_index
-    add("record_id", _per_record(pa.array(list(record_ids), pa.string()), rec))
-    add("datetime", _per_record(_datetimes(record_datetimes), rec))
+    only = _only_record(rec)
+    if only is None:
+        add("record_id", _per_record(pa.array(list(record_ids), pa.string()), rec))
+        add("datetime", _per_record(_datetimes(record_datetimes), rec))
+    else:  # every row is of one record: the values repeated, no take
+        add("record_id", _repeated_string(record_ids[only], len(rec)))
+        stamp = _datetimes(record_datetimes)[only : only + 1]
+        add("datetime", stamp.take(np.zeros(len(rec), dtype=np.int32)))
     for b, band in enumerate(samples.bands):
         add(band, _masked(samples.values[b], samples.valid[b]))
     crs_dictionary = pa.array([point_crs, *(c or "" for c in raster_crs)], pa.string())
-    add("point_crs", _dictionary_take(crs_dictionary, np.zeros(len(rec), dtype=np.int32)))
-    add("raster_crs", _dictionary_take(crs_dictionary, rec, shift=1))
+    zeros = np.zeros(len(rec), dtype=np.int32)  # untouched pages until read
+    add("point_crs", pa.DictionaryArray.from_arrays(pa.array(zeros), crs_dictionary))
+    if only is None:
+        add("raster_crs", _dictionary_take(crs_dictionary, rec, shift=1))
+    else:
+        indices = np.full(len(rec), only + 1, dtype=np.int32)
+        add("raster_crs", pa.DictionaryArray.from_arrays(pa.array(indices), crs_dictionary))
     add("row", _masked(samples.row.astype(np.int32), samples.row >= 0))
     add("col", _masked(samples.col.astype(np.int32), samples.col >= 0))
     for b, band in enumerate(samples.bands):
@@ -150,6 +160,52 @@ def samples_to_table(
             add(f"{band}_record_id", _per_record(pa.array(list(record_ids), pa.string()), br))
             add(f"{band}_datetime", _per_record(_datetimes(record_datetimes), br))
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def _is_identity(index: np.ndarray, n: int) -> bool:
+    """Whether ``index`` is ``0, 1, ..., n - 1`` (tested without building that range).
+
+    >>> _is_identity(np.array([0, 1, 2]), 3), _is_identity(np.array([0, 2, 2]), 3)
+    (True, False)
+    """
+    if len(index) != n:
+        return False
+    if n == 0:
+        return True
+    if int(index[0]) != 0 or int(index[-1]) != n - 1:
+        return False
+    return bool(np.all(index[1:] > index[:-1]))  # n distinct integers in [0, n)
+
+
+def _only_record(record_index: np.ndarray) -> int | None:
+    """The record of every row when all rows have the same one (none missing), else None.
+
+    >>> _only_record(np.array([2, 2])), _only_record(np.array([2, -1])), _only_record(np.array([]))
+    (2, None, None)
+    """
+    if not len(record_index):
+        return None
+    first = int(record_index[0])
+    if first < 0 or int(record_index.min()) != first or int(record_index.max()) != first:
+        return None
+    return first
+
+
+def _repeated_string(value: str, n: int) -> pa.Array:
+    """``[value] * n`` as an Arrow string array, built from its buffers (a plain take past
+    32-bit offsets, which then fails as the take does).
+
+    >>> _repeated_string("ab", 2).to_pylist(), _repeated_string("", 2).to_pylist()
+    (['ab', 'ab'], ['', ''])
+    """
+    data = value.encode()
+    if len(data) * n >= 2**31:
+        return pa.array([value], pa.string()).take(np.zeros(n, dtype=np.int32))
+    offsets = np.arange(n + 1, dtype=np.int32)
+    offsets *= len(data)
+    return pa.Array.from_buffers(
+        pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data * n)]
+    )
 
 
 def _free(name: str, taken: set[str]) -> str:

@@ -55,6 +55,7 @@ __all__ = [
     "TileGather",
     "check_records",
     "plan_points",
+    "plan_tiles",
 ]
 
 Match = Literal["all", "latest"]
@@ -204,6 +205,74 @@ def plan_points(
     """
     options = options or PointOptions()
     bands = tuple(bands)
+    step = _locate_and_number(records, x, y, points_crs, bands, options, read_options)
+    if on_tiles is not None:
+        on_tiles(dict(step.tiles))
+    usable, pending, tiles = step.usable, step.pending, step.tiles
+    points_parts, records_parts, frac = step.points_parts, step.records_parts, step.frac
+    gathers = [g for make in pending for g in make()]
+    dtypes = tuple(_band_dtype([ms[bi] for _, ms in usable]) for bi in range(len(bands)))
+    empty = np.empty(0, dtype=np.float64)
+    return PointPlan(
+        point_index=_concat(points_parts),
+        record_index=_concat(records_parts),
+        bands=bands,
+        dtypes=dtypes,
+        radius=options.radius,
+        frac_row=tuple(_concat([r for r, _ in parts], empty) for parts in frac),
+        frac_col=tuple(_concat([c for _, c in parts], empty) for parts in frac),
+        tiles=tiles,
+        gathers=tuple(gathers),
+        skipped=tuple(step.skipped),
+    )
+
+
+def plan_tiles(
+    records: Sequence[RecordRef],
+    x: np.ndarray,
+    y: np.ndarray,
+    points_crs: Any,
+    bands: Sequence[str],
+    options: PointOptions | None = None,
+    read_options: ReadOptions | None = None,
+) -> dict[TileKey, TileSource]:
+    """The tiles (data and mask) that sampling ``bands`` of ``records`` at ``(x, y)`` needs:
+    the first step of :func:`plan_points` alone (points located and numbered by tile, not
+    grouped). For a subset of a plan's points this is a subset of its :attr:`PointPlan.tiles`.
+
+    Raises:
+        As :func:`plan_points`.
+    """
+    bands = tuple(bands)
+    options = options or PointOptions()
+    return _locate_and_number(records, x, y, points_crs, bands, options, read_options).tiles
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _FirstStep:
+    """What the first planning step leaves for the second (see :func:`plan_points`)."""
+
+    usable: list[tuple[int, tuple[BandMetadata, ...]]]
+    skipped: list[SkippedRecord]
+    tiles: dict[TileKey, TileSource]
+    pending: list[Callable[[], list[TileGather]]]
+    """Per (record, band): makes its gathers."""
+    points_parts: list[np.ndarray]
+    records_parts: list[np.ndarray]
+    frac: list[list[tuple[np.ndarray, np.ndarray]]]
+
+
+def _locate_and_number(
+    records: Sequence[RecordRef],
+    x: np.ndarray,
+    y: np.ndarray,
+    points_crs: Any,
+    bands: tuple[str, ...],
+    options: PointOptions,
+    read_options: ReadOptions | None,
+) -> _FirstStep:
+    """Planning's first step: check the records, locate the points, number their pixels by
+    tile and register every tile needed."""
     if not bands:
         raise SchemaError("expected at least one band name in bands=, got none")
     x = np.asarray(x, dtype=np.float64).ravel()
@@ -238,29 +307,14 @@ def plan_points(
         if n == 0:
             continue
         points_parts.append(pair_points)
-        records_parts.append(np.full(n, ri, dtype=np.int64))
+        # zeros come from the OS as untouched pages (no writes): the first record's index
+        records_parts.append(np.zeros(n, np.int64) if ri == 0 else np.full(n, ri, np.int64))
         numbered: dict[tuple[Any, ...], _Numbered] = {}
         for bi, (meta, (rows, cols)) in enumerate(zip(metas, per_band, strict=True)):
             frac[bi].append((rows, cols))
             pending.append(_band_tiles(bi, meta, rows, cols, start, radius, tiles, numbered))
         start += n
-    if on_tiles is not None:
-        on_tiles(dict(tiles))
-    gathers = [g for make in pending for g in make()]
-    dtypes = tuple(_band_dtype([ms[bi] for _, ms in usable]) for bi in range(len(bands)))
-    empty = np.empty(0, dtype=np.float64)
-    return PointPlan(
-        point_index=_concat(points_parts),
-        record_index=_concat(records_parts),
-        bands=bands,
-        dtypes=dtypes,
-        radius=radius,
-        frac_row=tuple(_concat([r for r, _ in parts], empty) for parts in frac),
-        frac_col=tuple(_concat([c for _, c in parts], empty) for parts in frac),
-        tiles=tiles,
-        gathers=tuple(gathers),
-        skipped=tuple(skipped),
-    )
+    return _FirstStep(usable, skipped, tiles, pending, points_parts, records_parts, frac)
 
 
 def _pairs(
@@ -361,7 +415,7 @@ def _band_tiles(
     numbering and grouping."""
     lv = meta.level
     grid = _grid_key(meta)
-    cached: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    cached: list[tuple[np.ndarray, np.ndarray, np.ndarray | int]] = []
 
     def number(level: RasterLevel) -> _Numbered:
         key = (*grid, level.image_width, level.image_height, level.tile_width, level.tile_height)
@@ -414,13 +468,18 @@ def _band_tiles(
 
 def _window_pixels(
     lv: RasterLevel, frac_rows: np.ndarray, frac_cols: np.ndarray, start: int, radius: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Raster row, column and target of every window pixel inside the raster."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | int]:
+    """Raster row, column and target of every window pixel inside the raster; the targets
+    of every pair of the band in order (a run from ``start``) are given as ``start`` alone."""
     size = 2 * radius + 1
     inside = ~np.isnan(frac_rows)
+    targets: np.ndarray | int
     if inside.all():  # every pair is in this band's raster: no subsetting
         rows = frac_rows.astype(np.int32)  # inside the raster: truncation is floor
         cols = frac_cols.astype(np.int32)
+        targets = start
+        if not radius:
+            return rows, cols, targets
         targets = np.arange(start, start + len(frac_rows), dtype=np.int64)
     else:
         ok = np.flatnonzero(inside)
@@ -443,16 +502,21 @@ class _Numbered:
     :meth:`grouped` groups them by tile (second step, done once)."""
 
     def __init__(
-        self, number: np.ndarray, pixels: np.ndarray, targets: np.ndarray, sizes: np.ndarray
+        self,
+        number: np.ndarray,
+        pixels: np.ndarray,
+        targets: np.ndarray | int,
+        sizes: np.ndarray,
     ) -> None:
         self.number, self.pixels, self.targets, self.sizes = number, pixels, targets, sizes
+        """``targets``: increasing, or an int: the first of a run (one per pixel)."""
         self.used: list[int] = np.flatnonzero(sizes).tolist()
         """The tiles holding any pixel, ascending."""
         self._grouped: list[tuple[np.ndarray, np.ndarray]] | None = None
 
     def grouped(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """``(targets, pixels in tile)`` of each tile of :attr:`used`, in that order (a
-        counting sort: no comparisons); ``targets`` must be increasing."""
+        counting sort: no comparisons)."""
         if self._grouped is None:
             self._grouped = self._group()
             del self.number, self.pixels, self.targets  # held by the groups now
@@ -460,14 +524,25 @@ class _Numbered:
 
     def _group(self) -> list[tuple[np.ndarray, np.ndarray]]:
         targets, pixels = self.targets, self.pixels
+        if isinstance(targets, int):
+            first: int | None = targets
+        elif len(targets) and int(targets[-1] - targets[0]) == len(targets) - 1:
+            first = int(targets[0])  # a run of targets
+        else:
+            first = None
         if len(self.used) <= 1:  # one tile (or none): no reordering
+            if isinstance(targets, int):
+                targets = np.arange(targets, targets + len(pixels), dtype=np.int64)
             return [(targets, pixels)] if self.used else []
         order = np.argsort(self.number, kind="stable")  # radix sort: small unsigned types
-        if int(targets[-1] - targets[0]) == len(targets) - 1:  # a run of targets
-            targets = order + targets[0]
-        else:
-            targets = targets[order]
         pixels = pixels[order]
+        if first is None:
+            assert not isinstance(targets, int)
+            targets = targets[order]
+        else:  # the targets are the order itself, shifted in place (order is ours)
+            if first:
+                order += first
+            targets = order
         ends = np.cumsum(self.sizes)
         return [
             (targets[ends[t] - self.sizes[t] : ends[t]], pixels[ends[t] - self.sizes[t] : ends[t]])
@@ -476,21 +551,39 @@ class _Numbered:
 
 
 def _tile_numbers(
-    level: RasterLevel, rows: np.ndarray, cols: np.ndarray, targets: np.ndarray
+    level: RasterLevel, rows: np.ndarray, cols: np.ndarray, targets: np.ndarray | int
 ) -> _Numbered:
     """Number the pixels ``(rows, cols)`` by the tile of ``level`` holding them, and find
-    their flat positions inside it (``row * tile_width + col``)."""
-    tile_rows, in_rows = _split(rows, level.tile_height)
-    tile_cols, in_cols = _split(cols, level.tile_width)
+    their flat positions inside it (``row * tile_width + col``, intp)."""
     across = level.tiles_across
     count = across * level.tiles_down
     small = np.dtype(np.uint16 if count <= np.iinfo(np.uint16).max else np.uint32)
-    number: np.ndarray = tile_rows.astype(small)
-    number *= np.asarray(across, dtype=small)
-    number += tile_cols.astype(small)
-    pixels = in_rows.astype(np.intp)
-    pixels *= level.tile_width
-    pixels += in_cols
+    th, tw = level.tile_height, level.tile_width
+    if _power_of_2(th) and _power_of_2(tw) and rows.dtype == cols.dtype == np.int32:
+        # shifts and masks in few buffers (fresh memory is costly): the tile row, times
+        # the tiles across, plus the tile column; then the row in the tile, times the tile
+        # width, plus the column in the tile
+        number32 = np.right_shift(rows, th.bit_length() - 1)
+        number32 *= across
+        part = np.right_shift(cols, tw.bit_length() - 1)
+        number32 += part
+        number = number32.astype(small)
+        del number32
+        pixels = np.empty(len(rows), dtype=np.intp)
+        np.bitwise_and(rows, th - 1, out=pixels)
+        pixels *= tw
+        np.bitwise_and(cols, tw - 1, out=part)
+        pixels += part
+        del part
+    else:
+        tile_rows, in_rows = _split(rows, th)
+        tile_cols, in_cols = _split(cols, tw)
+        number = tile_rows.astype(small)
+        number *= np.asarray(across, dtype=small)
+        number += tile_cols.astype(small)
+        pixels = in_rows.astype(np.intp)
+        pixels *= tw
+        pixels += in_cols
     return _Numbered(number, pixels, targets, np.bincount(number, minlength=count))
 
 
@@ -506,8 +599,12 @@ def _by_tile(
     ]
 
 
+def _power_of_2(size: int) -> bool:
+    return size > 0 and size & (size - 1) == 0
+
+
 def _split(pixels: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """``divmod(pixels, size)`` for non-negative pixels; shifts when ``size`` is a power of 2."""
-    if size & (size - 1) == 0:
+    if _power_of_2(size):
         return pixels >> (size.bit_length() - 1), pixels & (size - 1)
     return np.divmod(pixels, size)

@@ -60,6 +60,7 @@ from rasteret.read.points import (
     _band_dtype,
     check_records,
     plan_points,
+    plan_tiles,
 )
 from rasteret.read.select import (
     PointSamples,
@@ -76,6 +77,12 @@ from rasteret.types import crs_
 __all__ = ["PointSamples", "execute_points_async", "read_points", "read_points_async"]
 
 _MB = 1_000_000
+
+PROBE_MIN_POINTS = 100_000
+"""Batches of at least this many points start fetching the tiles of a sample of their points
+(:data:`PROBE_POINTS`, evenly spaced in input order) before the whole batch is located: those
+tiles are needed anyway, the rest are fetched once the plan knows them."""
+PROBE_POINTS = 8_192
 
 
 class _ByteBudget:
@@ -161,37 +168,26 @@ async def _execute(
     planned: Awaitable[PointPlan],
     options: ReadOptions,
     max_decoded_mb: float,
+    every_tile: Awaitable[Mapping[TileKey, TileSource]] | None = None,
 ) -> RawSamples:
-    """Fetch and decode ``tiles`` (every tile of the plan ``planned`` resolves to) and
-    gather their pixels once the plan is done: fetching and decoding do not wait for the
-    plan's second step (grouping pixels by tile). At most ``max_decoded_mb`` of decoded
-    tiles are held (a group's budget is taken before its fetch, returned once gathered)."""
+    """Fetch and decode ``tiles`` and gather their pixels once the plan ``planned`` is done:
+    fetching and decoding do not wait for the plan's second step (grouping pixels by tile).
+    ``tiles`` is every tile of the plan, or with ``every_tile`` (which resolves to every
+    tile of the plan) a first part of them: the rest is fetched once known. At most
+    ``max_decoded_mb`` of decoded tiles are held (a group's budget is taken before its
+    fetch, returned once gathered)."""
     loop = asyncio.get_running_loop()
     bar = _progress(options, len(tiles))
     cache = get_tile_cache(options.cache_mb)
-    ready: dict[TileKey, np.ndarray] = {}  # cached and sparse tiles
     futures: dict[TileKey, asyncio.Future[np.ndarray]] = {}
-    to_fetch: dict[str, list[TileSource]] = defaultdict(list)
-    for key, source in tiles.items():
-        cached = cache.get(key)
-        if cached is not None:
-            ready[key] = cached
-        elif source.end == source.start:
-            ready[key] = empty_tile(source.layout, source.sparse_fill, rows=source.rows)
-        else:
-            futures[key] = loop.create_future()
-            to_fetch[key.href].append(source)
     fopts = fetch_options(options)
     budget = _ByteBudget(int(max_decoded_mb * _MB))
     pool = decode_pool()
 
     async def start() -> _Gatherer:
-        gatherer = _Gatherer(await planned, bar)
-        for key, tile in ready.items():
-            gatherer.gather(key, tile)
-        return gatherer
+        return _Gatherer(await planned, bar)
 
-    gathering = asyncio.ensure_future(start())
+    gathering: asyncio.Task[_Gatherer]  # made first in the task group below
 
     async def gather_tile(key: TileKey) -> None:
         tile = await futures[key]  # decoded
@@ -212,20 +208,45 @@ async def _execute(
         finally:
             await budget.release(need)
 
+    def read(group: asyncio.TaskGroup, wave: Mapping[TileKey, TileSource]) -> None:
+        """Start reading the tiles of ``wave``: cached and sparse ones are gathered as they
+        are, the others fetched in coalesced groups per file."""
+        to_fetch: dict[str, list[TileSource]] = defaultdict(list)
+        for key, source in wave.items():
+            futures[key] = loop.create_future()
+            cached = cache.get(key)
+            if cached is None and source.end == source.start:
+                cached = empty_tile(source.layout, source.sparse_fill, rows=source.rows)
+            if cached is not None:
+                futures[key].set_result(cached)
+                group.create_task(gather_tile(key))
+            else:
+                to_fetch[key.href].append(source)
+        for href, sources in to_fetch.items():
+            for members in _groups(sources, fopts):
+                group.create_task(fetch_group(href, members))
+
+    async def read_the_rest(group: asyncio.TaskGroup) -> None:
+        assert every_tile is not None
+        rest = {k: s for k, s in (await every_tile).items() if k not in tiles}
+        if bar is not None and rest:
+            bar.total += len(rest)
+            bar.refresh()
+        read(group, rest)
+
     # gathers get their own thread: behind the decode pool's queue they would wait for every
     # tile already queued; numpy's take and scatter release the GIL while they run
     gatherers = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rasteret-gather")
     try:
         async with asyncio.TaskGroup() as group:
-            for href, sources in to_fetch.items():
-                for members in _groups(sources, fopts):
-                    group.create_task(fetch_group(href, members))
-        return (await gathering).raw()
+            gathering = group.create_task(start())  # a failed plan fails the read
+            read(group, tiles)
+            if every_tile is not None:
+                group.create_task(read_the_rest(group))
+        return gathering.result().raw()
     except BaseExceptionGroup as eg:
         raise _first_error(eg) from None
     finally:
-        if not gathering.done():
-            gathering.cancel()
         gatherers.shutdown(wait=False)
         if bar is not None:
             bar.close()
@@ -408,36 +429,76 @@ async def _read_batches(
     loop = asyncio.get_running_loop()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rasteret-plan") as planner:
 
-        def plan_batch(ids: np.ndarray) -> tuple[asyncio.Future[Any], asyncio.Future[PointPlan]]:
-            """Start planning a batch: (its tiles, as soon as known; the plan)."""
+        def plan_batch(ids: np.ndarray) -> _Planning:
+            """Start planning a batch (on the planner thread)."""
+            probed: asyncio.Future[Any] = loop.create_future()
             known: asyncio.Future[Any] = loop.create_future()
 
             def on_tiles(tiles: Mapping[TileKey, TileSource]) -> None:
                 loop.call_soon_threadsafe(_resolve, known, tiles)
 
-            every = len(ids) == n  # one batch: every point in order, no copies
-            planned = loop.run_in_executor(
-                planner, plan_points, records, xs if every else xs[ids],
-                ys if every else ys[ids], points_crs, bands, options, read_options, on_tiles,
-            )  # fmt: skip
-            return known, planned
+            def work() -> PointPlan:
+                every = len(ids) == n  # one batch: every point in order, no copies
+                bx, by = (xs, ys) if every else (xs[ids], ys[ids])
+                if len(bx) >= PROBE_MIN_POINTS:  # the tiles of a sample of them, fetched first
+                    step = max(1, len(bx) // PROBE_POINTS)
+                    tiles = plan_tiles(records, bx[::step], by[::step], points_crs, bands,
+                                       options, read_options)  # fmt: skip
+                    loop.call_soon_threadsafe(_resolve, probed, tiles)
+                return plan_points(records, bx, by, points_crs, bands, options, read_options,
+                                   on_tiles)  # fmt: skip
+
+            return _Planning(probed, known, loop.run_in_executor(planner, work))
 
         parts: list[PointSamples] = []
         upcoming = plan_batch(batches[0])
         try:
             for i, ids in enumerate(batches):
-                known, planned = upcoming
-                await asyncio.wait((known, planned), return_when=asyncio.FIRST_COMPLETED)
-                tiles = known.result() if known.done() else planned.result().tiles
+                batch = upcoming
+                tiles, rest = await batch.first_tiles()
                 if i + 1 < len(batches):
                     upcoming = plan_batch(batches[i + 1])  # planned while this batch reads
-                raw = await _execute(tiles, planned, read_options, options.max_decoded_mb)
+                raw = await _execute(tiles, batch.planned, read_options, options.max_decoded_mb,
+                                     rest)  # fmt: skip
                 whole = len(batches) == 1  # the batch is every point, in order
-                parts.append(select_samples(planned.result(), raw, options, None if whole else ids))
+                plan = batch.planned.result()
+                parts.append(select_samples(plan, raw, options, None if whole else ids))
         finally:
-            if not upcoming[1].done():
-                upcoming[1].cancel()
+            if not upcoming.planned.done():
+                upcoming.planned.cancel()
     return concat_samples(parts)
+
+
+class _Planning:
+    """A batch's plan in the making: the tiles of a sample of its points (:data:`PROBE_POINTS`
+    of them, for batches of at least :data:`PROBE_MIN_POINTS`), then every tile (the plan's
+    first step), then the plan."""
+
+    def __init__(
+        self,
+        probed: asyncio.Future[Mapping[TileKey, TileSource]],
+        known: asyncio.Future[Mapping[TileKey, TileSource]],
+        planned: asyncio.Future[PointPlan],
+    ) -> None:
+        self.probed, self.known, self.planned = probed, known, planned
+
+    async def first_tiles(
+        self,
+    ) -> tuple[Mapping[TileKey, TileSource], Awaitable[Mapping[TileKey, TileSource]] | None]:
+        """The first tiles known (as soon as they are), and what gives every tile when
+        those are only the probe's (else None)."""
+        await asyncio.wait(
+            (self.probed, self.known, self.planned), return_when=asyncio.FIRST_COMPLETED
+        )
+        if self.known.done():
+            return self.known.result(), None
+        if self.probed.done():
+            return self.probed.result(), self.every_tile()
+        return self.planned.result().tiles, None
+
+    async def every_tile(self) -> Mapping[TileKey, TileSource]:
+        await asyncio.wait((self.known, self.planned), return_when=asyncio.FIRST_COMPLETED)
+        return self.known.result() if self.known.done() else self.planned.result().tiles
 
 
 def _resolve(future: asyncio.Future[Any], value: Any) -> None:

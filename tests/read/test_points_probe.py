@@ -1,0 +1,258 @@
+"""Fast paths of large point reads, each against the general path it skips work of.
+
+Fetching the tiles of a sample of the points before the whole batch is planned (then the
+rest), numbering pixels by tile with shifts, targets given as a run, and the point table's
+single-record columns.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import rasterio
+from affine import Affine
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import rasteret.outputs.points as out_points
+import rasteret.read.sample as sample_mod
+from rasteret.errors import BandResolutionError
+from rasteret.ingest.metadata import band_metadata_from_header
+from rasteret.read import ReadOptions, RecordRef
+from rasteret.read.points import PointOptions, _Numbered, _tile_numbers, plan_points, plan_tiles
+from rasteret.read.sample import read_points
+from rasteret.read.select import PointSamples
+from rasteret.testing.stores import CountingReader, URLReader
+from rasteret.tiff.header import parse_header
+
+EPSG = 32633
+X0, Y0, RES = 500_000.0, 4_600_000.0, 10.0
+WIDTH, HEIGHT = 700, 500
+
+
+def _write(path: Path, count: int, interleave: str, tile: int) -> Path:
+    rng = np.random.default_rng(len(path.name))
+    data = rng.integers(0, 6, (count, HEIGHT, WIDTH)).astype("uint16")
+    with rasterio.open(
+        path, "w", driver="GTiff", width=WIDTH, height=HEIGHT, count=count, dtype="uint16",
+        nodata=0, tiled=True, blockxsize=tile, blockysize=tile, compress="deflate",
+        interleave=interleave, crs=f"EPSG:{EPSG}", transform=Affine(RES, 0, X0, 0, -RES, Y0),
+    ) as dst:  # fmt: skip
+        dst.write(data)
+    return path
+
+
+def _record(path: Path, count: int, rid: str) -> RecordRef:
+    data = path.read_bytes()
+    header = parse_header(data, url=str(path), object_size=len(data))
+    return RecordRef(rid, dt.datetime(2024, 1, 1, tzinfo=dt.UTC), {
+        f"b{i + 1}": band_metadata_from_header(header, band_index=i, href=str(path))
+        for i in range(count)
+    })  # fmt: skip
+
+
+_TIFFS: dict[str, Path] = {}
+
+
+def _tiffs() -> dict[str, Path]:
+    """The test files, written once per session (hypothesis tests take no fixtures)."""
+    if not _TIFFS:
+        d = Path(tempfile.mkdtemp(prefix="rasteret-probe-"))
+        _TIFFS["planar"] = _write(d / "planar.tif", 2, "band", 128)
+        _TIFFS["chunky"] = _write(d / "chunky.tif", 2, "pixel", 128)
+        _TIFFS["odd_tiles"] = _write(d / "odd_tiles.tif", 1, "band", 80)
+    return _TIFFS
+
+
+@pytest.fixture
+def tiffs() -> dict[str, Path]:
+    return _tiffs()
+
+
+def _clustered(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Most points in one corner (one tile), a few spread over the raster and beyond, and
+    some nulls: a sample of them misses most of the tiles the whole set needs."""
+    rng = np.random.default_rng(seed)
+    xs = rng.uniform(X0, X0 + 1000, n)
+    ys = rng.uniform(Y0 - 1000, Y0, n)
+    spread = rng.choice(n, 40, replace=False)
+    xs[spread] = rng.uniform(X0 - 500, X0 + WIDTH * RES + 500, 40)
+    ys[spread] = rng.uniform(Y0 - HEIGHT * RES - 500, Y0 + 500, 40)
+    xs[::97] = np.nan
+    return xs, ys
+
+
+def _read(records: list[RecordRef], xs: np.ndarray, ys: np.ndarray, bands: list[str],
+          options: PointOptions, probe: bool, monkeypatch: pytest.MonkeyPatch,
+          ) -> tuple[Any, int, int]:  # fmt: skip
+    with monkeypatch.context() as m:
+        m.setattr(sample_mod, "PROBE_MIN_POINTS", 1 if probe else 10**12)
+        m.setattr(sample_mod, "PROBE_POINTS", 25)
+        counting = CountingReader(URLReader())
+        read_options = ReadOptions(cache_mb=0, backend=counting, max_gap=0)
+        got = read_points(records, xs, ys, EPSG, bands, options, read_options)
+    return got, counting.bytes_read(), counting.requests()
+
+
+@pytest.mark.parametrize("kind", ["planar", "chunky", "odd_tiles"])
+@pytest.mark.parametrize("radius", [0, 1])
+@pytest.mark.parametrize("batch_size", [None, 700])
+def test_reads_that_fetch_a_sample_first_equal_reads_planned_first(
+    tiffs: dict[str, Path], kind: str, radius: int, batch_size: int | None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    count = 1 if kind == "odd_tiles" else 2
+    bands = [f"b{i + 1}" for i in range(count)]
+    records = [_record(tiffs[kind], count, "r1"), _record(tiffs[kind], count, "r2")]
+    xs, ys = _clustered(3000, seed=len(kind) + radius)
+    options = PointOptions(max_distance_pixels=radius, batch_size=batch_size)
+    probed, probed_bytes, _ = _read(records, xs, ys, bands, options, True, monkeypatch)
+    general, general_bytes, _ = _read(records, xs, ys, bands, options, False, monkeypatch)
+    for name in ("point_index", "record_index", "row", "col"):
+        np.testing.assert_array_equal(getattr(probed, name), getattr(general, name))
+    for a, b in zip(probed.values + probed.valid, general.values + general.valid, strict=True):
+        np.testing.assert_array_equal(a, b)
+    # every tile of a batch is fetched once: the same bytes (one batch: the plan's tiles)
+    assert probed_bytes == general_bytes
+    if batch_size is None:
+        plan = plan_points(records, xs, ys, EPSG, bands, options)
+        assert probed_bytes == sum(s.end - s.start for s in plan.tiles.values())
+
+
+def test_the_sample_misses_tiles_the_rest_fetches(tiffs: dict[str, Path]) -> None:
+    """The case above is not vacuous: the sample's tiles are a strict subset of the plan's."""
+    records = [_record(tiffs["planar"], 2, "r1")]
+    xs, ys = _clustered(3000, seed=6)
+    step = len(xs) // 25
+    sample = plan_tiles(records, xs[::step], ys[::step], EPSG, ["b1", "b2"])
+    every = plan_points(records, xs, ys, EPSG, ["b1", "b2"]).tiles
+    assert set(sample) < set(every)
+    assert all((sample[k].start, sample[k].end) == (every[k].start, every[k].end) for k in sample)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2000), st.integers(1, 60), st.integers(0, 2))
+def test_tiles_of_a_subset_are_a_subset_of_the_plans(n: int, step: int, radius: int) -> None:
+    records = [_record(_tiffs()["planar"], 2, "r1")]
+    rng = np.random.default_rng(n + step)
+    xs = rng.uniform(X0 - 300, X0 + WIDTH * RES + 300, n)
+    ys = rng.uniform(Y0 - HEIGHT * RES - 300, Y0 + 300, n)
+    options = PointOptions(max_distance_pixels=radius)
+    sample = plan_tiles(records, xs[::step], ys[::step], EPSG, ["b1", "b2"], options)
+    every = plan_points(records, xs, ys, EPSG, ["b1", "b2"], options).tiles
+    assert set(sample) <= set(every)
+
+
+def test_a_failing_plan_fails_a_read_that_fetched_a_sample(
+    tiffs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = [_record(tiffs["planar"], 2, "r1")]
+    xs, ys = _clustered(500, seed=2)
+    monkeypatch.setattr(sample_mod, "PROBE_MIN_POINTS", 1)
+    with pytest.raises(BandResolutionError):
+        read_points(records, xs, ys, EPSG, ["b1", "b9"], read_options=ReadOptions(cache_mb=0))
+    calls: list[int] = []
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        raise RuntimeError("the plan failed after the sample's tiles were known")
+
+    monkeypatch.setattr(sample_mod, "plan_points", failing)
+    with pytest.raises(RuntimeError, match="the plan failed"):
+        read_points(records, xs, ys, EPSG, ["b1"], read_options=ReadOptions(cache_mb=0))
+    assert calls
+
+
+def _level(kind: str) -> Any:
+    return band_metadata_from_header(parse_header(_tiffs()[kind].read_bytes())).level
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 500), st.integers(0, 5), st.sampled_from(["planar", "odd_tiles"]))
+def test_tile_numbers_by_shifts_equal_divmod(n: int, seed: int, kind: str) -> None:
+    """int32 pixels on power-of-2 tiles take the shift path; int64 ones the general one."""
+    level = _level(kind)
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, level.image_height, n).astype(np.int32)
+    cols = rng.integers(0, level.image_width, n).astype(np.int32)
+    fast = _tile_numbers(level, rows, cols, 0)
+    general = _tile_numbers(level, rows.astype(np.int64), cols.astype(np.int64), 0)
+    np.testing.assert_array_equal(fast.number, general.number)
+    np.testing.assert_array_equal(fast.pixels, general.pixels)
+    assert fast.pixels.dtype == np.intp
+    assert fast.used == general.used
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 400), st.integers(0, 3), st.integers(0, 50))
+def test_targets_as_a_run_equal_the_explicit_run(n: int, seed: int, first: int) -> None:
+    level = _level("planar")
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, level.image_height, n).astype(np.int32)
+    cols = rng.integers(0, level.image_width, n).astype(np.int32)
+    run = _tile_numbers(level, rows, cols, first).grouped()
+    explicit = _Numbered(*_parts(level, rows, cols, np.arange(first, first + n))).grouped()
+    assert len(run) == len(explicit)
+    for (t1, p1), (t2, p2) in zip(run, explicit, strict=True):
+        np.testing.assert_array_equal(t1, t2)
+        np.testing.assert_array_equal(p1, p2)
+        assert t1.dtype == np.int64
+
+
+def _parts(level: Any, rows: np.ndarray, cols: np.ndarray, targets: np.ndarray) -> tuple[Any, ...]:
+    numbered = _tile_numbers(level, rows.astype(np.int64), cols.astype(np.int64), targets)
+    return numbered.number, numbered.pixels, targets, numbered.sizes
+
+
+def _samples(record_index: np.ndarray, point_index: np.ndarray) -> PointSamples:
+    n = len(record_index)
+    values = np.arange(n, dtype=np.uint16)
+    return PointSamples(
+        point_index, record_index, ("B1",), (values,), (values % 3 != 0,),
+        np.arange(n) % 5 - 1, np.arange(n) % 7,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("case", ["one_record", "second_record", "two_records", "missing"])
+@pytest.mark.parametrize("n_points", [0, 1, 7])
+def test_single_record_columns_equal_the_taken_ones(
+    case: str, n_points: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record_index = {
+        "one_record": np.zeros(n_points, np.int64),
+        "second_record": np.ones(n_points, np.int64),
+        "two_records": np.arange(n_points) % 2,
+        "missing": np.where(np.arange(n_points) % 3 == 0, -1, 0),
+    }[case]
+    samples = _samples(record_index.astype(np.int64), np.arange(n_points))
+    stamps = [dt.datetime(2024, 1, 1, tzinfo=dt.UTC), None]
+    rng = np.random.default_rng(n_points)
+    xs, ys = rng.uniform(0, 10, n_points), rng.uniform(0, 10, n_points)
+    kwargs: dict[str, Any] = {
+        "columns": pa.table({"site": np.arange(n_points)}), "x": xs, "y": ys,
+        "point_crs": "EPSG:4326",
+    }  # fmt: skip
+    fast = out_points.samples_to_table(samples, ["r1", "r2"], stamps, ["EPSG:1", None], **kwargs)
+    monkeypatch.setattr(out_points, "_only_record", lambda index: None)
+    general = out_points.samples_to_table(samples, ["r1", "r2"], stamps, ["EPSG:1", None], **kwargs)
+    assert fast.schema == general.schema
+    assert fast.equals(general)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(-2, 6), max_size=8), st.integers(0, 8))
+def test_identity_check_equals_comparing_with_a_range(index: list[int], n: int) -> None:
+    arr = np.array(index, dtype=np.int64)
+    want = len(arr) == n and bool(np.all(arr == np.arange(n)))
+    assert out_points._is_identity(arr, n) == want
+
+
+@given(st.text(max_size=5), st.integers(0, 20))
+def test_repeated_strings_equal_a_built_array(value: str, n: int) -> None:
+    assert out_points._repeated_string(value, n).equals(pa.array([value] * n, pa.string()))
