@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rasteret.errors import SchemaError
+from rasteret.read.buffers import tile_buffers
 from rasteret.read.select import PointSamples
 from rasteret.types import geoarrow_wkb_field
 
@@ -47,6 +48,8 @@ __all__ = ["DEFAULT_GEOMETRY_NAME", "points_to_wkb", "samples_to_table"]
 DEFAULT_GEOMETRY_NAME = "geometry"
 _PREFIX = "sample_"
 _WKB_POINT = np.dtype([("order", "u1"), ("type", "<u4"), ("x", "<f8"), ("y", "<f8")])
+_WKB_POINT_HEAD = b"\x01\x01\x00\x00\x00" + bytes(16)
+"""A little-endian WKB point with zero coordinates."""
 
 
 def points_to_wkb(x: np.ndarray, y: np.ndarray) -> pa.BinaryArray:
@@ -61,10 +64,11 @@ def points_to_wkb(x: np.ndarray, y: np.ndarray) -> pa.BinaryArray:
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     n = len(x)
-    records = np.empty(n, dtype=_WKB_POINT)
-    records["order"], records["type"], records["x"], records["y"] = 1, 1, x, y
+    records = _recycled(n, _WKB_POINT)
+    _repeat_into(records.view(np.uint8), _WKB_POINT_HEAD)  # byte order and type, then x, y
+    records["x"], records["y"] = x, y
     large = n * _WKB_POINT.itemsize >= 2**31
-    offsets = np.arange(n + 1, dtype=np.int64 if large else np.int32) * _WKB_POINT.itemsize
+    offsets = _steps(n, _WKB_POINT.itemsize, np.dtype(np.int64 if large else np.int32))
     valid = np.isfinite(x) & np.isfinite(y)
     bitmap = None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
     return pa.Array.from_buffers(
@@ -135,7 +139,10 @@ def samples_to_table(
     else:  # every row is of one record: the values repeated, no take
         add("record_id", _repeated_string(record_ids[only], len(rec)))
         stamp = _datetimes(record_datetimes)[only : only + 1]
-        add("datetime", stamp.take(np.zeros(len(rec), dtype=np.int32)))
+        stamps = _recycled(len(rec), np.dtype(np.int64))
+        stamps.fill(stamp.cast(pa.int64())[0].as_py() if stamp[0].is_valid else 0)
+        mask = None if stamp[0].is_valid or not len(rec) else _no_bits(len(rec))
+        add("datetime", pa.Array.from_buffers(stamp.type, len(rec), [mask, pa.py_buffer(stamps)]))
     for b, band in enumerate(samples.bands):
         add(band, _masked(samples.values[b], samples.valid[b]))
     crs_dictionary = pa.array([point_crs, *(c or "" for c in raster_crs)], pa.string())
@@ -144,10 +151,11 @@ def samples_to_table(
     if only is None:
         add("raster_crs", _dictionary_take(crs_dictionary, rec, shift=1))
     else:
-        indices = np.full(len(rec), only + 1, dtype=np.int32)
+        indices = _recycled(len(rec), np.dtype(np.int32))
+        indices.fill(only + 1)
         add("raster_crs", pa.DictionaryArray.from_arrays(pa.array(indices), crs_dictionary))
-    add("row", _masked(samples.row.astype(np.int32), samples.row >= 0))
-    add("col", _masked(samples.col.astype(np.int32), samples.col >= 0))
+    add("row", _masked(_int32(samples.row), samples.row >= 0))
+    add("col", _masked(_int32(samples.col), samples.col >= 0))
     for b, band in enumerate(samples.bands):
         if samples.source_row is not None and samples.source_col is not None:
             r, c = samples.source_row[b], samples.source_col[b]
@@ -201,11 +209,56 @@ def _repeated_string(value: str, n: int) -> pa.Array:
     data = value.encode()
     if len(data) * n >= 2**31:
         return pa.array([value], pa.string()).take(np.zeros(n, dtype=np.int32))
-    offsets = np.arange(n + 1, dtype=np.int32)
-    offsets *= len(data)
-    return pa.Array.from_buffers(
-        pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data * n)]
-    )
+    offsets = _steps(n, len(data), np.dtype(np.int32))
+    chars = _recycled(n * len(data), np.dtype(np.uint8))
+    _repeat_into(chars, data)
+    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(chars)])
+
+
+def _recycled(n: int, dtype: np.dtype) -> np.ndarray:
+    """``numpy.empty(n, dtype)`` in recycled memory (:mod:`rasteret.read.buffers`): the
+    columns of a large table are written into pages an earlier table let go, not fresh ones
+    (a page fault per 4 KiB page on first write costs as much as filling it many times)."""
+    return tile_buffers().take(n * dtype.itemsize).view(dtype)
+
+
+def _repeat_into(out: np.ndarray, pattern: bytes) -> None:
+    """Fill the bytes ``out`` with ``pattern`` repeated (its length divides ``out``'s), by
+    doubling copies: a few large copies rather than one short strided copy per repeat.
+
+    >>> out = np.empty(6, np.uint8); _repeat_into(out, b"ab"); out.tobytes()
+    b'ababab'
+    """
+    done = min(len(pattern), len(out))
+    out[:done] = np.frombuffer(pattern[:done], dtype=np.uint8)
+    while done < len(out):
+        more = min(done, len(out) - done)
+        out[done : done + more] = out[:more]
+        done += more
+
+
+def _steps(n: int, step: int, dtype: np.dtype) -> np.ndarray:
+    """``0, step, 2 * step, ..., n * step`` (``n + 1`` offsets) in recycled memory.
+
+    >>> _steps(3, 21, np.dtype(np.int32)).tolist()
+    [0, 21, 42, 63]
+    """
+    out = _recycled(n + 1, dtype)
+    out.fill(step)
+    out[0] = 0
+    return np.cumsum(out, out=out)
+
+
+def _int32(values: np.ndarray) -> np.ndarray:
+    """``values.astype(numpy.int32)`` in recycled memory."""
+    out = _recycled(len(values), np.dtype(np.int32))
+    np.copyto(out, values, casting="unsafe")
+    return out
+
+
+def _no_bits(n: int) -> pa.Buffer:
+    """A validity bitmap of ``n`` nulls."""
+    return pa.py_buffer(np.zeros((n + 7) // 8, dtype=np.uint8))
 
 
 def _free(name: str, taken: set[str]) -> str:

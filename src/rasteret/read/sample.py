@@ -49,7 +49,7 @@ from rasteret.read.execute import (
     fetch_options,
 )
 from rasteret.read.grid import crs_key
-from rasteret.read.locate import pixel_of, spatial_order
+from rasteret.read.locate import _recycled, pixel_of, spatial_order
 from rasteret.read.mask import nodata_mask
 from rasteret.read.options import ReadOptions
 from rasteret.read.plan import RecordRef
@@ -103,6 +103,13 @@ class _ByteBudget:
             self.changed.notify_all()
 
 
+def _filled(n: int, dtype: np.dtype, value: Any) -> np.ndarray:
+    """``numpy.full(n, value, dtype)`` in recycled memory (see :func:`rasteret.read.locate._recycled`)."""
+    out = _recycled(n, np.dtype(dtype))
+    out.fill(value)
+    return out
+
+
 def _decoded_nbytes(source: TileSource) -> int:
     layout = source.layout
     return layout.tile_width * source.rows * layout.samples * np.dtype(layout.dtype).itemsize
@@ -127,10 +134,11 @@ class _Gatherer:
         n = len(plan) * plan.window
         masked = {g.band for g in plan.gathers if g.mask}
         self.shape = (len(plan), plan.window)
-        self.values = [np.zeros(n, dtype=d) for d in plan.dtypes]
-        self.data_ok = [np.zeros(n, dtype=bool) for _ in plan.dtypes]
+        self.values = [_filled(n, d, 0) for d in plan.dtypes]
+        self.data_ok = [_filled(n, np.dtype(bool), False) for _ in plan.dtypes]
         self.mask_ok = [
-            np.ones(n, dtype=bool) if b in masked else None for b in range(len(plan.dtypes))
+            _filled(n, np.dtype(bool), True) if b in masked else None
+            for b in range(len(plan.dtypes))
         ]
         self.by_key: dict[TileKey, list[TileGather]] = defaultdict(list)
         for g in plan.gathers:
@@ -422,14 +430,14 @@ async def _read_batches(
     n = len(xs)
     size = options.points_per_batch(len(records), len(bands))
     if n <= size:
-        batches = [np.arange(n)]
+        batches: list[np.ndarray | None] = [None]  # every point, in order
     else:
         order = spatial_order(xs, ys)
         batches = [np.sort(order[i : i + size]) for i in range(0, n, size)]
     loop = asyncio.get_running_loop()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rasteret-plan") as planner:
 
-        def plan_batch(ids: np.ndarray) -> _Planning:
+        def plan_batch(ids: np.ndarray | None) -> _Planning:
             """Start planning a batch (on the planner thread)."""
             probed: asyncio.Future[Any] = loop.create_future()
             known: asyncio.Future[Any] = loop.create_future()
@@ -438,8 +446,7 @@ async def _read_batches(
                 loop.call_soon_threadsafe(_resolve, known, tiles)
 
             def work() -> PointPlan:
-                every = len(ids) == n  # one batch: every point in order, no copies
-                bx, by = (xs, ys) if every else (xs[ids], ys[ids])
+                bx, by = (xs, ys) if ids is None else (xs[ids], ys[ids])
                 if len(bx) >= PROBE_MIN_POINTS:  # the tiles of a sample of them, fetched first
                     step = max(1, len(bx) // PROBE_POINTS)
                     tiles = plan_tiles(records, bx[::step], by[::step], points_crs, bands,
@@ -460,9 +467,8 @@ async def _read_batches(
                     upcoming = plan_batch(batches[i + 1])  # planned while this batch reads
                 raw = await _execute(tiles, batch.planned, read_options, options.max_decoded_mb,
                                      rest)  # fmt: skip
-                whole = len(batches) == 1  # the batch is every point, in order
                 plan = batch.planned.result()
-                parts.append(select_samples(plan, raw, options, None if whole else ids))
+                parts.append(select_samples(plan, raw, options, ids))
         finally:
             if not upcoming.planned.done():
                 upcoming.planned.cancel()
