@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ import rasteret.read.sample as sample_mod
 from rasteret.errors import BandResolutionError
 from rasteret.ingest.metadata import band_metadata_from_header
 from rasteret.read import ReadOptions, RecordRef
+from rasteret.read.buffers import BufferPool
 from rasteret.read.points import PointOptions, _Numbered, _tile_numbers, plan_points, plan_tiles
 from rasteret.read.sample import read_points
 from rasteret.read.select import PointSamples
@@ -256,3 +258,40 @@ def test_identity_check_equals_comparing_with_a_range(index: list[int], n: int) 
 @given(st.text(max_size=5), st.integers(0, 20))
 def test_repeated_strings_equal_a_built_array(value: str, n: int) -> None:
     assert out_points._repeated_string(value, n).equals(pa.array([value] * n, pa.string()))
+
+
+@pytest.mark.parametrize("kind", ["planar", "chunky", "odd_tiles"])
+@pytest.mark.parametrize("radius", [0, 1])
+def test_reads_in_dirty_recycled_memory_equal_reads_in_zeroed_memory(
+    kind: str, radius: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every byte of the recycled arrays of a read and its table is written: memory handed
+    out full of garbage gives the same samples and table as zeroed memory."""
+    count = 1 if kind == "odd_tiles" else 2
+    bands = [f"b{i + 1}" for i in range(count)]
+    records = [_record(_tiffs()[kind], count, "r1"), _record(_tiffs()[kind], count, "r2")]
+    xs, ys = _clustered(2000, seed=radius)
+    options = PointOptions(max_distance_pixels=radius)
+
+    def read(fill: int) -> tuple[Any, pa.Table]:
+        with monkeypatch.context() as m:
+            m.setattr(BufferPool, "take", lambda self, n: np.full(n, fill, dtype=np.uint8))
+            got = read_points(records, xs, ys, EPSG, bands, options, ReadOptions(cache_mb=0))
+            table = out_points.samples_to_table(
+                got, ["r1", "r2"], [r.datetime for r in records], ["EPSG:32633"] * 2,
+                columns=None, x=xs, y=ys, point_crs="EPSG:32633",
+            )  # fmt: skip
+            one = replace(got, record_index=np.zeros_like(got.record_index))
+            single = out_points.samples_to_table(
+                one, ["r1"], [None], ["EPSG:32633"], columns=None, x=xs, y=ys,
+                point_crs="EPSG:32633",
+            )  # fmt: skip
+        return got, pa.concat_tables([table, single])
+
+    dirty, dirty_table = read(0xAB)
+    clean, clean_table = read(0)
+    for name in ("point_index", "record_index", "row", "col"):
+        np.testing.assert_array_equal(getattr(dirty, name), getattr(clean, name))
+    for a, b in zip(dirty.values + dirty.valid, clean.values + clean.valid, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert dirty_table.equals(clean_table)
