@@ -30,8 +30,9 @@ in input order, then records in the order given (datetime, id).
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import defaultdict
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
@@ -83,6 +84,14 @@ PROBE_MIN_POINTS = 100_000
 (:data:`PROBE_POINTS`, evenly spaced in input order) before the whole batch is located: those
 tiles are needed anyway, the rest are fetched once the plan knows them."""
 PROBE_POINTS = 8_192
+_GATHER_THREADS = 2
+"""Threads gathering decoded tiles' pixels (each pixel is written by one gather)."""
+_FETCH_WAIT_S = 0.05
+"""At most this long the planner waits for the sample's requests to go out."""
+_FETCH_ROUNDS = 4
+"""Event-loop rounds after which a fetch task has sent its request: each round runs one step
+of every ready task, and a request goes out from a task three levels down (coalesced group,
+fetch, range)."""
 
 
 class _ByteBudget:
@@ -177,11 +186,13 @@ async def _execute(
     options: ReadOptions,
     max_decoded_mb: float,
     every_tile: Awaitable[Mapping[TileKey, TileSource]] | None = None,
+    fetching: Callable[[], None] | None = None,
 ) -> RawSamples:
     """Fetch and decode ``tiles`` and gather their pixels once the plan ``planned`` is done:
     fetching and decoding do not wait for the plan's second step (grouping pixels by tile).
     ``tiles`` is every tile of the plan, or with ``every_tile`` (which resolves to every
-    tile of the plan) a first part of them: the rest is fetched once known. At most
+    tile of the plan) a first part of them: the rest is fetched once known. ``fetching`` is
+    called once the requests of ``tiles`` are out. At most
     ``max_decoded_mb`` of decoded tiles are held (a group's budget is taken before its
     fetch, returned once gathered)."""
     loop = asyncio.get_running_loop()
@@ -242,13 +253,18 @@ async def _execute(
             bar.refresh()
         read(group, rest)
 
-    # gathers get their own thread: behind the decode pool's queue they would wait for every
-    # tile already queued; numpy's take and scatter release the GIL while they run
-    gatherers = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rasteret-gather")
+    # gathers get their own threads: behind the decode pool's queue they would wait for every
+    # tile already queued; numpy's take and scatter release the GIL while they run. Two, so
+    # the gathers still queued when the last tile is decoded run on two cores
+    gatherers = ThreadPoolExecutor(
+        max_workers=_GATHER_THREADS, thread_name_prefix="rasteret-gather"
+    )
     try:
         async with asyncio.TaskGroup() as group:
             gathering = group.create_task(start())  # a failed plan fails the read
             read(group, tiles)
+            if fetching is not None:  # once the fetch tasks just made have issued requests
+                _after_rounds(loop, _FETCH_ROUNDS, fetching)
             if every_tile is not None:
                 group.create_task(read_the_rest(group))
         return gathering.result().raw()
@@ -441,6 +457,7 @@ async def _read_batches(
             """Start planning a batch (on the planner thread)."""
             probed: asyncio.Future[Any] = loop.create_future()
             known: asyncio.Future[Any] = loop.create_future()
+            fetching = threading.Event()
 
             def on_tiles(tiles: Mapping[TileKey, TileSource]) -> None:
                 loop.call_soon_threadsafe(_resolve, known, tiles)
@@ -452,10 +469,13 @@ async def _read_batches(
                     tiles = plan_tiles(records, bx[::step], by[::step], points_crs, bands,
                                        options, read_options)  # fmt: skip
                     loop.call_soon_threadsafe(_resolve, probed, tiles)
+                    # let the event loop send the requests before planning on: this thread
+                    # would hold the GIL for up to a switch interval (5 ms) at a time
+                    fetching.wait(_FETCH_WAIT_S)
                 return plan_points(records, bx, by, points_crs, bands, options, read_options,
                                    on_tiles)  # fmt: skip
 
-            return _Planning(probed, known, loop.run_in_executor(planner, work))
+            return _Planning(probed, known, loop.run_in_executor(planner, work), fetching)
 
         parts: list[PointSamples] = []
         upcoming = plan_batch(batches[0])
@@ -466,7 +486,7 @@ async def _read_batches(
                 if i + 1 < len(batches):
                     upcoming = plan_batch(batches[i + 1])  # planned while this batch reads
                 raw = await _execute(tiles, batch.planned, read_options, options.max_decoded_mb,
-                                     rest)  # fmt: skip
+                                     rest, batch.fetching.set)  # fmt: skip
                 plan = batch.planned.result()
                 parts.append(select_samples(plan, raw, options, ids))
         finally:
@@ -485,8 +505,11 @@ class _Planning:
         probed: asyncio.Future[Mapping[TileKey, TileSource]],
         known: asyncio.Future[Mapping[TileKey, TileSource]],
         planned: asyncio.Future[PointPlan],
+        fetching: threading.Event,
     ) -> None:
         self.probed, self.known, self.planned = probed, known, planned
+        self.fetching = fetching
+        """Set once the first tiles' requests are out."""
 
     async def first_tiles(
         self,
@@ -505,6 +528,14 @@ class _Planning:
     async def every_tile(self) -> Mapping[TileKey, TileSource]:
         await asyncio.wait((self.known, self.planned), return_when=asyncio.FIRST_COMPLETED)
         return self.known.result() if self.known.done() else self.planned.result().tiles
+
+
+def _after_rounds(loop: asyncio.AbstractEventLoop, rounds: int, fn: Callable[[], None]) -> None:
+    """Call ``fn`` after ``rounds`` passes over the event loop's ready callbacks."""
+    if rounds <= 0:
+        fn()
+    else:
+        loop.call_soon(_after_rounds, loop, rounds - 1, fn)
 
 
 def _resolve(future: asyncio.Future[Any], value: Any) -> None:
