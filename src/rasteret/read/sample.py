@@ -453,8 +453,9 @@ async def _read_batches(
     loop = asyncio.get_running_loop()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rasteret-plan") as planner:
 
-        def plan_batch(ids: np.ndarray | None) -> _Planning:
-            """Start planning a batch (on the planner thread)."""
+        def plan_batch(ids: np.ndarray | None, first: bool) -> _Planning:
+            """Start planning a batch (on the planner thread); the ``first`` batch is read
+            as soon as its sample's tiles are known, the others once the batch before is."""
             probed: asyncio.Future[Any] = loop.create_future()
             known: asyncio.Future[Any] = loop.create_future()
             fetching = threading.Event()
@@ -469,22 +470,22 @@ async def _read_batches(
                     tiles = plan_tiles(records, bx[::step], by[::step], points_crs, bands,
                                        options, read_options)  # fmt: skip
                     loop.call_soon_threadsafe(_resolve, probed, tiles)
-                    # let the event loop send the requests before planning on: this thread
-                    # would hold the GIL for up to a switch interval (5 ms) at a time
-                    fetching.wait(_FETCH_WAIT_S)
+                    if first:  # let the event loop send the requests before planning on:
+                        # this thread would hold the GIL up to a switch interval (5 ms) at a time
+                        fetching.wait(_FETCH_WAIT_S)
                 return plan_points(records, bx, by, points_crs, bands, options, read_options,
                                    on_tiles)  # fmt: skip
 
             return _Planning(probed, known, loop.run_in_executor(planner, work), fetching)
 
         parts: list[PointSamples] = []
-        upcoming = plan_batch(batches[0])
+        upcoming = plan_batch(batches[0], True)
         try:
             for i, ids in enumerate(batches):
                 batch = upcoming
                 tiles, rest = await batch.first_tiles()
                 if i + 1 < len(batches):
-                    upcoming = plan_batch(batches[i + 1])  # planned while this batch reads
+                    upcoming = plan_batch(batches[i + 1], False)  # planned while this one reads
                 raw = await _execute(tiles, batch.planned, read_options, options.max_decoded_mb,
                                      rest, batch.fetching.set)  # fmt: skip
                 plan = batch.planned.result()
