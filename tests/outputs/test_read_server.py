@@ -24,6 +24,7 @@ from rasteret._collection_reads import records_for
 from rasteret.io import _fork
 from rasteret.outputs import _torchgeo_helper as helper
 from rasteret.outputs._torchgeo_merge import query_grid, read_jobs, source_grid
+from rasteret.read.buffers import tile_buffers
 from rasteret.read.options import ReadOptions
 from rasteret.testing.scenes import SceneSpec, record_table, write_scene
 
@@ -132,6 +133,43 @@ def test_no_server_without_live_datasets_or_requests(tmp_path: Path) -> None:
     finally:
         for item in saved:
             helper._datasets.add(item)
+
+
+def test_a_fork_of_a_serving_process_gives_back_reusable_memory(dataset: _Dataset) -> None:
+    """Memory kept for reuse would be shared with the children: it is freed at the fork.
+
+    The parent goes on reading while its forked workers live; a page they share is copied
+    on its first write, so recycled tile memory would cost more than fresh memory. Reads
+    after the fork (fresh memory) equal those before it (recycled memory).
+    """
+    assert _fork.runtime_used()
+    helper.register(dataset)
+
+    def read() -> list[np.ndarray]:
+        return read_jobs(
+            dataset.records, BANDS, _jobs(), Resampling.nearest, dataset.options,
+            lambda ri, band: dataset._source(ri, band, CRS),
+        )  # fmt: skip
+
+    before = read()
+    pool = tile_buffers()
+    held = [pool.take(1 << 20) for _ in range(3)]
+    del held
+    assert pool.free_bytes >= 3 << 20
+    context = multiprocessing.get_context("fork")
+    child = context.Process(target=lambda: None)
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    assert pool.free_bytes == 0
+    for got, want in zip(read(), before, strict=True):
+        np.testing.assert_array_equal(got, want)
+    helper.stop_server()
+
+
+def test_trim_heap_says_whether_it_could() -> None:
+    assert _fork.trim_heap() is (_fork._malloc_trim is not False)
+    assert _fork.trim_heap() in (True, False)
 
 
 class _FailingHeld:

@@ -39,9 +39,10 @@ import numpy as np
 from rasterio.enums import Resampling
 
 from rasteret.errors import ReadError
-from rasteret.io._fork import at_fork, inherited_runtime, runtime_used
+from rasteret.io._fork import at_fork, inherited_runtime, runtime_used, trim_heap
 from rasteret.outputs._torchgeo_merge import Job, read_jobs, source_grid
 from rasteret.outputs._torchgeo_window import SourceGrid
+from rasteret.read.buffers import tile_buffers
 from rasteret.read.options import ReadOptions
 from rasteret.read.plan import RecordRef
 
@@ -276,7 +277,10 @@ def _find_live(token: str) -> _Held | None:
 
 def _before_fork() -> None:
     global _server
-    if _server is not None or not _datasets or not runtime_used():
+    if not _datasets or not runtime_used():
+        return
+    _release_free_memory()
+    if _server is not None:
         return
     try:
         server = _Server(_find_live)
@@ -286,6 +290,18 @@ def _before_fork() -> None:
     _server = server
     if not _stop_at_exit:
         _stop_at_exit.append(atexit.register(stop_server))  # close the socket at exit
+
+
+def _release_free_memory() -> None:
+    """Before a fork of a process that reads for its children: free what it keeps for reuse.
+
+    Its reads go on while the children live, and a page they share is copied on the
+    process's first write to it. Tile memory kept for reuse (the buffer pool) and the C
+    heap's free pages would all be shared, and reused: they are given back to the system
+    instead, so reads after the fork write fresh pages (:func:`rasteret.io._fork.trim_heap`).
+    """
+    tile_buffers().clear()
+    trim_heap()
 
 
 def _after_fork_in_child() -> None:
