@@ -295,3 +295,33 @@ def test_reads_in_dirty_recycled_memory_equal_reads_in_zeroed_memory(
     for a, b in zip(dirty.values + dirty.valid, clean.values + clean.valid, strict=True):
         np.testing.assert_array_equal(a, b)
     assert dirty_table.equals(clean_table)
+
+
+@pytest.mark.parametrize("geometry", ["built", "given", "input_named_geometry"])
+def test_wkb_built_on_a_thread_equals_wkb_built_in_line(
+    geometry: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    n = 50
+    rng = np.random.default_rng(n)
+    xs, ys = rng.uniform(0, 10, n), rng.uniform(0, 10, n)
+    xs[3] = np.nan
+    samples = _samples(np.zeros(n, np.int64), np.arange(n))
+    columns = pa.table({"site": np.arange(n)})
+    if geometry == "input_named_geometry":
+        columns = columns.append_column("geometry", pa.array(np.arange(n) * 2))
+    given = out_points.points_to_wkb(xs[::-1].copy(), ys) if geometry == "given" else None
+
+    def table(parallel: bool) -> pa.Table:
+        with monkeypatch.context() as m:
+            m.setattr(out_points, "_PARALLEL_WKB_POINTS", 0 if parallel else 10**12)
+            return out_points.samples_to_table(
+                samples, ["r1"], [None], ["EPSG:1"], columns=columns, x=xs, y=ys,
+                point_crs="EPSG:4326", geometry=given,
+            )  # fmt: skip
+
+    threaded, in_line = table(True), table(False)
+    assert threaded.schema == in_line.schema
+    assert threaded.equals(in_line)
+    named = geometry == "input_named_geometry"
+    want = ["site", "geometry", "sample_geometry"] if named else ["site", "geometry", "record_id"]
+    assert threaded.column_names[:3] == want

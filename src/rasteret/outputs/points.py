@@ -32,6 +32,7 @@ An added column whose name the point table already uses is prefixed with ``sampl
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 
 import numpy as np
@@ -47,6 +48,9 @@ __all__ = ["DEFAULT_GEOMETRY_NAME", "points_to_wkb", "samples_to_table"]
 
 DEFAULT_GEOMETRY_NAME = "geometry"
 _PREFIX = "sample_"
+_PARALLEL_WKB_POINTS = 100_000
+"""From this many points on, their WKB is built on a thread of its own, next to the other
+columns (NumPy's copies release the GIL)."""
 _WKB_POINT = np.dtype([("order", "u1"), ("type", "<u4"), ("x", "<f8"), ("y", "<f8")])
 _WKB_POINT_HEAD = b"\x01\x01\x00\x00\x00" + bytes(16)
 """A little-endian WKB point with zero coordinates."""
@@ -128,9 +132,17 @@ def samples_to_table(
         for i in range(columns.num_columns):
             arrays.append(rows_of(columns.column(i)))
             fields.append(columns.schema.field(i))
-    wkb = geometry if geometry is not None else points_to_wkb(x, y)
-    geometry_field = geoarrow_wkb_field(geometry_name, point_crs).with_type(wkb.type)
-    add(geometry_name, rows_of(wkb), geometry_field)
+    at_geometry = len(arrays)  # the geometry goes here, once built
+    if geometry is not None:
+        wkb: Future[pa.Array | pa.ChunkedArray] = Future()
+        wkb.set_result(geometry)
+    elif n_points >= _PARALLEL_WKB_POINTS:  # built on a thread while the other columns are
+        builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rasteret-wkb")
+        wkb = builder.submit(points_to_wkb, x, y)
+        builder.shutdown(wait=False)
+    else:
+        wkb = Future()
+        wkb.set_result(points_to_wkb(x, y))
     rec = samples.record_index
     only = _only_record(rec)
     if only is None:
@@ -167,6 +179,11 @@ def samples_to_table(
             br = samples.band_record[b]
             add(f"{band}_record_id", _per_record(pa.array(list(record_ids), pa.string()), br))
             add(f"{band}_datetime", _per_record(_datetimes(record_datetimes), br))
+    geometry_array = wkb.result()
+    geometry_field = geoarrow_wkb_field(geometry_name, point_crs).with_type(geometry_array.type)
+    name = _free(geometry_name, inputs) if geometry_name in inputs else geometry_name
+    arrays.insert(at_geometry, rows_of(geometry_array))
+    fields.insert(at_geometry, geometry_field.with_name(name))
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
