@@ -11,6 +11,9 @@
 >>> chips = read_chips([record], [aoi], "EPSG:32633", ["B1"])
 >>> chips.chips[0].data.shape, str(chips.dtype), bool(chips.chips[0].valid.all())
 ((1, 50, 20), 'uint16', True)
+>>> stacked = read_chips([record], [aoi], "EPSG:32633", ["B1"], stack=True)
+>>> stacked.stack.shape, bool((stacked.stack[0] == chips.chips[0].data).all())
+((1, 1, 50, 20), True)
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import shapely
 from rasteret._sync import run
 from rasteret._warn import warn
 from rasteret.errors import RasteretWarning
-from rasteret.read.execute import execute_plan_async
+from rasteret.read.execute import execute_plan_async, stack_shape
 from rasteret.read.options import ReadOptions
 from rasteret.read.plan import RecordRef, SkippedRecord, plan_read
 from rasteret.read.result import ChipSet, FailedRead
@@ -41,6 +44,8 @@ async def read_chips_async(
     aoi_crs: Any,
     bands: Sequence[str],
     options: ReadOptions | None = None,
+    *,
+    stack: bool = False,
 ) -> ChipSet:
     """Read ``bands`` of ``records`` over every AOI; one chip per intersecting pair.
 
@@ -51,6 +56,10 @@ async def read_chips_async(
         aoi_crs: CRS of ``aois`` (anything :mod:`pyproj` reads).
         bands: Band names, in output channel order.
         options: Everything else (grid, resampling, fill, I/O); defaults if None.
+        stack: Assemble the chips straight into one ``[N, C, H, W]`` array
+            (:attr:`ChipSet.stack`) when they all have one shape, for callers that want them
+            stacked (``get_numpy``): no copy after the last chip. Each chip's ``data`` is
+            then a view of that array.
 
     Returns:
         The chips in record-major order (records as given, then AOIs as given), skipping
@@ -79,6 +88,8 @@ async def read_chips_async(
 
         bar = tqdm(total=len(plan.chips), unit="chip", desc="rasteret read")
     failed: list[FailedRead] = []
+    shape = stack_shape(plan) if stack else None
+    out = None if shape is None else np.empty(shape, dtype=plan.dtype)
     try:
         chips = await execute_plan_async(
             plan,
@@ -86,6 +97,7 @@ async def read_chips_async(
             options,
             on_chip=None if bar is None else lambda: bar.update(1),
             failures=failed,
+            out=out,
         )
     finally:
         if bar is not None:
@@ -102,6 +114,7 @@ async def read_chips_async(
         lattice=plan.lattice,
         skipped=plan.skipped,
         failed=tuple(failed),
+        stack=out if len(chips) == len(plan.chips) else None,
     )
 
 
@@ -151,6 +164,8 @@ def read_chips(
     aoi_crs: Any,
     bands: Sequence[str],
     options: ReadOptions | None = None,
+    *,
+    stack: bool = False,
 ) -> ChipSet:
     """Synchronous :func:`read_chips_async` (runs on rasteret's event-loop thread)."""
-    return run(read_chips_async(records, aois, aoi_crs, bands, options))
+    return run(read_chips_async(records, aois, aoi_crs, bands, options, stack=stack))

@@ -50,7 +50,7 @@ from rasteret.read.plan import ChipPlan, ReadPlan, RecordRef
 from rasteret.read.result import Chip, FailedRead
 from rasteret.tiff.decode import decode_tile, empty_tile
 
-__all__ = ["DecodeQueue", "decode_pool", "execute_plan_async", "fetch_options"]
+__all__ = ["DecodeQueue", "decode_pool", "execute_plan_async", "fetch_options", "stack_shape"]
 
 T = TypeVar("T")
 
@@ -154,12 +154,20 @@ async def execute_plan_async(
     *,
     on_chip: Callable[[], None] | None = None,
     failures: list[FailedRead] | None = None,
+    out: np.ndarray | None = None,
 ) -> list[Chip]:
     """Fetch, decode and assemble every chip of ``plan`` (in plan order).
 
     With ``options.on_error == "skip"``, chips whose tiles failed are left out and their
     (record, band) pairs are appended to ``failures``.
+
+    With ``out`` (``[len(plan.chips), bands, H, W]`` of ``plan.dtype``, every chip grid
+    ``H x W``), chip ``i`` of the plan is assembled straight into ``out[i]`` and its ``data``
+    is that view (no chip-sized buffer, no later copy into a stacked array); otherwise chips
+    are assembled into recycled memory.
     """
+    if out is not None:
+        _check_out(plan, out)
     loop = asyncio.get_running_loop()
     pool = decode_pool()
     cache = get_tile_cache(options.cache_mb)
@@ -220,7 +228,7 @@ async def execute_plan_async(
             if users[key] == 0:
                 tiles.pop(key, None)
 
-    async def one_chip(chip: ChipPlan) -> Chip | None:
+    async def one_chip(index: int, chip: ChipPlan) -> Chip | None:
         keys = _chip_keys(chip)
         polygon = inside(chip)  # rasterized while the tiles are still on their way
         arrived = {k: await tiles[k] for k in keys}
@@ -232,7 +240,14 @@ async def execute_plan_async(
             return None
         aoi = await polygon
         result = await loop.run_in_executor(
-            pool, _assemble_chip, plan, chip, records[chip.record_index], decoded, aoi
+            pool,
+            _assemble_chip,
+            plan,
+            chip,
+            records[chip.record_index],
+            decoded,
+            aoi,
+            None if out is None else out[index],
         )
         release(keys)
         if on_chip is not None:
@@ -244,10 +259,30 @@ async def execute_plan_async(
             for href, sources in to_fetch.items():
                 for members in _groups(sources, fopts):
                     group.create_task(fetch_and_decode(href, members))
-            chip_tasks = [group.create_task(one_chip(c)) for c in plan.chips]
+            chip_tasks = [group.create_task(one_chip(i, c)) for i, c in enumerate(plan.chips)]
     except BaseExceptionGroup as eg:
         raise _first_error(eg) from None
     return [chip for t in chip_tasks if (chip := t.result()) is not None]
+
+
+def stack_shape(plan: ReadPlan) -> tuple[int, int, int, int] | None:
+    """``[N, C, H, W]`` of an array holding every chip of ``plan`` (the ``out`` of
+    :func:`execute_plan_async`); None when the chip grids differ in shape.
+    """
+    shapes = {c.grid.shape for c in plan.chips}
+    if len(shapes) > 1 or any(len(c.bands) != len(plan.bands) for c in plan.chips):
+        return None
+    height, width = shapes.pop() if shapes else (0, 0)
+    return len(plan.chips), len(plan.bands), height, width
+
+
+def _check_out(plan: ReadPlan, out: np.ndarray) -> None:
+    expected = stack_shape(plan)
+    if expected is None or out.shape != expected or out.dtype != plan.dtype:
+        raise ValueError(
+            f"expected out of shape {expected} and dtype {plan.dtype} (one entry per planned "
+            f"chip, all chips of one shape), got {out.shape} {out.dtype}"
+        )
 
 
 def _chip_keys(chip: ChipPlan) -> set[TileKey]:
@@ -381,10 +416,13 @@ def _assemble_chip(
     record: RecordRef,
     decoded: dict[TileKey, np.ndarray],
     inside_aoi: np.ndarray,
+    data: np.ndarray | None = None,
 ) -> Chip:
+    """Assemble ``chip`` into ``data`` (``[C, H, W]``) when given, else into recycled memory."""
     grid = chip.grid
     shape = (len(chip.bands), grid.height, grid.width)
-    data = _recycled(shape, plan.dtype)
+    if data is None:
+        data = _recycled(shape, plan.dtype)
     valid = _recycled(shape, np.dtype(bool))
     for read in chip.bands:
         c = read.index

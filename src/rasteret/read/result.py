@@ -90,6 +90,10 @@ class ChipSet:
     failed: tuple[FailedRead, ...] = field(default=())
     """(record, band) pairs whose chips were left out because tile bytes could not be
     fetched or decoded (``on_error="skip"``)."""
+    stack: np.ndarray | None = None
+    """``[N, C, H, W]`` holding every chip's ``data`` (``stack[i]`` is ``chips[i].data``, the
+    same memory) when the read was asked to assemble into one array (``read_chips(...,
+    stack=True)``) and every chip of its plan was read; None otherwise."""
 
     def __len__(self) -> int:
         return len(self.chips)
