@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rasteret.errors import SchemaError
-from rasteret.read.buffers import tile_buffers
+from rasteret.read.locate import point_buffers
 from rasteret.read.select import PointSamples
 from rasteret.types import geoarrow_wkb_field
 
@@ -233,10 +233,10 @@ def _repeated_string(value: str, n: int) -> pa.Array:
 
 
 def _recycled(n: int, dtype: np.dtype) -> np.ndarray:
-    """``numpy.empty(n, dtype)`` in recycled memory (:mod:`rasteret.read.buffers`): the
-    columns of a large table are written into pages an earlier table let go, not fresh ones
-    (a page fault per 4 KiB page on first write costs as much as filling it many times)."""
-    return tile_buffers().take(n * dtype.itemsize).view(dtype)
+    """``numpy.empty(n, dtype)`` in recycled memory (:func:`rasteret.read.locate.point_buffers`):
+    the columns of a large table are written into pages an earlier table let go, not fresh
+    ones (a page fault per 4 KiB page on first write costs as much as filling it many times)."""
+    return point_buffers().take(n * dtype.itemsize).view(dtype)
 
 
 def _repeat_into(out: np.ndarray, pattern: bytes) -> None:

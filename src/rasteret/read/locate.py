@@ -15,6 +15,8 @@ a point on the raster's right or bottom edge is outside it. The same arithmetic 
 from __future__ import annotations
 
 import math
+import os
+import threading
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -22,10 +24,18 @@ import pyproj
 from affine import Affine
 
 from rasteret.ingest.metadata import BandMetadata
-from rasteret.read.buffers import tile_buffers
+from rasteret.read.buffers import BufferPool
 from rasteret.read.grid import crs_key, same_crs, transform_bounds, transformer
 
-__all__ = ["Candidates", "locate", "pixel_coordinates", "pixel_of", "spatial_order"]
+__all__ = [
+    "POINT_POOL_MB",
+    "Candidates",
+    "locate",
+    "pixel_coordinates",
+    "pixel_of",
+    "point_buffers",
+    "spatial_order",
+]
 
 _DIRECT_SCANS = 8
 """Distinct footprints tested against every point before the points get sorted by x."""
@@ -150,11 +160,39 @@ class Candidates:
         return out
 
 
+POINT_POOL_MB = 256
+"""Megabytes (10**6 bytes) of returned point-read memory kept for reuse (a 1,000,000-point
+read of one record and two bands uses ~150 MB, its table included)."""
+
+_pool: BufferPool | None = None
+_pool_lock = threading.Lock()
+
+
+def point_buffers() -> BufferPool:
+    """The process-wide pool of point-read memory (:data:`POINT_POOL_MB`), apart from the
+    decoded tiles' own so that neither crowds the other out."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = BufferPool(POINT_POOL_MB * 1_000_000)
+        return _pool
+
+
+def _reset_after_fork() -> None:
+    global _pool, _pool_lock
+    _pool = None
+    _pool_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
 def _recycled(n: int, dtype: np.dtype) -> np.ndarray:
-    """``numpy.empty(n, dtype)`` in recycled memory (:mod:`rasteret.read.buffers`): the large
-    arrays of a point read are written into pages an earlier read let go, not fresh ones (a
-    page fault per 4 KiB page on first write costs more than filling the page many times)."""
-    return tile_buffers().take(n * dtype.itemsize).view(dtype)
+    """``numpy.empty(n, dtype)`` in recycled memory (:func:`point_buffers`): the large arrays
+    of a point read are written into pages an earlier read let go, not fresh ones (a page
+    fault per 4 KiB page on first write costs more than filling the page many times)."""
+    return point_buffers().take(n * dtype.itemsize).view(dtype)
 
 
 def _arange(n: int) -> np.ndarray:
