@@ -27,6 +27,7 @@ from rasteret.errors import BandResolutionError
 from rasteret.ingest.metadata import band_metadata_from_header
 from rasteret.read import ReadOptions, RecordRef
 from rasteret.read.buffers import BufferPool
+from rasteret.read.locate import point_buffers
 from rasteret.read.points import PointOptions, _Numbered, _tile_numbers, plan_points, plan_tiles
 from rasteret.read.sample import read_points
 from rasteret.read.select import PointSamples
@@ -325,3 +326,24 @@ def test_wkb_built_on_a_thread_equals_wkb_built_in_line(
     named = geometry == "input_named_geometry"
     want = ["site", "geometry", "sample_geometry"] if named else ["site", "geometry", "record_id"]
     assert threaded.column_names[:3] == want
+
+
+def test_a_second_read_reuses_the_memory_the_first_let_go() -> None:
+    """The large arrays of a read and its table come back to the point pool once nothing
+    refers to them, and the next read of the same size takes them from there."""
+    records = [_record(_tiffs()["planar"], 2, "r1")]
+    xs, ys = _clustered(5000, seed=4)
+    pool = point_buffers()
+
+    def read_and_table() -> pa.Table:
+        got = read_points(records, xs, ys, EPSG, ["b1", "b2"], read_options=ReadOptions(cache_mb=0))
+        return out_points.samples_to_table(
+            got, ["r1"], [None], ["EPSG:32633"], columns=None, x=xs, y=ys, point_crs="EPSG:32633"
+        )
+
+    first = read_and_table()
+    del first
+    before = pool.reused
+    second = read_and_table()
+    assert pool.reused - before >= 10
+    assert second.num_rows > 0
