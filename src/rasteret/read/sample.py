@@ -5,11 +5,15 @@ in batches (:meth:`~rasteret.read.points.PointOptions.points_per_batch`; spatial
 when there is more than one batch); each batch is planned (:func:`~rasteret.read.points.plan_points`)
 on a worker thread while the previous batch reads, and its fetch starts as soon as the plan
 knows its tiles (the plan's first step), while the pixels are still being grouped by tile.
-A batch's tiles are fetched with the chip reads' machinery (:mod:`rasteret.read.execute`:
-coalesced ranges, one wave under :mod:`rasteret.io`'s global bound, decoding on the shared
-pool, the decoded-tile cache); as soon as a coalesced request's tiles are decoded their
-pixels are gathered (one ``numpy.take`` per tile and band, on the decode pool) and the
-tiles released, and at most ``max_decoded_mb`` of decoded tiles are held.
+A large batch (:data:`PROBE_MIN_POINTS`) starts sooner still: the tiles of an evenly spaced
+sample of its points (:data:`PROBE_POINTS`; needed anyway) are fetched while the whole batch
+is located, and the tiles the sample missed once the plan knows them (never a tile the
+points do not need). A batch's tiles are fetched with the chip reads' machinery
+(:mod:`rasteret.read.execute`: coalesced ranges, one wave under :mod:`rasteret.io`'s global
+bound, decoding on the shared pool, the decoded-tile cache); as soon as a tile is decoded
+its pixels are gathered (one ``numpy.take`` per tile and band, on two gather threads) and
+the tile released, and at most ``max_decoded_mb`` of decoded tiles are held. The large
+arrays of a read come from recycled memory (:func:`rasteret.read.locate.point_buffers`).
 
 Then, per batch, :func:`rasteret.read.select.select_samples` turns the raw windows into
 output rows (match, nearest valid pixel, neighbourhoods); rows come out point-major: points
