@@ -7,6 +7,7 @@ beside rasteret) and reports a Markdown table. A quick run never rewrites ``resu
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,8 @@ import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SCRIPTS = sorted(BENCHMARKS.glob("bench_*.py"))
+NEEDS = {"bench_torchgeo": ("torch", "torchgeo"), "bench_dask": ("distributed",)}
+"""Optional packages a script imports (extras a Python may lack, e.g. torch on 3.13)."""
 
 pytestmark = pytest.mark.slow
 
@@ -30,6 +33,9 @@ def test_every_scenario_has_a_script() -> None:
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)
 def test_quick_run_prints_its_table(script: Path) -> None:
+    missing = [m for m in NEEDS.get(script.stem, ()) if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"{script.name} needs {', '.join(missing)}, not installed here")
     before = _results_state()
     proc = subprocess.run(
         [sys.executable, str(script), "--quick"],
