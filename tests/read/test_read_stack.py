@@ -14,7 +14,7 @@ import shapely
 from read_support import record, write_cog
 
 from rasteret._sync import run
-from rasteret.errors import RasteretWarning
+from rasteret.errors import RasteretWarning, SchemaError
 from rasteret.read import ReadOptions, plan_read, read_chips
 from rasteret.read.cache import clear_tile_cache
 from rasteret.read.execute import execute_plan_async, stack_shape
@@ -109,5 +109,5 @@ def test_out_of_the_wrong_shape_is_refused(files: dict[str, Path]) -> None:
     rec = record("s", files["s0"])
     plan = plan_read([rec], [box(0, 0, 50, 40)], 32633, ["b1"], ReadOptions())
     assert stack_shape(plan) == (1, 1, 40, 50)
-    with pytest.raises(ValueError, match=r"expected out of shape \(1, 1, 40, 50\)"):
+    with pytest.raises(SchemaError, match=r"expected out of shape \(1, 1, 40, 50\)"):
         run(execute_plan_async(plan, [rec], ReadOptions(), out=np.empty((1, 1, 40, 49), "uint16")))

@@ -8,9 +8,10 @@
 3. As each group's bytes arrive, its tiles are decoded on a thread pool sized to the cores
    (imagecodecs releases the GIL) into recycled memory (:mod:`rasteret.read.buffers`) and
    cached.
-4. Each chip is assembled on the same pool, into recycled memory too, as soon as its last
-   tile is decoded; a tile is let go as soon as the last chip that needs it is assembled (the
-   cache may keep it), so its memory can serve the tiles decoded after it.
+4. Each chip is assembled on the same pool, into recycled memory too (or straight into its
+   entry of a caller's stacked ``out`` array), as soon as its last tile is decoded; a tile
+   is let go as soon as the last chip that needs it is assembled (the cache may keep it), so
+   its memory can serve the tiles decoded after it.
 
 Bytes usually arrive faster than they decode, so decode jobs wait in a :class:`DecodeQueue`
 rather than in the pool's own queue: a few at a time go to the pool, tiles of earlier chips
@@ -37,7 +38,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from rasteret.errors import RasteretError
+from rasteret.errors import RasteretError, SchemaError
 from rasteret.io.fetch import FetchOptions, fetch_ranges
 from rasteret.io.ranges import ByteRange, coalesce
 from rasteret.read.assemble import assemble_band
@@ -279,7 +280,7 @@ def stack_shape(plan: ReadPlan) -> tuple[int, int, int, int] | None:
 def _check_out(plan: ReadPlan, out: np.ndarray) -> None:
     expected = stack_shape(plan)
     if expected is None or out.shape != expected or out.dtype != plan.dtype:
-        raise ValueError(
+        raise SchemaError(
             f"expected out of shape {expected} and dtype {plan.dtype} (one entry per planned "
             f"chip, all chips of one shape), got {out.shape} {out.dtype}"
         )
