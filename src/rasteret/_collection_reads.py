@@ -146,11 +146,13 @@ class PixelReadsMixin:
         geometry_column: str | None,
         data_source: str | None,
         kwargs: dict[str, Any],
+        *,
+        stack: bool = False,
     ) -> tuple[ChipSet, AOIs]:
         records, aois, names, options = self._prepare(
             geometries, bands, geometry_crs, geometry_column, data_source, kwargs
         )
-        chips = read_chips(records, aois.geometries, aois.crs, names, options)
+        chips = read_chips(records, aois.geometries, aois.crs, names, options, stack=stack)
         return chips, aois
 
     def _prepare(
@@ -219,7 +221,9 @@ class PixelReadsMixin:
         """
         from rasteret.outputs.numpy import chips_to_numpy
 
-        chips, _ = self._read(geometries, bands, geometry_crs, geometry_column, data_source, kwargs)
+        chips, _ = self._read(
+            geometries, bands, geometry_crs, geometry_column, data_source, kwargs, stack=True
+        )
         if return_index:
             return chips_to_numpy(chips, return_index=True, masked=masked)
         return chips_to_numpy(chips, masked=masked)

@@ -114,13 +114,19 @@ def chips_to_numpy(
     else:
         height = width = 0
     fills = np.array(chipset.fill_values, dtype=chipset.dtype).reshape(1, nbands, 1, 1)
-    data = np.empty((len(chips), nbands, height, width), dtype=chipset.dtype)
+    stack = chipset.stack
+    stacked = stack is not None and stack.shape[0] == len(chips)
+    if stack is not None and stacked:  # the read assembled every chip into it: no copy
+        data = stack
+    else:
+        data = np.empty((len(chips), nbands, height, width), dtype=chipset.dtype)
     valid = np.zeros(data.shape, dtype=bool) if masked else None
     for i, chip in enumerate(chips):
         _, h, w = chip.data.shape
-        if (h, w) != (height, width):
-            data[i] = fills[0]
-        data[i, :, :h, :w] = chip.data
+        if not stacked:
+            if (h, w) != (height, width):
+                data[i] = fills[0]
+            data[i, :, :h, :w] = chip.data
         if valid is not None:
             valid[i, :, :h, :w] = chip.valid
     out: np.ndarray = data if valid is None else np.ma.MaskedArray(data, mask=~valid)
