@@ -14,6 +14,8 @@ collection, or showed a sample. So a TorchGeo dataset in such a worker hands its
   as pixel arrays; selection, tensors, labels and transforms stay in the worker.
   The server reads on the parent's own event loop, decode pool and decoded-tile cache:
   workers cost no start-up, share one cache, and the batches of several workers overlap.
+  Before each such fork the parent gives the memory it keeps for reuse back to the system:
+  shared with the children, every page of it would be copied when a read reused it.
 * A forked process that has no server to go to (its dataset was made or unpickled after the
   fork) starts a helper process of its own instead, ``python -m
   rasteret.outputs._torchgeo_helper``: a fresh interpreter running the same server.
@@ -25,6 +27,7 @@ workers, forks of a process that never read) read in-process as usual.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import subprocess
@@ -279,7 +282,8 @@ def _before_fork() -> None:
     global _server
     if not _datasets or not runtime_used():
         return
-    _release_free_memory()
+    with contextlib.suppress(Exception):  # never break the fork: reads only get slower
+        _release_free_memory()
     if _server is not None:
         return
     try:
