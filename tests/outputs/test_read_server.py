@@ -25,6 +25,7 @@ from rasteret.io import _fork
 from rasteret.outputs import _torchgeo_helper as helper
 from rasteret.outputs._torchgeo_merge import query_grid, read_jobs, source_grid
 from rasteret.read.buffers import tile_buffers
+from rasteret.read.locate import point_buffers
 from rasteret.read.options import ReadOptions
 from rasteret.testing.scenes import SceneSpec, record_table, write_scene
 
@@ -152,16 +153,17 @@ def test_a_fork_of_a_serving_process_gives_back_reusable_memory(dataset: _Datase
         )  # fmt: skip
 
     before = read()
-    pool = tile_buffers()
-    held = [pool.take(1 << 20) for _ in range(3)]
+    pool, points = tile_buffers(), point_buffers()
+    held = [pool.take(1 << 20) for _ in range(3)] + [points.take(1 << 20)]
     del held
     assert pool.free_bytes >= 3 << 20
+    assert points.free_bytes >= 1 << 20
     context = multiprocessing.get_context("fork")
     child = context.Process(target=lambda: None)
     child.start()
     child.join(timeout=60)
     assert child.exitcode == 0
-    assert pool.free_bytes == 0
+    assert pool.free_bytes == points.free_bytes == 0
     for got, want in zip(read(), before, strict=True):
         np.testing.assert_array_equal(got, want)
     helper.stop_server()

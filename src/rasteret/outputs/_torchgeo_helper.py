@@ -46,6 +46,7 @@ from rasteret.io._fork import at_fork, inherited_runtime, runtime_used, trim_hea
 from rasteret.outputs._torchgeo_merge import Job, read_jobs, source_grid
 from rasteret.outputs._torchgeo_window import SourceGrid
 from rasteret.read.buffers import tile_buffers
+from rasteret.read.locate import point_buffers
 from rasteret.read.options import ReadOptions
 from rasteret.read.plan import RecordRef
 
@@ -303,8 +304,10 @@ def _release_free_memory() -> None:
     process's first write to it. Tile memory kept for reuse (the buffer pool) and the C
     heap's free pages would all be shared, and reused: they are given back to the system
     instead, so reads after the fork write fresh pages (:func:`rasteret.io._fork.trim_heap`).
+    Point reads keep memory of their own (:func:`rasteret.read.locate.point_buffers`): freed too.
     """
     tile_buffers().clear()
+    point_buffers().clear()
     trim_heap()
 
 
