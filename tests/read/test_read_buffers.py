@@ -12,7 +12,9 @@ import asyncio
 import gc
 import threading
 import time
+import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,7 +25,7 @@ from read_support import record, write_cog
 
 from rasteret.read import ReadOptions, read_chips
 from rasteret.read import execute as execute_module
-from rasteret.read.buffers import BufferPool, tile_buffers
+from rasteret.read.buffers import BufferPool, ProcessPool, tile_buffers
 from rasteret.read.cache import clear_tile_cache
 from rasteret.read.execute import DecodeQueue, decode_pool
 from rasteret.testing.stores import URLReader
@@ -261,3 +263,28 @@ def test_cached_tiles_keep_their_memory(scenes: list[Path]) -> None:
         np.testing.assert_array_equal(a.data, b.data, strict=True)
     clear_tile_cache()
     assert tile_buffers().free_bytes >= 0
+
+
+def _report_pool(pool: ProcessPool, out: Any) -> None:
+    out.send(pool().free_bytes)
+
+
+def test_a_forked_child_starts_its_own_process_pool() -> None:
+    """The parent's free buffers are never the child's (they may be shared pages)."""
+    import multiprocessing
+
+    pool = ProcessPool(1.0)
+    parent = pool()
+    del_me = parent.take(4096)
+    del del_me
+    assert parent.free_bytes == 4096
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+    with warnings.catch_warnings():  # forking a multi-threaded process warns on 3.12+
+        warnings.simplefilter("ignore", DeprecationWarning)
+        child = context.Process(target=_report_pool, args=(pool, send))
+        child.start()
+    assert receive.recv() == 0
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    assert pool() is parent

@@ -32,7 +32,7 @@ import weakref
 
 import numpy as np
 
-__all__ = ["DEFAULT_POOL_MB", "BufferPool", "tile_buffers"]
+__all__ = ["DEFAULT_POOL_MB", "BufferPool", "ProcessPool", "tile_buffers"]
 
 DEFAULT_POOL_MB = 256
 """Megabytes (10**6 bytes) of returned tile memory kept for reuse: the default tile cache's
@@ -96,24 +96,38 @@ class BufferPool:
             self._free_bytes += raw.nbytes
 
 
-_pool: BufferPool | None = None
-_pool_lock = threading.Lock()
+class ProcessPool:
+    """A process-wide :class:`BufferPool`, made on first use and made afresh in a forked child.
+
+    A child never takes the parent's pool (its buffers may be shared with the parent, and
+    its lock may have been held by a parent thread at the fork).
+
+    >>> pool = ProcessPool(1.0)
+    >>> pool() is pool(), pool().free_bytes
+    (True, 0)
+    """
+
+    def __init__(self, max_mb: float) -> None:
+        self._max_bytes = int(max_mb * 1_000_000)
+        self._pool: BufferPool | None = None
+        self._lock = threading.Lock()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._reset)
+
+    def __call__(self) -> BufferPool:
+        with self._lock:
+            if self._pool is None:
+                self._pool = BufferPool(self._max_bytes)
+            return self._pool
+
+    def _reset(self) -> None:
+        self._pool = None
+        self._lock = threading.Lock()
+
+
+_tile_pool = ProcessPool(DEFAULT_POOL_MB)
 
 
 def tile_buffers() -> BufferPool:
     """The process-wide pool of decoded-tile memory (:data:`DEFAULT_POOL_MB`)."""
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = BufferPool(DEFAULT_POOL_MB * 1_000_000)
-        return _pool
-
-
-def _reset_after_fork() -> None:
-    global _pool, _pool_lock
-    _pool = None
-    _pool_lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_after_fork)
+    return _tile_pool()

@@ -15,8 +15,6 @@ a point on the raster's right or bottom edge is outside it. The same arithmetic 
 from __future__ import annotations
 
 import math
-import os
-import threading
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -24,7 +22,7 @@ import pyproj
 from affine import Affine
 
 from rasteret.ingest.metadata import BandMetadata
-from rasteret.read.buffers import BufferPool
+from rasteret.read.buffers import BufferPool, ProcessPool
 from rasteret.read.grid import crs_key, same_crs, transform_bounds, transformer
 
 __all__ = [
@@ -164,28 +162,13 @@ POINT_POOL_MB = 256
 """Megabytes (10**6 bytes) of returned point-read memory kept for reuse (a 1,000,000-point
 read of one record and two bands uses ~150 MB, its table included)."""
 
-_pool: BufferPool | None = None
-_pool_lock = threading.Lock()
+_point_pool = ProcessPool(POINT_POOL_MB)
 
 
 def point_buffers() -> BufferPool:
     """The process-wide pool of point-read memory (:data:`POINT_POOL_MB`), apart from the
     decoded tiles' own so that neither crowds the other out."""
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = BufferPool(POINT_POOL_MB * 1_000_000)
-        return _pool
-
-
-def _reset_after_fork() -> None:
-    global _pool, _pool_lock
-    _pool = None
-    _pool_lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_after_fork)
+    return _point_pool()
 
 
 def _recycled(n: int, dtype: np.dtype) -> np.ndarray:
