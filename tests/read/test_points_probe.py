@@ -347,3 +347,29 @@ def test_a_second_read_reuses_the_memory_the_first_let_go() -> None:
     second = read_and_table()
     assert pool.reused - before >= 10
     assert second.num_rows > 0
+
+
+def test_a_held_table_is_never_overwritten_by_later_reads() -> None:
+    """Memory a table still refers to is not recycled: later reads of the same size (which
+    take every buffer the pool has of that size) leave the held table as it was."""
+    records = [_record(_tiffs()["planar"], 2, "r1"), _record(_tiffs()["planar"], 2, "r2")]
+
+    def read_and_table(seed: int) -> pa.Table:
+        xs, ys = _clustered(5000, seed=seed)
+        got = read_points(records, xs, ys, EPSG, ["b1", "b2"], read_options=ReadOptions(cache_mb=0))
+        return out_points.samples_to_table(
+            got, ["r1", "r2"], [r.datetime for r in records], ["EPSG:32633"] * 2,
+            columns=None, x=xs, y=ys, point_crs="EPSG:32633",
+        )  # fmt: skip
+
+    held = read_and_table(seed=5)
+    snapshot = pa.table(
+        {name: pa.array(held.column(name).to_pylist()) for name in held.column_names}
+    )
+    pool = point_buffers()
+    before = pool.reused
+    for seed in (6, 7, 8):  # other points, same sizes: their buffers are recycled among them
+        read_and_table(seed)
+    assert pool.reused > before
+    for name in held.column_names:
+        assert held.column(name).to_pylist() == snapshot.column(name).to_pylist(), name

@@ -111,3 +111,20 @@ def test_out_of_the_wrong_shape_is_refused(files: dict[str, Path]) -> None:
     assert stack_shape(plan) == (1, 1, 40, 50)
     with pytest.raises(SchemaError, match=r"expected out of shape \(1, 1, 40, 50\)"):
         run(execute_plan_async(plan, [rec], ReadOptions(), out=np.empty((1, 1, 40, 49), "uint16")))
+
+
+def test_a_held_stack_is_never_overwritten_by_later_reads(files: dict[str, Path]) -> None:
+    """The returned stack is the user's: reads of the same shape after it (which recycle
+    each other's memory) leave it as it was."""
+    recs = [record(f"s{i}", files[f"s{i}"]) for i in range(3)]
+    opts = ReadOptions(cache_mb=0)
+    held = read_chips(recs, [box(10, 10, 110, 90)], 32633, ["b1"], opts, stack=True).stack
+    assert held is not None
+    snapshot = held.copy()
+    for shift in (5, 20, 40):  # other windows, same shape
+        other = read_chips(recs, [box(10 + shift, 10, 110 + shift, 90)], 32633, ["b1"], opts,
+                           stack=True)  # fmt: skip
+        assert other.stack is not None
+        assert not np.shares_memory(other.stack, held)
+        del other
+    np.testing.assert_array_equal(held, snapshot, strict=True)
