@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rasteret.errors import SchemaError
-from rasteret.read.locate import point_buffers
+from rasteret.read.locate import point_array
 from rasteret.read.select import PointSamples
 from rasteret.types import geoarrow_wkb_field
 
@@ -68,7 +68,7 @@ def points_to_wkb(x: np.ndarray, y: np.ndarray) -> pa.BinaryArray:
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     n = len(x)
-    records = _recycled(n, _WKB_POINT)
+    records = point_array(n, _WKB_POINT)
     _repeat_into(records.view(np.uint8), _WKB_POINT_HEAD)  # byte order and type, then x, y
     records["x"], records["y"] = x, y
     large = n * _WKB_POINT.itemsize >= 2**31
@@ -151,7 +151,7 @@ def samples_to_table(
     else:  # every row is of one record: the values repeated, no take
         add("record_id", _repeated_string(record_ids[only], len(rec)))
         stamp = _datetimes(record_datetimes)[only : only + 1]
-        stamps = _recycled(len(rec), np.dtype(np.int64))
+        stamps = point_array(len(rec), np.dtype(np.int64))
         stamps.fill(stamp.cast(pa.int64())[0].as_py() if stamp[0].is_valid else 0)
         mask = None if stamp[0].is_valid or not len(rec) else _no_bits(len(rec))
         add("datetime", pa.Array.from_buffers(stamp.type, len(rec), [mask, pa.py_buffer(stamps)]))
@@ -163,7 +163,7 @@ def samples_to_table(
     if only is None:
         add("raster_crs", _dictionary_take(crs_dictionary, rec, shift=1))
     else:
-        indices = _recycled(len(rec), np.dtype(np.int32))
+        indices = point_array(len(rec), np.dtype(np.int32))
         indices.fill(only + 1)
         add("raster_crs", pa.DictionaryArray.from_arrays(pa.array(indices), crs_dictionary))
     add("row", _masked(_int32(samples.row), samples.row >= 0))
@@ -227,16 +227,9 @@ def _repeated_string(value: str, n: int) -> pa.Array:
     if len(data) * n >= 2**31:
         return pa.array([value], pa.string()).take(np.zeros(n, dtype=np.int32))
     offsets = _steps(n, len(data), np.dtype(np.int32))
-    chars = _recycled(n * len(data), np.dtype(np.uint8))
+    chars = point_array(n * len(data), np.dtype(np.uint8))
     _repeat_into(chars, data)
     return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(chars)])
-
-
-def _recycled(n: int, dtype: np.dtype) -> np.ndarray:
-    """``numpy.empty(n, dtype)`` in recycled memory (:func:`rasteret.read.locate.point_buffers`):
-    the columns of a large table are written into pages an earlier table let go, not fresh
-    ones (a page fault per 4 KiB page on first write costs as much as filling it many times)."""
-    return point_buffers().take(n * dtype.itemsize).view(dtype)
 
 
 def _repeat_into(out: np.ndarray, pattern: bytes) -> None:
@@ -260,7 +253,7 @@ def _steps(n: int, step: int, dtype: np.dtype) -> np.ndarray:
     >>> _steps(3, 21, np.dtype(np.int32)).tolist()
     [0, 21, 42, 63]
     """
-    out = _recycled(n + 1, dtype)
+    out = point_array(n + 1, dtype)
     out.fill(step)
     out[0] = 0
     return np.cumsum(out, out=out)
@@ -268,7 +261,7 @@ def _steps(n: int, step: int, dtype: np.dtype) -> np.ndarray:
 
 def _int32(values: np.ndarray) -> np.ndarray:
     """``values.astype(numpy.int32)`` in recycled memory."""
-    out = _recycled(len(values), np.dtype(np.int32))
+    out = point_array(len(values), np.dtype(np.int32))
     np.copyto(out, values, casting="unsafe")
     return out
 

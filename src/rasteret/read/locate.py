@@ -26,6 +26,7 @@ from rasteret.read.buffers import BufferPool, ProcessPool
 from rasteret.read.grid import crs_key, same_crs, transform_bounds, transformer
 
 __all__ = [
+    "point_array",
     "POINT_POOL_MB",
     "Candidates",
     "locate",
@@ -48,9 +49,9 @@ def pixel_coordinates(
     ``rowcol`` arithmetic, before flooring)."""
     inv = ~Affine(*transform[:6])
     if inv.b == 0 and inv.d == 0:  # north-up: the zero terms add nothing for finite points
-        cols = np.multiply(x, inv.a, out=_recycled(len(x), np.dtype(np.float64)))
+        cols = np.multiply(x, inv.a, out=point_array(len(x), np.dtype(np.float64)))
         cols += inv.c
-        rows = np.multiply(y, inv.e, out=_recycled(len(y), np.dtype(np.float64)))
+        rows = np.multiply(y, inv.e, out=point_array(len(y), np.dtype(np.float64)))
         rows += inv.f
         return cols, rows
     return inv.a * x + inv.b * y + inv.c, inv.d * x + inv.e * y + inv.f
@@ -171,10 +172,18 @@ def point_buffers() -> BufferPool:
     return _point_pool()
 
 
-def _recycled(n: int, dtype: np.dtype) -> np.ndarray:
-    """``numpy.empty(n, dtype)`` in recycled memory (:func:`point_buffers`): the large arrays
-    of a point read are written into pages an earlier read let go, not fresh ones (a page
-    fault per 4 KiB page on first write costs more than filling the page many times)."""
+def point_array(n: int, dtype: np.dtype) -> np.ndarray:
+    """``numpy.empty(n, dtype)`` in recycled memory (:func:`point_buffers`).
+
+    The large arrays of a point read and of its table are written into pages an earlier read
+    let go, not fresh ones (a page fault per 4 KiB page on first write costs more than
+    filling the page many times). Every element must be written by the caller.
+
+    >>> a = point_array(3, np.dtype(np.int64))
+    >>> a[:] = 7
+    >>> a.tolist(), a.dtype.name
+    ([7, 7, 7], 'int64')
+    """
     return point_buffers().take(n * dtype.itemsize).view(dtype)
 
 
@@ -184,7 +193,7 @@ def _arange(n: int) -> np.ndarray:
     >>> _arange(4).tolist()
     [0, 1, 2, 3]
     """
-    out = _recycled(n, np.dtype(np.intp))
+    out = point_array(n, np.dtype(np.intp))
     if n:
         out.fill(1)
         out[0] = 0
@@ -210,8 +219,8 @@ def locate(
     else:
         cols, rows = pixel_coordinates(lv.transform, px[idx], py[idx])
     # floor(v) >= 0 iff v >= 0, and floor(v) < n iff v < n for whole n: no floor needed
-    ok = np.greater_equal(rows, 0, out=_recycled(len(rows), np.dtype(bool)))
-    test = _recycled(len(rows), np.dtype(bool))
+    ok = np.greater_equal(rows, 0, out=point_array(len(rows), np.dtype(bool)))
+    test = point_array(len(rows), np.dtype(bool))
     ok &= np.less(rows, lv.image_height, out=test)
     ok &= np.greater_equal(cols, 0, out=test)
     ok &= np.less(cols, lv.image_width, out=test)

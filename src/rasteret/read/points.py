@@ -39,7 +39,7 @@ from rasteret.errors import SchemaError, UnsupportedFormatError
 from rasteret.ingest.metadata import BandMetadata, RasterLevel
 from rasteret.read.bands import TileKey, TileSource, _alpha_sample, _mask_level, _tiles
 from rasteret.read.grid import crs_key
-from rasteret.read.locate import Candidates, _recycled, locate
+from rasteret.read.locate import Candidates, locate, point_array
 from rasteret.read.options import ReadOptions
 from rasteret.read.plan import RecordRef, SkippedRecord, _resolve_bands
 from rasteret.types import crs_
@@ -307,7 +307,7 @@ def _locate_and_number(
         if n == 0:
             continue
         points_parts.append(pair_points)
-        record_index = _recycled(n, np.dtype(np.int64))
+        record_index = point_array(n, np.dtype(np.int64))
         record_index.fill(ri)
         records_parts.append(record_index)
         numbered: dict[tuple[Any, ...], _Numbered] = {}
@@ -473,7 +473,7 @@ def _window_pixels(
     """Raster row, column and target of every window pixel inside the raster; the targets
     of every pair of the band in order (a run from ``start``) are given as ``start`` alone."""
     size = 2 * radius + 1
-    outside = np.isnan(frac_rows, out=_recycled(len(frac_rows), np.dtype(bool)))
+    outside = np.isnan(frac_rows, out=point_array(len(frac_rows), np.dtype(bool)))
     targets: np.ndarray | int
     if not outside.any():  # every pair is in this band's raster: no subsetting
         rows = _int32(frac_rows)  # inside the raster: truncation is floor
@@ -536,7 +536,7 @@ class _Numbered:
                 targets = np.arange(targets, targets + len(pixels), dtype=np.int64)
             return [(targets, pixels)] if self.used else []
         order = np.argsort(self.number, kind="stable")  # radix sort: small unsigned types
-        pixels = np.take(pixels, order, out=_recycled(len(order), pixels.dtype))
+        pixels = np.take(pixels, order, out=point_array(len(order), pixels.dtype))
         if first is None:
             assert not isinstance(targets, int)
             targets = targets[order]
@@ -564,14 +564,14 @@ def _tile_numbers(
         # shifts and masks in few buffers (fresh memory is costly): the tile row, times
         # the tiles across, plus the tile column; then the row in the tile, times the tile
         # width, plus the column in the tile
-        number32 = np.right_shift(rows, th.bit_length() - 1, out=_recycled(len(rows), rows.dtype))
+        number32 = np.right_shift(rows, th.bit_length() - 1, out=point_array(len(rows), rows.dtype))
         number32 *= across
-        part = np.right_shift(cols, tw.bit_length() - 1, out=_recycled(len(rows), rows.dtype))
+        part = np.right_shift(cols, tw.bit_length() - 1, out=point_array(len(rows), rows.dtype))
         number32 += part
-        number = _recycled(len(rows), small)
+        number = point_array(len(rows), small)
         np.copyto(number, number32, casting="unsafe")
         del number32
-        pixels = _recycled(len(rows), np.dtype(np.intp))
+        pixels = point_array(len(rows), np.dtype(np.intp))
         np.bitwise_and(rows, th - 1, out=pixels)
         pixels *= tw
         np.bitwise_and(cols, tw - 1, out=part)
@@ -603,7 +603,7 @@ def _by_tile(
 
 def _int32(values: np.ndarray) -> np.ndarray:
     """``values.astype(numpy.int32)`` in recycled memory."""
-    out = _recycled(len(values), np.dtype(np.int32))
+    out = point_array(len(values), np.dtype(np.int32))
     np.copyto(out, values, casting="unsafe")
     return out
 

@@ -54,7 +54,7 @@ from rasteret.read.execute import (
     fetch_options,
 )
 from rasteret.read.grid import crs_key
-from rasteret.read.locate import _recycled, pixel_of, spatial_order
+from rasteret.read.locate import pixel_of, point_array, spatial_order
 from rasteret.read.mask import nodata_mask
 from rasteret.read.options import ReadOptions
 from rasteret.read.plan import RecordRef
@@ -117,8 +117,8 @@ class _ByteBudget:
 
 
 def _filled(n: int, dtype: np.dtype, value: Any) -> np.ndarray:
-    """``numpy.full(n, value, dtype)`` in recycled memory (see :func:`rasteret.read.locate._recycled`)."""
-    out = _recycled(n, np.dtype(dtype))
+    """``numpy.full(n, value, dtype)`` in recycled memory (see :func:`rasteret.read.locate.point_array`)."""
+    out = point_array(n, np.dtype(dtype))
     out.fill(value)
     return out
 

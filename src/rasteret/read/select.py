@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from rasteret.read.locate import point_array
 from rasteret.read.plan import SkippedRecord
 from rasteret.read.points import PointOptions, PointPlan
 
@@ -164,10 +165,12 @@ def select_samples(
 
 
 def _pixel(frac: np.ndarray) -> np.ndarray:
-    """Whole pixel of fractional pixel coordinates (-1 for NaN: outside the raster)."""
-    outside = np.isnan(frac)
+    """Whole pixel of fractional pixel coordinates (-1 for NaN: outside the raster), in
+    recycled memory (:func:`~rasteret.read.locate.point_array`)."""
+    out = point_array(len(frac), np.dtype(np.int64))
     with np.errstate(invalid="ignore"):
-        out = frac.astype(np.int64)  # inside the raster: truncation is floor
+        np.copyto(out, frac, casting="unsafe")  # inside the raster: truncation is floor
+    outside = np.isnan(frac, out=point_array(len(frac), np.dtype(np.bool_)))
     if outside.any():
         out[outside] = -1
     return out
