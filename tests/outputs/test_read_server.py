@@ -23,7 +23,7 @@ import rasteret
 from rasteret._collection_reads import records_for
 from rasteret.io import _fork
 from rasteret.outputs import _torchgeo_helper as helper
-from rasteret.outputs._torchgeo_merge import query_grid, read_jobs, source_grid
+from rasteret.outputs._torchgeo_merge import SourceGrids, query_grid, read_jobs
 from rasteret.read.buffers import tile_buffers
 from rasteret.read.locate import point_buffers
 from rasteret.read.options import ReadOptions
@@ -45,10 +45,7 @@ class _Dataset:
         self._token = f"test-{id(self)}"
         self.records = records
         self.options = options
-
-    def _source(self, ri: int, band: str, crs: str) -> Any:
-        meta = self.records[ri].bands[band]
-        return source_grid(meta, crs)
+        self._source = SourceGrids(records)
 
 
 @pytest.fixture(scope="module")

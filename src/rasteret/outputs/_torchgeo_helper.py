@@ -43,7 +43,7 @@ from rasterio.enums import Resampling
 
 from rasteret.errors import ReadError
 from rasteret.io._fork import at_fork, inherited_runtime, runtime_used, trim_heap
-from rasteret.outputs._torchgeo_merge import Job, read_jobs, source_grid
+from rasteret.outputs._torchgeo_merge import Job, SourceGrids, read_jobs
 from rasteret.outputs._torchgeo_window import SourceGrid
 from rasteret.read.buffers import tile_buffers
 from rasteret.read.locate import point_buffers
@@ -66,19 +66,7 @@ class _Held:
     ) -> None:
         self.records = tuple(records)
         self.options = options
-        self._source = source
-        self._grids: dict[tuple[int, str, str], SourceGrid] = {}
-
-    def source(self, ri: int, band: str, crs: str) -> SourceGrid:
-        if self._source is not None:
-            return self._source(ri, band, crs)
-        key = (ri, band, crs)
-        grid = self._grids.get(key)
-        if grid is None:
-            meta = self.records[ri].bands[band]
-            assert meta is not None
-            grid = self._grids[key] = source_grid(meta, crs)
-        return grid
+        self.source = source or SourceGrids(self.records)
 
     def read(self, names: Sequence[str], jobs: list[Job], kernel: Resampling) -> list[np.ndarray]:
         crs = jobs[0][1].crs if jobs else ""

@@ -60,6 +60,7 @@ __all__ = [
     "Job",
     "Part",
     "SourceGrid",
+    "SourceGrids",
     "plan_part",
     "query_grid",
     "read_frames",
@@ -94,6 +95,26 @@ def source_grid(meta: BandMetadata, crs: str) -> SourceGrid:
         ):
             return native
     return vrt
+
+
+class SourceGrids:
+    """:func:`source_grid` of each (record, band, CRS) of ``records``, computed once.
+
+    Call it as ``grids(record_position, band, crs)``; it pickles with what it has computed.
+    """
+
+    def __init__(self, records: Sequence[RecordRef]) -> None:
+        self._records = records
+        self._grids: dict[tuple[int, str, str], SourceGrid] = {}
+
+    def __call__(self, ri: int, band: str, crs: str) -> SourceGrid:
+        key = (ri, band, crs)
+        grid = self._grids.get(key)
+        if grid is None:
+            meta = self._records[ri].bands[band]
+            assert meta is not None
+            grid = self._grids[key] = source_grid(meta, crs)
+        return grid
 
 
 def query_grid(

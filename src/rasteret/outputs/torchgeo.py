@@ -38,8 +38,7 @@ from rasteret.io._fork import inherited_runtime
 from rasteret.outputs import _torchgeo_helper
 from rasteret.outputs import _torchgeo_index as tg_index
 from rasteret.outputs._torchgeo_helper import helper_read
-from rasteret.outputs._torchgeo_merge import Job, query_grid, read_jobs, source_grid
-from rasteret.outputs._torchgeo_window import SourceGrid
+from rasteret.outputs._torchgeo_merge import Job, SourceGrids, query_grid, read_jobs
 from rasteret.read.grid import crs_key
 from rasteret.read.options import ReadOptions
 from rasteret.read.plan import RecordRef
@@ -112,7 +111,7 @@ class RasteretGeoDataset(_GeoDataset):
         self._dtype = dtype
         self._resampling = resampling
         self._res = (float(res[0]), float(res[1]))
-        self._sources: dict[tuple[int, str, str], SourceGrid] = {}
+        self._source = SourceGrids(self.records)
         self._crs_cache: tuple[Any, str] | None = None
         self._arrays: dict[int, tg_index.IndexArrays] = {}
         self._bounds_cache: tuple[Any, tuple[float, float], Any] | None = None
@@ -265,15 +264,6 @@ class RasteretGeoDataset(_GeoDataset):
         meta = self.records[ri].bands[self.bands[0]]
         assert meta is not None
         return shapely.box(*self._source(ri, self.bands[0], crs).bounds)
-
-    def _source(self, ri: int, band: str, crs: str) -> SourceGrid:
-        key = (ri, band, crs)
-        grid = self._sources.get(key)
-        if grid is None:
-            meta = self.records[ri].bands[band]
-            assert meta is not None
-            grid = self._sources[key] = source_grid(meta, crs)
-        return grid
 
     def _crs_key(self) -> str:
         crs = self.crs
