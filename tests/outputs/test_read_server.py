@@ -28,11 +28,9 @@ from rasteret.read.buffers import tile_buffers
 from rasteret.read.locate import point_buffers
 from rasteret.read.options import ReadOptions
 from rasteret.testing.scenes import SceneSpec, record_table, write_scene
+from support.forking import FORK_OF_THREADS_EXPECTED
 
-pytestmark = pytest.mark.filterwarnings(
-    r"ignore:This process \(pid=\d+\) is multi-threaded, use of fork\(\) may lead to "
-    "deadlocks in the child:DeprecationWarning"
-)
+pytestmark = FORK_OF_THREADS_EXPECTED
 
 BANDS = ("B04", "B08")
 CRS = "EPSG:32633"

@@ -12,7 +12,6 @@ import asyncio
 import gc
 import threading
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from rasteret.read.buffers import BufferPool, ProcessPool, tile_buffers
 from rasteret.read.cache import clear_tile_cache
 from rasteret.read.execute import DecodeQueue, decode_pool
 from rasteret.testing.stores import URLReader
+from support.forking import FORK_OF_THREADS_EXPECTED
 
 X0, Y0 = 500_000.0, 4_600_000.0
 
@@ -269,6 +269,7 @@ def _report_pool(pool: ProcessPool, out: Any) -> None:
     out.send(pool().free_bytes)
 
 
+@FORK_OF_THREADS_EXPECTED
 def test_a_forked_child_starts_its_own_process_pool() -> None:
     """The parent's free buffers are never the child's (they may be shared pages)."""
     import multiprocessing
@@ -280,10 +281,8 @@ def test_a_forked_child_starts_its_own_process_pool() -> None:
     assert parent.free_bytes == 4096
     context = multiprocessing.get_context("fork")
     receive, send = context.Pipe(duplex=False)
-    with warnings.catch_warnings():  # forking a multi-threaded process warns on 3.12+
-        warnings.simplefilter("ignore", DeprecationWarning)
-        child = context.Process(target=_report_pool, args=(pool, send))
-        child.start()
+    child = context.Process(target=_report_pool, args=(pool, send))
+    child.start()
     assert receive.recv() == 0
     child.join(timeout=60)
     assert child.exitcode == 0

@@ -17,14 +17,11 @@ from torchgeo.samplers import GridGeoSampler, RandomBatchGeoSampler, RandomGeoSa
 from torchgeo_support import build, spec, write_scenes
 
 from rasteret.testing.servers import MotoS3Server
+from support.forking import FORK_OF_THREADS_EXPECTED
 
 pytestmark = [
     pytest.mark.integration,
-    # PyTorch forks its workers from a multi-threaded process: Python >= 3.12 warns about it.
-    pytest.mark.filterwarnings(
-        r"ignore:This process \(pid=\d+\) is multi-threaded, use of fork\(\) may lead to "
-        "deadlocks in the child:DeprecationWarning"
-    ),
+    FORK_OF_THREADS_EXPECTED,
 ]
 
 

@@ -32,13 +32,11 @@ import rasteret
 from rasteret.io import _fork
 from rasteret.outputs import _torchgeo_helper as helper
 from rasteret.read.cache import clear_tile_cache, get_tile_cache
+from support.forking import FORK_OF_THREADS_EXPECTED
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.filterwarnings(
-        r"ignore:This process \(pid=\d+\) is multi-threaded, use of fork\(\) may lead to "
-        "deadlocks in the child:DeprecationWarning"
-    ),
+    FORK_OF_THREADS_EXPECTED,
 ]
 
 
