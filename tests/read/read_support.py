@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+import shapely
 from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.windows import Window
@@ -13,6 +14,14 @@ from rasterio.windows import Window
 from rasteret.ingest.metadata import BandMetadata, band_metadata_from_header
 from rasteret.read import RecordRef
 from rasteret.tiff.header import parse_header
+
+X0, Y0 = 500_000.0, 4_600_000.0
+"""Upper-left corner of the files :func:`write_cog` writes by default (EPSG:32633, 10 m)."""
+
+
+def box(c0: float, r0: float, c1: float, r1: float) -> shapely.Polygon:
+    """A box given in pixel coordinates of the default 10 m grid of :func:`write_cog`."""
+    return shapely.box(X0 + 10 * c0, Y0 - 10 * r1, X0 + 10 * c1, Y0 - 10 * r0)
 
 
 def band_metadata(path: str | Path, band_index: int = 0, href: str | None = None) -> BandMetadata:
@@ -41,7 +50,7 @@ def write_cog(
     path: Path,
     *,
     epsg: int = 32633,
-    origin: tuple[float, float] = (500_000.0, 4_600_000.0),
+    origin: tuple[float, float] = (X0, Y0),
     size: tuple[int, int] = (600, 400),
     res: float = 10.0,
     tile: int = 128,

@@ -11,18 +11,12 @@ import pytest
 import rasterio
 import shapely
 from rasterio.windows import Window
-from read_support import record, write_cog
+from read_support import X0, Y0, box, record, write_cog
 
 from rasteret.errors import ObjectNotFoundError
 from rasteret.read import ReadOptions, plan_read, read_chips, read_chips_async
 from rasteret.read.cache import TileCache, clear_tile_cache, get_tile_cache
 from rasteret.testing.stores import CountingReader, LatencyReader, URLReader
-
-X0, Y0 = 500_000.0, 4_600_000.0
-
-
-def box(c0: float, r0: float, c1: float, r1: float) -> shapely.Polygon:
-    return shapely.box(X0 + 10 * c0, Y0 - 10 * r1, X0 + 10 * c1, Y0 - 10 * r0)
 
 
 @pytest.fixture(scope="module")

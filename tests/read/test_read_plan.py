@@ -8,13 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import shapely
-from read_support import band_metadata, record, write_cog
+from read_support import X0, Y0, band_metadata, box, record, write_cog
 
 from rasteret.errors import BandResolutionError, SchemaError
 from rasteret.read import ReadOptions, RecordRef, plan_read
 from rasteret.read.grid import covering_window
-
-X0, Y0 = 500_000.0, 4_600_000.0
 
 
 @pytest.fixture(scope="module")
@@ -30,11 +28,6 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "zone32": write_cog(d / "z32.tif", epsg=32632, origin=(700_000.0, 4_600_000.0)),
         "sparse": write_cog(d / "sparse.tif", sparse=True, overviews=()),
     }
-
-
-def box(c0: float, r0: float, c1: float, r1: float) -> shapely.Polygon:
-    """A box given in pixel coordinates of the 10 m grid at (X0, Y0)."""
-    return shapely.box(X0 + 10 * c0, Y0 - 10 * r1, X0 + 10 * c1, Y0 - 10 * r0)
 
 
 def test_same_grid_is_pasted_on_the_covering_window(files: dict[str, Path]) -> None:

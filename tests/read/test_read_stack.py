@@ -10,8 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import shapely
-from read_support import record, write_cog
+from read_support import box, record, write_cog
 
 from rasteret._sync import run
 from rasteret.errors import RasteretWarning, SchemaError
@@ -19,12 +18,6 @@ from rasteret.read import ReadOptions, plan_read, read_chips
 from rasteret.read.cache import clear_tile_cache
 from rasteret.read.execute import execute_plan_async, stack_shape
 from rasteret.read.result import ChipSet
-
-X0, Y0 = 500_000.0, 4_600_000.0
-
-
-def box(c0: float, r0: float, c1: float, r1: float) -> shapely.Polygon:
-    return shapely.box(X0 + 10 * c0, Y0 - 10 * r1, X0 + 10 * c1, Y0 - 10 * r0)
 
 
 @pytest.fixture(scope="module")
