@@ -11,6 +11,10 @@ from affine import Affine
 from pyproj import Transformer
 from rasterio.enums import Resampling
 
+from rasteret.ingest.metadata import band_metadata_from_header
+from rasteret.read import RecordRef
+from rasteret.tiff.header import parse_header
+
 
 def write_scene(
     path: Path, epsg: int, lon: float, lat: float, seed: int, overviews: Sequence[int] = (2, 4)
@@ -43,3 +47,14 @@ def write_scene(
         if overviews:
             dst.build_overviews(list(overviews), Resampling.average)
     return path
+
+
+def file_record(rid: str, path: Path, count: int) -> RecordRef:
+    """A record whose bands ``b1..b{count}`` are the samples of one local file, as rasteret's
+    own header parser describes them."""
+    data = path.read_bytes()
+    header = parse_header(data, url=str(path), object_size=len(data))
+    return RecordRef(rid, None, {
+        f"b{i + 1}": band_metadata_from_header(header, band_index=i, href=str(path))
+        for i in range(count)
+    })  # fmt: skip

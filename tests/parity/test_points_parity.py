@@ -23,29 +23,18 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import rasterio
+from parity_support import file_record
 from pyproj import Transformer
 from rasterio.transform import rowcol
 
 import rasteret
-from rasteret.ingest.metadata import band_metadata_from_header
-from rasteret.read import ReadOptions, RecordRef
+from rasteret.read import ReadOptions
 from rasteret.read.cache import clear_tile_cache
 from rasteret.read.sample import read_points
 from rasteret.testing.fixtures import FIXTURE_MATRIX
 from rasteret.testing.scenes import SceneSpec, record_table, write_scene
-from rasteret.tiff.header import parse_header
 
 GEOREFERENCED = [s.name for s in FIXTURE_MATRIX if s.crs is not None]
-
-
-def _record(path: Path, count: int) -> RecordRef:
-    data = path.read_bytes()
-    header = parse_header(data, url=str(path), object_size=len(data))
-    metas = {
-        f"b{i + 1}": band_metadata_from_header(header, band_index=i, href=str(path))
-        for i in range(count)
-    }
-    return RecordRef(path.stem, None, metas)
 
 
 def _points(src: rasterio.DatasetReader, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -75,7 +64,7 @@ def test_fixture_matrix_equals_rasterio_sample(name: str, fixture_paths: dict[st
         expected = np.ma.stack(list(src.sample(zip(xs, ys, strict=True), masked=True)))
     bands = [f"b{i + 1}" for i in range(count)]
     samples = read_points(
-        [_record(path, count)], xs, ys, "EPSG:32633" if "usercrs" not in name else _crs(path),
+        [file_record(path.stem, path, count)], xs, ys, "EPSG:32633" if "usercrs" not in name else _crs(path),
         bands, read_options=ReadOptions(cache_mb=0),
     )  # fmt: skip
     np.testing.assert_array_equal(samples.point_index, np.flatnonzero(inside))
@@ -105,7 +94,7 @@ def test_pixel_edges_belong_to_the_pixel_right_and_below(fixture_paths: dict[str
     # the raster's left/top edges (inside) and right/bottom edges (outside)
     xs = np.array([c + 10 * a, c + 256 * a, c, c + w * a, c + (w - 0.5) * a, c + 5.5 * a])
     ys = np.array([f + 10 * e, f + 256 * e, f, f + 5.5 * e, f + h * e, f + (h - 0.5) * e])
-    samples = read_points([_record(path, 1)], xs, ys, "EPSG:32633", ["b1"])
+    samples = read_points([file_record(path.stem, path, 1)], xs, ys, "EPSG:32633", ["b1"])
     assert samples.point_index.tolist() == [0, 1, 2, 5]
     assert samples.row.tolist() == [10, 256, 0, h - 1]
     assert samples.col.tolist() == [10, 256, 0, 5]

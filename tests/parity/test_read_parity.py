@@ -33,18 +33,16 @@ import pytest
 import rasterio
 import shapely
 from affine import Affine
-from parity_support import write_scene
+from parity_support import file_record, write_scene
 from rasterio.enums import Resampling
 from rasterio.features import geometry_mask
 from rasterio.warp import reproject
 from rasterio.windows import Window, from_bounds
 
-from rasteret.ingest.metadata import band_metadata_from_header
 from rasteret.read import ReadOptions, RecordRef, plan_read, read_chips
 from rasteret.read.grid import level_window
 from rasteret.testing.fixtures import FIXTURE_MATRIX
 from rasteret.testing.oracle import rasterio_strip_warp
-from rasteret.tiff.header import parse_header
 
 GEOREFERENCED = [s.name for s in FIXTURE_MATRIX if s.crs is not None]
 LOSSY = {s.name for s in FIXTURE_MATRIX if s.lossy}
@@ -57,19 +55,6 @@ KERNELS = ["nearest", "bilinear", "cubic", "average", "mode"]
 
 # rasterio 1.4 with affine 3 warns inside its own helpers (window_transform, from_bounds)
 pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
-
-
-def record(rid: str, path: Path, count: int) -> RecordRef:
-    data = path.read_bytes()
-    header = parse_header(data, url=str(path), object_size=len(data))
-    return RecordRef(
-        rid,
-        None,
-        {
-            f"b{i + 1}": band_metadata_from_header(header, band_index=i, href=str(path))
-            for i in range(count)
-        },
-    )
 
 
 def crs_string(src: rasterio.DatasetReader) -> str:
@@ -129,7 +114,7 @@ def test_same_grid_reads_are_bit_exact(fixture_paths: dict[str, Path], name: str
                 ]
             ),
         ]
-        rec = record("r", path, src.count)
+        rec = file_record("r", path, src.count)
         for all_touched in (False, True):
             chips = read_chips(
                 [rec],
@@ -173,7 +158,7 @@ def test_out_shape_reads_match_rasterio(fixture_paths: dict[str, Path], name: st
     noisy: dict[str, int] = {}
     total: dict[str, int] = {}
     with rasterio.open(path) as src:
-        rec = record("r", path, src.count)
+        rec = file_record("r", path, src.count)
         t = src.transform
         for trial in range(10):
             c0, r0 = rng.randint(0, src.width - 20), rng.randint(0, src.height - 20)
@@ -235,7 +220,7 @@ def utm_corpus(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[RecordRef
         write_scene(d / "z33_a.tif", 32633, 11.97, 46.03, 2),
         write_scene(d / "z33_b.tif", 32633, 11.99, 46.02, 3),
     ]
-    return [(record(p.stem, p, 1), p) for p in paths]
+    return [(file_record(p.stem, p, 1), p) for p in paths]
 
 
 UTM_CASES = [

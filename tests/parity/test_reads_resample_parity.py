@@ -22,15 +22,14 @@ import numpy as np
 import pytest
 import rasterio
 import shapely
+from parity_support import file_record
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
-from rasteret.ingest.metadata import band_metadata_from_header
-from rasteret.read import ReadOptions, RecordRef, plan_read, read_chips
+from rasteret.read import ReadOptions, plan_read, read_chips
 from rasteret.read.grid import level_window
 from rasteret.read.options import RESAMPLING_NAMES
 from rasteret.testing.fixtures import FIXTURE_MATRIX, spec_from_name, write_fixture
-from rasteret.tiff.header import parse_header
 
 KERNELS = list(RESAMPLING_NAMES)
 LOSSY = {s.name for s in FIXTURE_MATRIX if s.lossy}
@@ -60,16 +59,6 @@ def extra_paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         name: write_fixture(dataclasses.replace(spec_from_name(name), **extra), folder)  # type: ignore[arg-type]
         for name, extra in EXTRA_FILES.items()
     }
-
-
-def record(path: Path, count: int) -> RecordRef:
-    data = path.read_bytes()
-    header = parse_header(data, url=str(path), object_size=len(data))
-    bands = {
-        f"b{i + 1}": band_metadata_from_header(header, band_index=i, href=str(path))
-        for i in range(count)
-    }
-    return RecordRef("r", None, bands)
 
 
 def crs_string(src: rasterio.DatasetReader) -> str:
@@ -119,7 +108,7 @@ def check_file(path: Path, lossy: bool, seed: str) -> dict[str, int]:
     modes: dict[str, int] = {}
     rng = random.Random(seed)
     with rasterio.open(path) as src:
-        rec = record(path, src.count)
+        rec = file_record("r", path, src.count)
         crs = crs_string(src)
         full = tuple(src.transform)[:6]
         for geom, kw in cases(src, rng):
@@ -181,7 +170,7 @@ def test_mem_shortcut_equals_file_emulation(
 
     rng = random.Random(name)
     with rasterio.open(path) as src:
-        rec = record(path, 1)
+        rec = file_record("r", path, 1)
         crs = crs_string(src)
         for geom, kw in cases(src, rng):
             for kernel in ("bilinear", "cubic", "average", "lanczos"):
