@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+import shapely
 from affine import Affine
 from pyproj import Transformer
 from rasterio.enums import Resampling
@@ -58,3 +59,11 @@ def file_record(rid: str, path: Path, count: int) -> RecordRef:
         f"b{i + 1}": band_metadata_from_header(header, band_index=i, href=str(path))
         for i in range(count)
     })  # fmt: skip
+
+
+def offset_box(t: Affine, c0: int, r0: int, c1: int, r1: int) -> shapely.Polygon:
+    """The box of pixels ``[c0, c1) x [r0, r1)`` of grid ``t``, its edges moved off the pixel
+    edges by a few tenths of a metre (fractional windows, as real AOIs give)."""
+    return shapely.box(
+        t.c + c0 * t.a + 0.3, t.f + r1 * t.e + 0.4, t.c + c1 * t.a - 0.2, t.f + r0 * t.e - 0.1
+    )

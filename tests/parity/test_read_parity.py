@@ -33,7 +33,7 @@ import pytest
 import rasterio
 import shapely
 from affine import Affine
-from parity_support import file_record, write_scene
+from parity_support import file_record, offset_box, write_scene
 from rasterio.enums import Resampling
 from rasterio.features import geometry_mask
 from rasterio.warp import reproject
@@ -163,12 +163,7 @@ def test_out_shape_reads_match_rasterio(fixture_paths: dict[str, Path], name: st
         for trial in range(10):
             c0, r0 = rng.randint(0, src.width - 20), rng.randint(0, src.height - 20)
             c1, r1 = rng.randint(c0 + 8, src.width), rng.randint(r0 + 8, src.height)
-            geom = shapely.box(
-                t.c + c0 * t.a + 0.3,
-                t.f + r1 * t.e + 0.4,
-                t.c + c1 * t.a - 0.2,
-                t.f + r0 * t.e - 0.1,
-            )
+            geom = offset_box(t, c0, r0, c1, r1)
             if trial % 4 == 0:  # upsampling
                 shape = ((r1 - r0) * 2 + 1, (c1 - c0) + 3)
             else:

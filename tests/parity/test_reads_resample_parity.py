@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import rasterio
 import shapely
-from parity_support import file_record
+from parity_support import file_record, offset_box
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
@@ -83,12 +83,7 @@ def cases(src: rasterio.DatasetReader, rng: random.Random) -> list[tuple[shapely
     for trial in range(6):
         c0, r0 = rng.randint(0, src.width - 24), rng.randint(0, src.height - 24)
         c1, r1 = rng.randint(c0 + 12, src.width), rng.randint(r0 + 12, src.height)
-        geom = shapely.box(
-            t.c + c0 * t.a + 0.3,
-            t.f + r1 * t.e + 0.4,
-            t.c + c1 * t.a - 0.2,
-            t.f + r0 * t.e - 0.1,
-        )
+        geom = offset_box(t, c0, r0, c1, r1)
         w, h = c1 - c0, r1 - r0
         if trial == 0:
             shape = (h * 2 + 1, w + 3)  # upsampling
