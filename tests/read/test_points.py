@@ -23,18 +23,17 @@ from hypothesis import strategies as st
 from pyproj import Transformer
 from rasterio.transform import rowcol
 from rasterio.windows import Window
+from read_support import record
 
 import rasteret
 from rasteret._collection_points import _wkb_points_fast, normalize_points
 from rasteret.errors import SchemaError, UnsupportedFormatError
-from rasteret.ingest.metadata import band_metadata_from_header
-from rasteret.read import ReadOptions, RecordRef
+from rasteret.read import ReadOptions
 from rasteret.read.cache import clear_tile_cache
 from rasteret.read.points import PointOptions, plan_points
 from rasteret.read.sample import read_points
 from rasteret.read.select import _point_major_order
 from rasteret.testing.stores import CountingReader, URLReader
-from rasteret.tiff.header import parse_header
 from rasteret.types import geoarrow_wkb_field
 
 EPSG = 32633
@@ -237,18 +236,9 @@ def test_input_errors_say_what_came(single: Any) -> None:
 
 
 def test_a_raster_without_crs_is_refused(files: dict) -> None:
-    record = _record(files["nogeo"])
+    rec = record("r", files["nogeo"])
     with pytest.raises(UnsupportedFormatError, match="no CRS"):
-        read_points([record], [X0], [Y0], EPSG, ["b1"])
-
-
-def _record(path: Path, count: int = 1, rid: str = "r") -> RecordRef:
-    data = path.read_bytes()
-    header = parse_header(data, url=str(path), object_size=len(data))
-    return RecordRef(rid, None, {
-        f"b{i + 1}": band_metadata_from_header(header, band_index=i, href=str(path), object_size=len(data))
-        for i in range(count)
-    })  # fmt: skip
+        read_points([rec], [X0], [Y0], EPSG, ["b1"])
 
 
 @settings(max_examples=60, deadline=None)
@@ -412,11 +402,11 @@ def test_max_distance_pixels_takes_the_nearest_valid_pixel(files: dict) -> None:
     ys = Y0 - RES * (picks[:, 0] + rng.uniform(0, 1, 80))
     corner_x, corner_y = X0 + 5 * RES, Y0 - 5 * RES  # on a pixel corner, valid: kept as is
     xs, ys = np.append(xs, corner_x), np.append(ys, corner_y)
-    record = _record(files["holes"])
-    plain = read_points([record], xs, ys, EPSG, ["b1"])
+    rec = record("r", files["holes"])
+    plain = read_points([rec], xs, ys, EPSG, ["b1"])
     assert not plain.valid[0][:80].any()
     for max_d in (1, 2):
-        got = read_points([record], xs, ys, EPSG, ["b1"], PointOptions(max_distance_pixels=max_d))
+        got = read_points([rec], xs, ys, EPSG, ["b1"], PointOptions(max_distance_pixels=max_d))
         assert got.source_row is not None
         assert got.source_col is not None
         for i in range(len(xs)):
@@ -486,7 +476,11 @@ def test_multiband_chunky_and_planar_files(files: dict) -> None:
         assert out.filter(pc.equal(out["record_id"], "planar"))[name].to_pylist() == want
     # a chunky tile serves all three bands: 6 tiles per file, chunky fetched once, planar per band
     plan = plan_points(
-        [_record(files["chunky"], 3), _record(files["planar"], 3)], xs, ys, EPSG, ["b1", "b2", "b3"]
+        [record("r", files["chunky"], 3), record("r", files["planar"], 3)],
+        xs,
+        ys,
+        EPSG,
+        ["b1", "b2", "b3"],
     )
     assert len(plan.tiles) == 6 + 18
     assert counting.bytes_read() == sum(t.end - t.start for t in plan.tiles.values())
@@ -494,7 +488,7 @@ def test_multiband_chunky_and_planar_files(files: dict) -> None:
 
 def test_different_dtypes_and_signed_nodata(files: dict) -> None:
     xs, ys = _random_points(200, seed=10)
-    out = read_points([_record(files["int8"])], xs, ys, EPSG, ["b1"])
+    out = read_points([record("r", files["int8"])], xs, ys, EPSG, ["b1"])
     inside, values = _oracle(files["int8"], xs, ys)
     assert out.values[0].dtype == np.int8
     assert [
@@ -505,7 +499,7 @@ def test_different_dtypes_and_signed_nodata(files: dict) -> None:
 # ----------------------------------------------------------------------------- execution
 def test_each_tile_is_fetched_and_decoded_once(files: dict) -> None:
     xs, ys = _random_points(5000, seed=11)
-    records = [_record(files["b04"], rid="a"), _record(files["b08"], rid="b")]
+    records = [record("a", files["b04"]), record("b", files["b08"])]
     counting = CountingReader(URLReader())
     opts = ReadOptions(backend=counting, cache_mb=0, max_gap=0)
     read_points(records, xs, ys, EPSG, ["b1"], read_options=opts)
@@ -569,10 +563,10 @@ def test_point_major_order_equals_lexsort(blocks: list[set[int]], batches: int) 
     """Rows as batches produce them: per batch, record-major blocks of distinct points."""
     points, records = [], []
     for b in range(batches):
-        for record, block in enumerate(blocks):
+        for ri, block in enumerate(blocks):
             mine = sorted(p for p in block if p % batches == b)  # batches partition the points
             points += mine
-            records += [record] * len(mine)
+            records += [ri] * len(mine)
     p, r = np.array(points, dtype=np.int64), np.array(records, dtype=np.int64)
     if len(p):
         np.testing.assert_array_equal(p[_point_major_order(p, r)], p[np.lexsort((r, p))])
@@ -592,7 +586,7 @@ def test_many_footprints_use_the_sorted_search(files: dict, tmp_path: Path) -> N
         ) as dst:  # fmt: skip
             dst.write(base[None, :30, :40])
         paths.append(path)
-        records.append(_record(path, rid=f"s{k}"))
+        records.append(record(f"s{k}", path))
     xs, ys = _random_points(3000, seed=21)
     got = read_points(records, xs, ys, EPSG, ["b1"])
     want_points, want_records, want_values = [], [], []

@@ -20,12 +20,13 @@ import rasterio
 from affine import Affine
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from read_support import record
 
 from rasteret._collection_points import Points, points_bounds_crs84
 from rasteret._sync import run
 from rasteret.errors import SchemaError
 from rasteret.ingest.metadata import band_metadata_from_header
-from rasteret.read import ReadOptions, RecordRef
+from rasteret.read import ReadOptions
 from rasteret.read.locate import Candidates, locate, pixel_coordinates
 from rasteret.read.points import _by_tile, plan_points
 from rasteret.read.sample import _execute, execute_points_async, read_points, take_pixels
@@ -70,15 +71,6 @@ def _write(path: Path, count: int, interleave: str, nodata: float | None = 0) ->
     return path
 
 
-def _record(path: Path, count: int, rid: str = "r") -> RecordRef:
-    data = path.read_bytes()
-    header = parse_header(data, url=str(path), object_size=len(data))
-    return RecordRef(rid, None, {
-        f"b{i + 1}": band_metadata_from_header(header, band_index=i, href=str(path))
-        for i in range(count)
-    })  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def tiffs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("fastpaths")
@@ -111,11 +103,11 @@ def test_bands_of_one_grid_plan_like_each_band_alone(
     tiffs: dict[str, Path], kind: str, radius: int
 ) -> None:
     xs, ys = _points(3000, seed=1)
-    record = _record(tiffs[kind], 3)
-    together = plan_points([record], xs, ys, EPSG, ["b1", "b2", "b3"], _options(radius))
+    rec = record("r", tiffs[kind], 3)
+    together = plan_points([rec], xs, ys, EPSG, ["b1", "b2", "b3"], _options(radius))
     got = _gathers(together)
     for b, name in enumerate(["b1", "b2", "b3"]):
-        alone = plan_points([record], xs, ys, EPSG, [name], _options(radius))
+        alone = plan_points([rec], xs, ys, EPSG, [name], _options(radius))
         np.testing.assert_array_equal(alone.point_index, together.point_index)
         np.testing.assert_array_equal(alone.frac_row[0], together.frac_row[b])
         for (key, _, mask), want in _gathers(alone).items():
@@ -185,7 +177,7 @@ def test_sampled_values_equal_rasterio(tiffs: dict[str, Path], kind: str) -> Non
     count = 1 if kind == "single" else 3
     names = [f"b{i + 1}" for i in range(count)]
     xs, ys = _points(2000, seed=5)
-    out = read_points([_record(tiffs[kind], count)], xs, ys, EPSG, names)
+    out = read_points([record("r", tiffs[kind], count)], xs, ys, EPSG, names)
     with rasterio.open(tiffs[kind]) as src:
         keep = np.isfinite(xs)
         r, c = rasterio.transform.rowcol(src.transform, xs[keep], ys[keep])
@@ -202,7 +194,7 @@ def test_sampled_values_equal_rasterio(tiffs: dict[str, Path], kind: str) -> Non
 
 
 def test_locate_of_every_point_equals_a_subset(tiffs: dict[str, Path]) -> None:
-    meta = _record(tiffs["single"], 1).bands["b1"]
+    meta = record("r", tiffs["single"], 1).bands["b1"]
     xs, ys = _points(500, seed=7, margin=0.0)
     fast = locate(meta, np.arange(len(xs)), xs, ys)  # every point: no subsetting
     general = locate(meta, np.arange(len(xs) - 1), xs, ys)  # a subset
@@ -250,7 +242,7 @@ def test_bounds_with_and_without_null_points(nulls: bool) -> None:
 def test_tiles_reported_before_grouping_are_the_plans(tiffs: dict[str, Path]) -> None:
     xs, ys = _points(1000, seed=8)
     seen: list[Any] = []
-    plan = plan_points([_record(tiffs["chunky"], 3)], xs, ys, EPSG, ["b1", "b3"],
+    plan = plan_points([record("r", tiffs["chunky"], 3)], xs, ys, EPSG, ["b1", "b3"],
                        on_tiles=seen.append)  # fmt: skip
     assert len(seen) == 1
     assert list(seen[0]) == list(plan.tiles)
@@ -259,7 +251,7 @@ def test_tiles_reported_before_grouping_are_the_plans(tiffs: dict[str, Path]) ->
 def test_fetching_before_the_plan_is_done_gives_the_same_pixels(tiffs: dict[str, Path]) -> None:
     """The executor fetches and decodes while the plan's second step runs, then gathers."""
     xs, ys = _points(1500, seed=9)
-    plan = plan_points([_record(tiffs["planar"], 3)], xs, ys, EPSG, ["b2", "b3"])
+    plan = plan_points([record("r", tiffs["planar"], 3)], xs, ys, EPSG, ["b2", "b3"])
     general = run(execute_points_async(plan, ReadOptions(cache_mb=0), 512))
     counting = CountingReader(URLReader())
 
@@ -286,7 +278,7 @@ def test_fetching_before_the_plan_is_done_gives_the_same_pixels(tiffs: dict[str,
 def test_candidates_inside_the_footprint_equal_a_bounds_test(
     tiffs: dict[str, Path], case: str
 ) -> None:
-    meta = _record(tiffs["single"], 1).bands["b1"]
+    meta = record("r", tiffs["single"], 1).bands["b1"]
     rng = np.random.default_rng(11)
     n = 0 if case == "no_points" else 300
     xs = rng.uniform(X0, X0 + 2600, n)
