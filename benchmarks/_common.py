@@ -518,10 +518,13 @@ class Floor:
     """Every tile's byte range as its own ranged GET, all in flight at once (no decode)."""
     decode: Timing
     """Every tile decoded on a thread pool of ``os.cpu_count()`` threads (bytes in memory,
-    each decoded tile dropped at once so the next one reuses its memory)."""
+    each decoded tile dropped at once so the next one reuses its memory), down to the last
+    row the plan needs (``decode_tile(prefix=)``: Deflate stops there, as rasteret does)."""
     tiles: int
     fetched_bytes: int
     decoded_bytes: int
+    decode_whole: Timing | None = None
+    """The same decode of every tile whole (the floor of sessions 1-3), for comparison."""
 
     @property
     def seconds(self) -> float:
@@ -548,6 +551,7 @@ class Floor:
             "tiles": self.tiles,
             "fetched_bytes": self.fetched_bytes,
             "decoded_bytes": self.decoded_bytes,
+            "decode_whole": None if self.decode_whole is None else self.decode_whole.as_dict(),
         }
 
 
@@ -559,7 +563,8 @@ def measure_floor(
     Fetch: :func:`rasteret.io.fetch.fetch_many` with one single-range job per tile and
     ``max_concurrent`` equal to the tile count (no coalescing, no decoding).
     Decode: :func:`rasteret.tiff.decode.decode_tile` of every tile on ``os.cpu_count()``
-    threads. ``server`` (the store serving the tiles) adds its CPU time to the fetch's.
+    threads, down to the rows the plan needs (and, for comparison, whole). ``server`` (the
+    store serving the tiles) adds its CPU time to the fetch's.
     """
     from rasteret._sync import run
     from rasteret.io.fetch import FetchOptions, fetch_many
@@ -573,17 +578,20 @@ def measure_floor(
     buffers = [bytes(views[0]) for views in fetch.result]
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
 
-        def decode_one(pair: tuple[Any, bytes]) -> int:
+        def decode_one(pair: tuple[Any, bytes], whole: bool) -> int:
             # Each tile is dropped as soon as it is decoded, so its memory serves the next
             # one: the floor counts decoding, not faulting in fresh pages for every output.
             source, data = pair
-            return decode_tile(data, source.layout, rows=source.rows).nbytes
+            prefix = None if whole else source.needed_rows
+            return decode_tile(data, source.layout, rows=source.rows, prefix=prefix).nbytes
 
-        def decode_all() -> int:
-            return sum(pool.map(decode_one, zip(tiles, buffers, strict=True)))
+        def decode_all(whole: bool = False) -> int:
+            pairs = zip(tiles, buffers, strict=True)
+            return sum(pool.map(lambda pair: decode_one(pair, whole), pairs))
 
         decode = measure(decode_all, repeat=repeat)
-    return Floor(fetch, decode, len(tiles), sum(map(len, buffers)), int(decode.result or 0))
+        whole = measure(lambda: decode_all(whole=True), repeat=repeat)
+    return Floor(fetch, decode, len(tiles), sum(map(len, buffers)), int(decode.result or 0), whole)
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["serve"]:

@@ -16,6 +16,7 @@ from read_support import X0, Y0, box, record, write_cog
 from rasteret.errors import ObjectNotFoundError
 from rasteret.read import ReadOptions, plan_read, read_chips, read_chips_async
 from rasteret.read.cache import TileCache, clear_tile_cache, get_tile_cache
+from rasteret.read.sample import read_points
 from rasteret.testing.stores import CountingReader, LatencyReader, URLReader
 
 
@@ -215,6 +216,72 @@ def test_tile_cache_is_a_bounded_lru() -> None:
     cache.resize(300)
     assert cache.keys() == [5]
     assert get_tile_cache(1).max_bytes == 1_000_000
+
+
+def test_tile_cache_serves_only_entries_with_the_rows_asked_for() -> None:
+    cache = TileCache(max_bytes=10_000)
+    cache.put("t", np.zeros((1, 40, 8), np.uint8))  # the top 40 rows of a tile
+    assert cache.get("t", rows=40) is not None
+    assert cache.get("t", rows=41) is None
+    cache.put("t", np.ones((1, 64, 8), np.uint8))  # the whole tile replaces it
+    cache.put("t", np.zeros((1, 10, 8), np.uint8))  # a shorter one never does
+    held = cache.get("t", rows=64)
+    assert held is not None
+    assert held.shape == (1, 64, 8)
+    assert held.all()
+    assert cache.nbytes == 64 * 8
+
+
+def _cached_rows() -> dict[int, int]:
+    """Tile number -> rows held, for every tile in the process-wide cache."""
+    cache = get_tile_cache(256)
+    held = {key: cache.get(key) for key in cache.keys()}  # noqa: SIM118 (not a dict)
+    return {key.tile: arr.shape[1] for key, arr in held.items() if arr is not None}  # type: ignore[attr-defined]
+
+
+def test_tiles_are_decoded_down_to_the_rows_the_read_needs(files: dict[str, Path]) -> None:
+    rec = record("s", files["s0"])
+    with rasterio.open(files["s0"]) as src:
+        truth = src.read(1)
+    counting = CountingReader(URLReader())
+    top = read_chips([rec], [box(0, 130, 100, 150)], 32633, ["b1"], ReadOptions(backend=counting))
+    np.testing.assert_array_equal(top.chips[0].data[0], truth[130:150, :100])
+    assert _cached_rows() == {5: 22}  # rows 128-149: the top 22 rows of the second tile row
+    # a read reaching further down that tile (122 of 128 rows) decodes it again, whole
+    counting.reset()
+    deeper = read_chips(
+        [rec], [box(0, 200, 100, 250)], 32633, ["b1"], ReadOptions(backend=counting)
+    )
+    np.testing.assert_array_equal(deeper.chips[0].data[0], truth[200:250, :100])
+    assert counting.requests() == 1
+    assert _cached_rows() == {5: 128}
+    # ... and then serves the shallow read from the cache
+    counting.reset()
+    again = read_chips([rec], [box(0, 130, 100, 150)], 32633, ["b1"], ReadOptions(backend=counting))
+    assert counting.requests() == 0
+    np.testing.assert_array_equal(again.chips[0].data[0], top.chips[0].data[0])
+
+
+def test_whole_tiles_option_decodes_every_row(files: dict[str, Path]) -> None:
+    rec = record("s", files["s0"])
+    aoi = [box(0, 130, 100, 150)]
+    whole = read_chips([rec], aoi, 32633, ["b1"], ReadOptions(whole_tiles=True))
+    assert _cached_rows() == {5: 128}
+    clear_tile_cache()
+    part = read_chips([rec], aoi, 32633, ["b1"], ReadOptions())
+    np.testing.assert_array_equal(part.chips[0].data, whole.chips[0].data)
+    np.testing.assert_array_equal(part.chips[0].valid, whole.chips[0].valid)
+
+
+def test_points_after_a_partial_read_get_every_row(files: dict[str, Path]) -> None:
+    rec = record("s", files["s1"])
+    read_chips([rec], [box(0, 0, 128, 3)], 32633, ["b1"], ReadOptions())
+    assert _cached_rows() == {0: 3}
+    rows = np.array([1, 60, 127])
+    xs, ys = X0 + 10 * 50.5 + 0 * rows, Y0 - 10 * (rows + 0.5)
+    got = read_points([rec], xs, ys, 32633, ["b1"])
+    with rasterio.open(files["s1"]) as src:
+        assert got.values[0].tolist() == src.read(1)[rows, 50].tolist()
 
 
 def test_bands_of_different_resolution_share_one_grid(tmp_path: Path) -> None:

@@ -231,3 +231,14 @@ def test_dtype_and_fill_values(files: dict[str, Path], tmp_path: Path) -> None:
 def test_options_are_validated(kwargs: dict[str, object], match: str) -> None:
     with pytest.raises(SchemaError, match=match):
         ReadOptions(**kwargs)  # type: ignore[arg-type]
+
+
+def test_each_tile_records_the_rows_its_reads_need(files: dict[str, Path]) -> None:
+    # 600 x 400 pixels in 128 x 128 tiles: 5 tiles across, the last tile row holds 16 rows
+    aois = [box(5, 5, 20, 20), box(10, 100, 60, 150), box(300, 390, 310, 400)]
+    plan = plan_read([record("a", files["a"])], aois, 32633, ["b1"], ReadOptions())
+    need = {k.tile: t.needed_rows for k, t in plan.tiles.items()}
+    # tile 0: AOI 0 needs its rows 0-19, AOI 1 rows 100-127 (the deepest need wins);
+    # tile 5: AOI 1 needs rows 0-21 of it; tile 17: the image ends 16 rows down
+    assert need == {0: 128, 5: 22, 17: 16}
+    assert all(t.rows == 128 for t in plan.tiles.values())

@@ -90,7 +90,8 @@ def read_chunk(spec: ChunkRead) -> np.ndarray:
     _, _, height, width = spec.window
     dtype = np.dtype(spec.dtype)
     out = np.full((spec.slots, height, width), dtype.type(spec.fill), dtype=dtype)
-    options = replace(spec.options, progress=False)
+    # neighbouring chunks share tiles through each worker's cache: keep them whole
+    options = replace(spec.options, progress=False, whole_tiles=True)
     subs = [_sub_grid(aoi, spec.window) for aoi in spec.aois]
     tiles: dict[TileKey, TileSource] = {}
     plans: list[ChipPlan] = []

@@ -104,6 +104,14 @@ class TileSource:
     """Byte range ``[start, end)``; empty for sparse tiles (GDAL fills them, no fetch)."""
     sparse_fill: float
     """Value of a sparse tile: nodata (else 0) for data, 255 (valid) for masks."""
+    need: int | None = None
+    """Rows from the top of the tile that the planned reads use (None: all of them); a
+    decoder that can stop early stops there (``decode_tile(prefix=)``)."""
+
+    @property
+    def needed_rows(self) -> int:
+        """Rows from the top of the tile that a decode must produce."""
+        return self.rows if self.need is None else self.need
 
 
 @dataclass(frozen=True, slots=True)
@@ -547,14 +555,19 @@ def _tiles(
     keys: list[TileKey] = []
     layout: TileLayout | None = None
     for tr in range(r0 // th, (r1 - 1) // th + 1):
+        rows = lv.tile_rows(tr)
+        need = min(rows, r1 - tr * th)  # the region's rows in this tile row, from its top
         for tc in range(c0 // tw, (c1 - 1) // tw + 1):
             number = tr * across + tc
             key = TileKey(href, version, level, mask, plane, number)
             keys.append(key)
-            if key not in tiles:
+            known = tiles.get(key)
+            if known is None:
                 layout = layout or lv.layout(byte_order)
                 start, end = lv.tile_range(number)
                 if int(lv.tile_byte_counts[number]) == 0:
                     start = end = 0
-                tiles[key] = TileSource(key, layout, lv.tile_rows(tr), start, end, fill)
+                tiles[key] = TileSource(key, layout, rows, start, end, fill, need)
+            elif known.needed_rows < need:
+                tiles[key] = replace(known, need=need)
     return tuple(keys)

@@ -69,11 +69,21 @@ class TileCache:
         with self._lock:
             return list(self._items)
 
-    def get(self, key: Hashable) -> np.ndarray | None:
-        """The array stored under ``key`` (marking it recently used), or None."""
+    def get(self, key: Hashable, *, rows: int = 0) -> np.ndarray | None:
+        """The array stored under ``key`` (marking it recently used), or None.
+
+        ``rows``: the caller needs that many rows (axis 1 of a ``(samples, rows, width)``
+        tile); an entry holding fewer (a tile decoded only down to the rows an earlier read
+        needed) counts as a miss.
+
+        >>> cache = TileCache(max_bytes=1000)
+        >>> cache.put("t", np.zeros((1, 3, 4), dtype=np.uint8))  # the top 3 rows of a tile
+        >>> cache.get("t", rows=3) is not None, cache.get("t", rows=4) is None
+        (True, True)
+        """
         with self._lock:
             arr = self._items.get(key)
-            if arr is None:
+            if arr is None or (rows and (arr.ndim < 2 or arr.shape[1] < rows)):
                 self.misses += 1
                 return None
             self._items.move_to_end(key)
@@ -81,7 +91,10 @@ class TileCache:
             return arr
 
     def put(self, key: Hashable, arr: np.ndarray) -> None:
-        """Store ``arr`` (read-only) under ``key``, evicting old entries to make room."""
+        """Store ``arr`` (read-only) under ``key``, evicting old entries to make room.
+
+        An entry of more rows (axis 1) than ``arr`` stays: it serves every read ``arr`` can.
+        """
         size = int(arr.nbytes)
         if size > self._max:
             return
@@ -89,6 +102,10 @@ class TileCache:
             arr = arr.view()
             arr.flags.writeable = False
         with self._lock:
+            old = self._items.get(key)
+            if old is not None and arr.ndim >= 2 and old.ndim >= 2 and old.shape[1] > arr.shape[1]:
+                self._items.move_to_end(key)
+                return
             old = self._items.pop(key, None)
             if old is not None:
                 self._bytes -= int(old.nbytes)

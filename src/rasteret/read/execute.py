@@ -7,7 +7,8 @@
    requests in flight.
 3. As each group's bytes arrive, its tiles are decoded on a thread pool sized to the cores
    (imagecodecs releases the GIL) into recycled memory (:mod:`rasteret.read.buffers`) and
-   cached.
+   cached. A tile whose chips need only its top rows is decoded down to the last of them
+   where the codec can stop early (Deflate), unless ``ReadOptions.whole_tiles``.
 4. Each chip is assembled on the same pool, into recycled memory too (or straight into its
    entry of a caller's stacked ``out`` array), as soon as its last tile is decoded; a tile
    is let go as soon as the last chip that needs it is assembled (the cache may keep it), so
@@ -178,7 +179,7 @@ async def execute_plan_async(
     for key, source in plan.tiles.items():
         future: asyncio.Future[np.ndarray | None] = loop.create_future()
         tiles[key] = future
-        cached = cache.get(key)
+        cached = cache.get(key, rows=source.needed_rows)
         if cached is not None:
             future.set_result(cached)
         elif source.end == source.start:
@@ -372,12 +373,13 @@ async def _fetch_and_decode(
     loop = asyncio.get_running_loop()
 
     async def decode(source: TileSource, view: memoryview) -> None:
+        prefix = None if options.whole_tiles else source.needed_rows
         try:
             if queue is None:
-                arr = await loop.run_in_executor(pool, _decode, source, view)
+                arr = await loop.run_in_executor(pool, _decode, source, view, prefix)
             else:
                 rank = 0 if priority is None else priority.get(source.key, 0)
-                arr = await queue.run(rank, _decode, source, view)
+                arr = await queue.run(rank, _decode, source, view, prefix)
         except RasteretError as exc:
             if not skip:
                 raise
@@ -391,11 +393,13 @@ async def _fetch_and_decode(
     await asyncio.gather(*(decode(s, v) for s, v in zip(sources, views, strict=True)))
 
 
-def _decode(source: TileSource, view: memoryview) -> np.ndarray:
+def _decode(source: TileSource, view: memoryview, prefix: int | None = None) -> np.ndarray:
+    """Decode one fetched tile (down to row ``prefix`` when given, see ``decode_tile``)."""
     arr = decode_tile(
         view,
         source.layout,
         rows=source.rows,
+        prefix=prefix,
         url=source.key.href,
         tile=source.key.tile,
         allocate=tile_buffers().take,

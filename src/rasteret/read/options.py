@@ -99,6 +99,11 @@ class ReadOptions:
     """Tile bytes that cannot be fetched (after retries) or decoded: ``raise`` the error, or
     ``skip`` the chips that need them, list each (record, band) in ``ChipSet.failed`` and
     warn with the count."""
+    whole_tiles: bool = False
+    """Decode every tile whole, even when the read needs only its top rows (by default a
+    Deflate tile stops inflating after them). For series of reads that reuse the cached
+    tiles with other windows (training samplers, lazy chunks): a tile cached whole serves
+    them all, a partly decoded one is decoded again for rows below it."""
 
     def __post_init__(self) -> None:
         if self.resolution is not None and self.out_shape is not None:

@@ -436,7 +436,9 @@ def _band_tiles(
         keys: list[TileKey] = []
         for tile in used:
             tr, tc = divmod(tile, level.tiles_across)
-            region = (tc * level.tile_width, tr * level.tile_height, 1, 1)
+            # the whole tile: gathers index any of its rows, so decoding never stops early
+            tw, th = level.tile_width, level.tile_height
+            region = (tc * tw, tr * th, tw, th)
             keys += _tiles(meta.href, version, 0, mask, p, level, meta.byte_order, region, f, tiles)
         return keys
 

@@ -237,7 +237,7 @@ async def _execute(
         to_fetch: dict[str, list[TileSource]] = defaultdict(list)
         for key, source in wave.items():
             futures[key] = loop.create_future()
-            cached = cache.get(key)
+            cached = cache.get(key, rows=source.needed_rows)
             if cached is None and source.end == source.start:
                 cached = empty_tile(source.layout, source.sparse_fill, rows=source.rows)
             if cached is not None:

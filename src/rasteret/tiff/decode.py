@@ -11,6 +11,11 @@ Every decoder writes into a buffer sized for the declared tile (plus one byte, t
 overflow), so a corrupt or hostile tile cannot make a codec allocate more than the tile needs.
 That buffer comes from ``allocate`` when given (a pool of recycled memory, see
 :mod:`rasteret.read.buffers`), so decoding can write into memory that is already mapped.
+
+A read that needs only the top rows of a tile asks for them with ``prefix=``: Deflate is a
+stream, so inflating can stop after those rows (ISA-L's streaming inflate, as fast per byte
+as libdeflate's one-shot call, which cannot stop early), and the predictor is undone on
+those rows only. The other codecs decode whole tiles.
 """
 
 from __future__ import annotations
@@ -22,6 +27,15 @@ from typing import TYPE_CHECKING, Any, Literal
 import imagecodecs
 import numpy as np
 
+try:  # ISA-L: a streaming inflate as fast per byte as libdeflate's one-shot one
+    from isal import isal_zlib as _streaming_zlib
+
+    PREFIX_SHARE = 0.85
+except ImportError:  # pragma: no cover - isal is a dependency; zlib is ~2x slower per byte
+    import zlib as _streaming_zlib  # type: ignore[no-redef]
+
+    PREFIX_SHARE = 0.4
+
 from rasteret.errors import DecodeError, UnsupportedFormatError
 
 if TYPE_CHECKING:
@@ -31,6 +45,7 @@ __all__ = [
     "COMPRESSION_NAMES",
     "Allocator",
     "MAX_TILE_BYTES",
+    "PREFIX_SHARE",
     "SUPPORTED_COMPRESSIONS",
     "TileLayout",
     "decode_tile",
@@ -69,6 +84,14 @@ _BYTE_DECODERS: dict[int, Callable[..., Any]] = {
     _ZSTD: imagecodecs.zstd_decode,
 }
 _LERC_STAGES: dict[int, Callable[..., Any]] = {1: _inflate, 2: imagecodecs.zstd_decode}
+_STREAMED = frozenset({_ADOBE_DEFLATE, _DEFLATE})
+"""Codecs whose decoding can stop after the first rows of a tile (``prefix=``)."""
+
+
+def _inflate_prefix(data: Any, nbytes: int) -> bytes:
+    """The first ``nbytes`` (at most) of a zlib stream, inflating no further."""
+    return _streaming_zlib.decompressobj().decompress(data, nbytes)
+
 
 SUPPORTED_COMPRESSIONS: frozenset[int] = frozenset(
     {1, _JPEG, _WEBP, _LERC, *_BYTE_DECODERS}
@@ -170,6 +193,7 @@ def decode_tile(
     layout: TileLayout,
     *,
     rows: int | None = None,
+    prefix: int | None = None,
     url: str = "",
     tile: int = -1,
     allocate: Allocator | None = None,
@@ -185,6 +209,11 @@ def decode_tile(
         layout: The tile layout of the IFD (:meth:`TileLayout.from_ifd`).
         rows: Rows in this tile when fewer than ``layout.tile_height`` (the last strip of a
             striped image); edge tiles of tiled images are always full tiles.
+        prefix: Only the first ``prefix`` rows are needed. Uncompressed tiles, and Deflate
+            tiles when ``prefix`` is at most :data:`PREFIX_SHARE` of the rows, then stop
+            there and the result has ``prefix`` rows; otherwise (other codecs, a prefix
+            too close to the whole tile for stopping early to pay) it has them all. Read
+            the rows from the result's shape.
         url: Where the bytes came from, for error messages.
         tile: Index of the tile in its IFD, for error messages.
         allocate: Returns a writable ``uint8`` array of the given number of bytes for the
@@ -202,10 +231,14 @@ def decode_tile(
         >>> raw = np.array([[1, 1, 1], [5, 0, 0]], dtype="<u2").tobytes()
         >>> decode_tile(zlib.compress(raw), layout).tolist()
         [[[1, 2, 3], [5, 5, 5]]]
+        >>> decode_tile(zlib.compress(raw), layout, prefix=1).tolist()  # the first row only
+        [[[1, 2, 3]]]
     """
     nrows = layout.tile_height if rows is None else rows
     if not 0 < nrows <= layout.tile_height:
         raise ValueError(f"expected 0 < rows <= {layout.tile_height}, got {nrows}")
+    if prefix is not None and not 0 < prefix <= nrows:
+        raise ValueError(f"expected 0 < prefix <= {nrows}, got {prefix}")
     where = _Where(url, tile, layout)
     _check_size(layout, f" in {where}")
     allocate = allocate or _empty
@@ -217,7 +250,12 @@ def decode_tile(
             f"got compression {code} ({layout.compression_name}) in {where}"
         )
     if code == 1 or code in _BYTE_DECODERS:
-        return _decode_raster(data, layout, nrows, where, allocate)
+        keep = nrows
+        if prefix is not None and (
+            code == 1 or (code in _STREAMED and prefix <= PREFIX_SHARE * nrows)
+        ):
+            keep = prefix
+        return _decode_raster(data, layout, nrows, where, allocate, keep)
     if code == _JPEG:
         return _decode_image(data, layout, nrows, where, _jpeg, allocate)
     if code == _WEBP:
@@ -261,9 +299,12 @@ class _Where:
 
 
 def _decode_raster(
-    data: Any, layout: TileLayout, nrows: int, where: _Where, allocate: Allocator
+    data: Any, layout: TileLayout, nrows: int, where: _Where, allocate: Allocator, keep: int
 ) -> np.ndarray:
-    """Byte-stream codecs (and none): decompress, unpack bits, undo predictor and byte order."""
+    """Byte-stream codecs (and none): decompress, unpack bits, undo predictor and byte order.
+
+    Only the first ``keep`` of the tile's ``nrows`` rows are decoded and returned (``keep <
+    nrows`` with a streamed codec or none)."""
     expected = nrows * layout.row_bytes
     if layout.photometric == 6 and layout.ycbcr_subsampling not in (None, (1, 1)):
         raise UnsupportedFormatError(
@@ -274,9 +315,16 @@ def _decode_raster(
         buf = np.frombuffer(data, dtype=np.uint8)
         if buf.size < expected:
             raise where.error(f"{expected} bytes", f"{buf.size} bytes")
-        buf = buf[:expected]
+        buf = buf[: keep * layout.row_bytes]
         if layout.predictor != 1 or (layout.big_endian and layout.bits_per_sample > 8):
             buf = buf.copy()  # undone in place below
+    elif keep < nrows:
+        wanted = keep * layout.row_bytes
+        head = where.call(_inflate_prefix, data, wanted, expected=f"{wanted} bytes")
+        if len(head) != wanted:
+            raise where.error(f"at least {wanted} bytes", f"{len(head)} bytes")
+        buf = allocate(wanted)[:wanted]
+        buf[:] = np.frombuffer(head, dtype=np.uint8)
     else:
         capacity = layout.tile_height * layout.row_bytes  # a last strip may be stored padded
         out = allocate(capacity + 1)  # one spare byte exposes an overflow
@@ -287,6 +335,7 @@ def _decode_raster(
             got = f"more than {capacity} bytes" if size > capacity else f"{size} bytes"
             raise where.error(f"{expected} bytes", got)
         buf = out[:expected]
+    nrows = keep
     if layout.bits_per_sample == 1:
         count = layout.tile_width * layout.samples
         bits = np.unpackbits(buf.reshape(nrows, layout.row_bytes), axis=1, count=count)
