@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from rasteret.errors import SchemaError
 from rasteret.ingest.metadata import BandMetadata
@@ -121,12 +122,14 @@ def records_for(collection: Collection, bands: Sequence[str]) -> list[RecordRef]
     table = collection.to_table(columns=columns)
     if len(table) == 0:
         return []
-    table = table.sort_by([(DATETIME, "ascending"), (ID, "ascending")])
+    # sort the row numbers, not the table: taking the nested metadata columns costs more
+    order = pc.sort_indices(table, sort_keys=[(DATETIME, "ascending"), (ID, "ascending")])
     ids = table.column(ID).to_pylist()
     dates = table.column(DATETIME).to_pylist()
     per_band = {b: table.column(metadata_column(b)).to_pylist() for b in bands}
     records = []
-    for row, record_id in enumerate(ids):
+    for row in order.to_pylist():
+        record_id = ids[row]
         metas: dict[str, BandMetadata | None] = {}
         for band in bands:
             cell = per_band[band][row]
