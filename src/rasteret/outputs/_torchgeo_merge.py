@@ -21,7 +21,9 @@ window; anything else reads the record's native pixels the window needs and hand
 as GDAL does.
 
 Every (record, band) of a query lands in one :class:`~rasteret.read.ReadPlan` per group of
-bands that share their windows, and all plans run at once: one wave of requests per query.
+bands that share their windows, and all plans run at once: one wave of requests per batch of
+queries. Records that compositing would not let change a frame (every pixel already filled
+by the records before them) are not read; see :func:`read_jobs`.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from rasterio.warp import calculate_default_transform
 from rasteret._sync import run
 from rasteret.errors import ReadError
 from rasteret.ingest.metadata import BandMetadata
+from rasteret.outputs._torchgeo_composite import Frame, Piece, Window, covering_prefix
 from rasteret.outputs._torchgeo_window import (
     SourceGrid,
     WindowRead,
@@ -227,8 +230,11 @@ def _plan_group(
     entries: Sequence[tuple[int, int, Part | None]],
     options: ReadOptions,
     crs: str,
+    kind: tuple[np.dtype, tuple[float | None, ...]],
 ) -> _Group:
-    """One plan reading ``bands`` for every ``(job, record, part)`` entry that has a part."""
+    """One plan reading ``bands`` for every ``(job, record, part)`` entry that has a part;
+    ``kind`` is the chips' dtype and each band's nodata (of every record the query could
+    read, so a chip does not depend on which of them a wave reads)."""
     tiles: dict[TileKey, TileSource] = {}
     chips: list[ChipPlan] = []
     kept: list[tuple[int, Part]] = []
@@ -246,13 +252,7 @@ def _plan_group(
             chips.append(ChipPlan(ri, len(grids), part.grid, reads))
             grids.append(part.grid)
             kept.append((job, part))
-    metas_used = [records[c.record_index].bands[names[b]] for c in chips for b in bands]
-    dtype = (
-        np.result_type(*{np.dtype(m.dtype) for m in metas_used if m})
-        if metas_used
-        else np.dtype("uint8")
-    )
-    nodata = tuple(_first_nodata(records, [c.record_index for c in chips], names[b]) for b in bands)
+    dtype, nodata = kind
     fills = tuple(v if v is not None and representable(v, dtype) else 0 for v in nodata)
     used = {k for c in chips for r in c.bands for k in (*r.tiles, *r.mask_tiles)}
     plan = ReadPlan(
@@ -269,6 +269,18 @@ def _plan_group(
         all_touched=False,
     )
     return _Group(bands, plan, tuple(kept))
+
+
+def _kind(
+    records: Sequence[RecordRef],
+    names: Sequence[str],
+    bands: tuple[int, ...],
+    rows: Sequence[int],
+) -> tuple[np.dtype, tuple[float | None, ...]]:
+    """Chip dtype (common dtype of ``bands`` of the records ``rows``) and each band's nodata."""
+    metas = [records[ri].bands[names[b]] for ri in rows for b in bands]
+    dtype = np.result_type(*{np.dtype(m.dtype) for m in metas if m}) if metas else np.dtype("uint8")
+    return dtype, tuple(_first_nodata(records, rows, names[b]) for b in bands)
 
 
 def _meta(records: Sequence[RecordRef], ri: int, band: str) -> BandMetadata:
@@ -335,8 +347,18 @@ def read_jobs(
     kernel: Resampling,
     options: ReadOptions,
     source: Callable[[int, str], SourceGrid],
+    *,
+    waves: bool = True,
 ) -> list[np.ndarray]:
-    """Pixels of several queries, read together: every tile of every query in one wave.
+    """Pixels of several queries, read together: every tile of every query in one wave, and
+    a second wave only for frames the first one left with empty pixels.
+
+    Compositing is "first": a record only fills pixels that every record before it in the
+    frame left empty. So the first wave reads, per frame, the records in order until their
+    footprints cover the query's grid (usually the first one); when that leaves no empty
+    pixel, the later records cannot change the frame and are not read. Otherwise the second
+    wave reads the frame's remaining records and compositing goes on in order. The pixels
+    are those of compositing every record.
 
     Args:
         records: Every record of the dataset.
@@ -346,84 +368,105 @@ def read_jobs(
         kernel: The dataset's resampling kernel (of every RasterIO off the native grid).
         options: I/O options of the reads.
         source: ``(record position, band) -> SourceGrid`` in the dataset CRS.
+        waves: False reads every record of every frame in one wave (the general path the
+            two waves are tested against).
 
     Returns:
         ``[T, C, H, W]`` per query, in the common dtype of the bands.
     """
     if not jobs:
         return []
-    crs = jobs[0][1].crs
-    entries: dict[int, list[tuple[int, int, Part | None]]] = {b: [] for b in range(len(names))}
+    parts: dict[tuple[int, int, int], Part | None] = {}
     for j, (frames, grid) in enumerate(jobs):
         for ri in sorted({ri for frame in frames for ri in frame}):
             for b, name in enumerate(names):
-                part = plan_part(_meta(records, ri, name), source(ri, name), grid, kernel)
+                parts[j, ri, b] = plan_part(
+                    _meta(records, ri, name), source(ri, name), grid, kernel
+                )
+    reader = _PieceReader(records, names, parts, kernel, options, jobs[0][1].crs)
+    states = [[Frame(records, names, frame, grid) for frame in frames] for frames, grid in jobs]
+    first: set[tuple[int, int]] = set()
+    for j, (frames, grid) in enumerate(jobs):
+        for frame in frames:
+            outs = [[_out(parts[j, ri, b]) for b in range(len(names))] for ri in frame]
+            wave = covering_prefix(frame, grid, outs) if waves else frame
+            first.update((j, ri) for ri in wave)
+    pieces = reader.read(first)
+    for j, job_states in enumerate(states):
+        unread = {ri for frame in jobs[j][0] for ri in frame if (j, ri) not in first}
+        for state in job_states:
+            state.composite(j, pieces, stop_at=unread.__contains__)
+    rest = {
+        (j, ri)
+        for j, job_states in enumerate(states)
+        for state in job_states
+        if state.remaining and state.has_empty()
+        for ri in state.remaining
+    }
+    if rest:
+        pieces.update(reader.read(rest - first))
+        for j, job_states in enumerate(states):
+            for state in job_states:
+                if state.remaining and state.has_empty():
+                    state.composite(j, pieces)
+    return [np.stack([state.array() for state in job_states]) for job_states in states]
+
+
+def _out(part: Part | None) -> Window | None:
+    return None if part is None else part.out
+
+
+class _PieceReader:
+    """Reads the parts of a set of ``(job, record)`` pairs into output-window pieces."""
+
+    def __init__(
+        self,
+        records: Sequence[RecordRef],
+        names: Sequence[str],
+        parts: dict[tuple[int, int, int], Part | None],
+        kernel: Resampling,
+        options: ReadOptions,
+        crs: str,
+    ) -> None:
+        self._records, self._names, self._parts = records, names, parts
+        self._kernel, self._options, self._crs = kernel, options, crs
+        self._kinds: dict[tuple[int, ...], tuple[np.dtype, tuple[float | None, ...]]] = {}
+
+    def _kind(self, bands: tuple[int, ...]) -> tuple[np.dtype, tuple[float | None, ...]]:
+        if bands not in self._kinds:
+            rows = sorted(
+                {ri for (_, ri, b), p in self._parts.items() if b in bands and p is not None}
+            )
+            self._kinds[bands] = _kind(self._records, self._names, bands, rows)
+        return self._kinds[bands]
+
+    def read(self, pairs: set[tuple[int, int]]) -> dict[tuple[int, int, int], Piece]:
+        """``(job, record, band) -> (part, data, valid)`` of every pair (one wave)."""
+        records, names, crs = self._records, self._names, self._crs
+        entries: dict[int, list[tuple[int, int, Part | None]]] = {b: [] for b in range(len(names))}
+        for (j, ri, b), part in self._parts.items():
+            if (j, ri) in pairs:
                 entries[b].append((j, ri, part))
-    by_key: dict[tuple[tuple[int, int, Part | None], ...], list[int]] = {}
-    for b, key in entries.items():
-        by_key.setdefault(tuple(key), []).append(b)
-    groups = [
-        _plan_group(records, names, tuple(bs), key, options, crs) for key, bs in by_key.items()
-    ]
-    busy = [g for g in groups if g.plan.chips]
-    done = iter(run(_execute(busy, records, options)) if busy else [])
-    results = [next(done) if g.plan.chips else [] for g in groups]
-    pieces: dict[tuple[int, int, int], tuple[Part, np.ndarray, np.ndarray]] = {}
-    for group, chips in zip(groups, results, strict=True):
-        for (j, part), chip in zip(group.parts, chips, strict=True):
-            for i, b in enumerate(group.bands):
-                data, valid = chip.data[i], chip.valid[i]
-                if part.read is not None:
-                    nodata = _meta(records, chip.record_index, names[b]).nodata
-                    data, valid = window_pixels(
-                        data, valid, chip.transform, chip.crs, part.read, crs, nodata,
-                        (part.out[2], part.out[3]),
-                    )  # fmt: skip
-                pieces[j, chip.record_index, b] = (part, data, valid)
-    return [
-        np.stack([
-            np.stack([
-                _composite(records, frame, names[b], grid, [pieces.get((j, ri, b)) for ri in frame])
-                for b in range(len(names))
-            ])
-            for frame in frames
-        ])
-        for j, (frames, grid) in enumerate(jobs)
-    ]  # fmt: skip
-
-
-def _composite(
-    records: Sequence[RecordRef],
-    frame: Sequence[int],
-    name: str,
-    grid: Grid,
-    pieces: Sequence[tuple[Part, np.ndarray, np.ndarray] | None],
-) -> np.ndarray:
-    """One band of one frame, as ``rasterio.merge`` with ``method="first"`` builds it."""
-    first = records[frame[0]].bands[name]
-    assert first is not None
-    dtype = np.dtype(first.dtype)
-    nodata = first.nodata
-    dest = np.zeros(grid.shape, dtype)
-    if nodata is not None and representable(nodata, dtype):
-        dest.fill(nodata)
-    marker = 0.0 if nodata is None else nodata
-    for piece in pieces:
-        if piece is None:
-            continue
-        part, data, valid = piece
-        col, row, width, height = part.out
-        region = dest[row : row + height, col : col + width]
-        if math.isnan(marker):
-            empty = np.isnan(region)
-        elif dtype.kind == "f":
-            empty = np.isclose(region, marker)
-        else:
-            empty = region == marker
-        np.copyto(
-            region,
-            data[: region.shape[0], : region.shape[1]],
-            where=empty & valid[: region.shape[0], : region.shape[1]],
-            casting="unsafe",
-        )
-    return dest
+        by_key: dict[tuple[tuple[int, int, Part | None], ...], list[int]] = {}
+        for b, key in entries.items():
+            by_key.setdefault(tuple(key), []).append(b)
+        groups = [
+            _plan_group(records, names, tuple(bs), key, self._options, crs, self._kind(tuple(bs)))
+            for key, bs in by_key.items()
+        ]
+        busy = [g for g in groups if g.plan.chips]
+        done = iter(run(_execute(busy, records, self._options)) if busy else [])
+        results = [next(done) if g.plan.chips else [] for g in groups]
+        pieces: dict[tuple[int, int, int], Piece] = {}
+        for group, chips in zip(groups, results, strict=True):
+            for (j, part), chip in zip(group.parts, chips, strict=True):
+                for i, b in enumerate(group.bands):
+                    data, valid = chip.data[i], chip.valid[i]
+                    if part.read is not None:
+                        nodata = _meta(records, chip.record_index, names[b]).nodata
+                        data, valid = window_pixels(
+                            data, valid, chip.transform, chip.crs, part.read, crs, nodata,
+                            (part.out[2], part.out[3]),
+                        )  # fmt: skip
+                    pieces[j, chip.record_index, b] = (part.out, data, valid)
+        return pieces
