@@ -181,6 +181,29 @@ def test_a_missing_file_raises_instead_of_hanging(tmp_path: Path, files: dict[st
         read_chips([rec], [box(0, 0, 50, 50)], 32633, ["b1"], ReadOptions(cache_mb=0))
 
 
+def test_a_failed_read_lets_its_pool_jobs_end_before_raising(
+    tmp_path: Path, files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job still running after the read raised (an AOI rasterize silences warnings
+    process-wide while it runs) would hide the warnings of whatever the caller does next."""
+    import rasteret.read.execute as execute
+
+    ended: list[bool] = []
+    rasterize = execute.geometry_inside
+
+    def slow(*args: object, **kwargs: object) -> np.ndarray:
+        time.sleep(0.3)  # still running when the missing file has failed the read
+        mask = rasterize(*args, **kwargs)  # type: ignore[arg-type]
+        ended.append(True)
+        return mask
+
+    monkeypatch.setattr(execute, "geometry_inside", slow)
+    rec = record("g", files["s0"], href=str(tmp_path / "gone.tif"))
+    with pytest.raises(ObjectNotFoundError):
+        read_chips([rec], [box(0, 0, 50, 50)], 32633, ["b1"], ReadOptions(cache_mb=0))
+    assert ended == [True]
+
+
 def test_async_entry_point_runs_on_any_loop(files: dict[str, Path]) -> None:
     rec = record("s", files["s1"])
 

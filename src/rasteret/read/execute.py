@@ -28,6 +28,7 @@ out the chips that need them, and each (record, band) is reported as a
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import heapq
 import itertools
 import os
@@ -52,7 +53,14 @@ from rasteret.read.plan import ChipPlan, ReadPlan, RecordRef
 from rasteret.read.result import Chip, FailedRead
 from rasteret.tiff.decode import decode_tile, empty_tile
 
-__all__ = ["DecodeQueue", "decode_pool", "execute_plan_async", "fetch_options", "stack_shape"]
+__all__ = [
+    "DecodeQueue",
+    "PoolJobs",
+    "decode_pool",
+    "execute_plan_async",
+    "fetch_options",
+    "stack_shape",
+]
 
 T = TypeVar("T")
 
@@ -114,10 +122,11 @@ class DecodeQueue:
         [3, 1, 2]
     """
 
-    def __init__(self, pool: ThreadPoolExecutor, slots: int) -> None:
+    def __init__(self, pool: ThreadPoolExecutor, slots: int, jobs: PoolJobs | None = None) -> None:
         if slots < 1:
             raise ValueError(f"expected slots >= 1, got {slots}")
         self._pool = pool
+        self._jobs = jobs or PoolJobs(pool)
         self._free = slots
         self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
@@ -136,7 +145,7 @@ class DecodeQueue:
                     self._release()  # handed a slot and cancelled in the same tick
                 raise
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+            return await self._jobs.run(fn, *args)
         finally:
             self._release()
 
@@ -147,6 +156,60 @@ class DecodeQueue:
                 turn.set_result(None)
                 return
         self._free += 1
+
+
+class PoolJobs:
+    """Runs a read's jobs on a thread pool and can wait for every one it started.
+
+    A cancelled asyncio task does not stop a pool job that is already running. A read that
+    fails waits for its jobs (:meth:`settle`) before raising, so no job of it outlives it:
+    a late AOI rasterize, which silences warnings process-wide while it runs, could
+    otherwise hide a warning of whatever the caller does next.
+
+    Example:
+        >>> async def demo() -> int:
+        ...     jobs = PoolJobs(decode_pool())
+        ...     value = await jobs.run(abs, -3)
+        ...     await jobs.settle()
+        ...     return value
+        >>> asyncio.run(demo())
+        3
+    """
+
+    def __init__(self, pool: ThreadPoolExecutor) -> None:
+        self._pool = pool
+        self._running: set[concurrent.futures.Future[Any]] = set()
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the pool."""
+        future = self._pool.submit(fn, *args)
+        self._running.add(future)
+        future.add_done_callback(self._running.discard)  # set operations hold the GIL
+        return await asyncio.wrap_future(future)
+
+    async def settle(self) -> None:
+        """Wait until every job started so far has finished (their outcomes are dropped)."""
+        running = [f for f in list(self._running) if not f.done()]
+        if running:
+            await asyncio.wrap_future(_all_done(running))
+
+
+def _all_done(futures: list[concurrent.futures.Future[Any]]) -> concurrent.futures.Future[None]:
+    """A future resolved once every one of ``futures`` is done (cancelled, failed or not)."""
+    done: concurrent.futures.Future[None] = concurrent.futures.Future()
+    left = [len(futures)]
+    lock = threading.Lock()
+
+    def one(_: concurrent.futures.Future[Any]) -> None:
+        with lock:
+            left[0] -= 1
+            last = left[0] == 0
+        if last:
+            done.set_result(None)
+
+    for future in futures:
+        future.add_done_callback(one)
+    return done
 
 
 async def execute_plan_async(
@@ -189,14 +252,17 @@ async def execute_plan_async(
     fopts = fetch_options(options)
     masks: dict[int, asyncio.Future[np.ndarray]] = {}
 
+    jobs = PoolJobs(pool)
+
     def inside(chip: ChipPlan) -> Awaitable[np.ndarray]:
         if chip.aoi_index not in masks:
             geom = plan.aoi_geometries[chip.aoi_index]
-            masks[chip.aoi_index] = loop.run_in_executor(
-                pool,
-                lambda: geometry_inside(
-                    geom, chip.grid.transform, chip.grid.shape, all_touched=plan.all_touched
-                ),
+            masks[chip.aoi_index] = asyncio.ensure_future(
+                jobs.run(
+                    lambda: geometry_inside(
+                        geom, chip.grid.transform, chip.grid.shape, all_touched=plan.all_touched
+                    )
+                )
             )
         return masks[chip.aoi_index]
 
@@ -207,7 +273,7 @@ async def execute_plan_async(
         for key in _chip_keys(planned):
             users[key] += 1
             first_chip.setdefault(key, index)
-    queue = DecodeQueue(pool, DECODE_SLOTS_PER_THREAD * _threads())
+    queue = DecodeQueue(pool, DECODE_SLOTS_PER_THREAD * _threads(), jobs)
 
     async def fetch_and_decode(href: str, members: list[TileSource]) -> None:
         await _fetch_and_decode(
@@ -241,8 +307,7 @@ async def execute_plan_async(
             await polygon  # no job of this read outlives it
             return None
         aoi = await polygon
-        result = await loop.run_in_executor(
-            pool,
+        result = await jobs.run(
             _assemble_chip,
             plan,
             chip,
@@ -263,6 +328,9 @@ async def execute_plan_async(
                     group.create_task(fetch_and_decode(href, members))
             chip_tasks = [group.create_task(one_chip(i, c)) for i, c in enumerate(plan.chips)]
     except BaseExceptionGroup as eg:
+        for mask in masks.values():
+            mask.cancel()  # not started yet: never starts
+        await jobs.settle()  # started: let them end before the error leaves the read
         raise _first_error(eg) from None
     return [chip for t in chip_tasks if (chip := t.result()) is not None]
 
