@@ -383,7 +383,7 @@ def read_jobs(
                 parts[j, ri, b] = plan_part(
                     _meta(records, ri, name), source(ri, name), grid, kernel
                 )
-    reader = _PieceReader(records, names, parts, kernel, options, jobs[0][1].crs)
+    reader = _PieceReader(records, names, parts, options, jobs[0][1].crs)
     states = [[Frame(records, names, frame, grid) for frame in frames] for frames, grid in jobs]
     first: set[tuple[int, int]] = set()
     for j, (frames, grid) in enumerate(jobs):
@@ -396,19 +396,17 @@ def read_jobs(
         unread = {ri for frame in jobs[j][0] for ri in frame if (j, ri) not in first}
         for state in job_states:
             state.composite(j, pieces, stop_at=unread.__contains__)
-    rest = {
-        (j, ri)
+    unfilled = [
+        (j, state)
         for j, job_states in enumerate(states)
         for state in job_states
         if state.remaining and state.has_empty()
-        for ri in state.remaining
-    }
-    if rest:
+    ]
+    if unfilled:
+        rest = {(j, ri) for j, state in unfilled for ri in state.remaining}
         pieces.update(reader.read(rest - first))
-        for j, job_states in enumerate(states):
-            for state in job_states:
-                if state.remaining and state.has_empty():
-                    state.composite(j, pieces)
+        for j, state in unfilled:
+            state.composite(j, pieces)
     return [np.stack([state.array() for state in job_states]) for job_states in states]
 
 
@@ -424,12 +422,11 @@ class _PieceReader:
         records: Sequence[RecordRef],
         names: Sequence[str],
         parts: dict[tuple[int, int, int], Part | None],
-        kernel: Resampling,
         options: ReadOptions,
         crs: str,
     ) -> None:
         self._records, self._names, self._parts = records, names, parts
-        self._kernel, self._options, self._crs = kernel, options, crs
+        self._options, self._crs = options, crs
         self._kinds: dict[tuple[int, ...], tuple[np.dtype, tuple[float | None, ...]]] = {}
 
     def _kind(self, bands: tuple[int, ...]) -> tuple[np.dtype, tuple[float | None, ...]]:

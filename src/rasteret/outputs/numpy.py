@@ -115,15 +115,14 @@ def chips_to_numpy(
         height = width = 0
     fills = np.array(chipset.fill_values, dtype=chipset.dtype).reshape(1, nbands, 1, 1)
     stack = chipset.stack
-    stacked = stack is not None and stack.shape[0] == len(chips)
-    if stack is not None and stacked:  # the read assembled every chip into it: no copy
-        data = stack
-    else:
-        data = np.empty((len(chips), nbands, height, width), dtype=chipset.dtype)
+    if stack is not None and stack.shape[0] != len(chips):
+        stack = None
+    # the read assembled every chip into the stack: no copy
+    data = np.empty((len(chips), nbands, height, width), chipset.dtype) if stack is None else stack
     valid = np.zeros(data.shape, dtype=bool) if masked else None
     for i, chip in enumerate(chips):
         _, h, w = chip.data.shape
-        if not stacked:
+        if stack is None:
             if (h, w) != (height, width):
                 data[i] = fills[0]
             data[i, :, :h, :w] = chip.data

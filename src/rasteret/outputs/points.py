@@ -122,11 +122,20 @@ def samples_to_table(
     fields: list[pa.Field] = []
     inputs = set(columns.column_names) if columns is not None else set()
 
-    def add(name: str, array: pa.Array | pa.ChunkedArray, field: pa.Field | None = None) -> None:
+    def add(
+        name: str,
+        array: pa.Array | pa.ChunkedArray,
+        field: pa.Field | None = None,
+        at: int | None = None,
+    ) -> None:
+        """Add a column (at position ``at``, else last), renamed if the input has ``name``."""
         if name in inputs:
             name = _free(name, inputs)
-        arrays.append(array)
-        fields.append(field.with_name(name) if field is not None else pa.field(name, array.type))
+        at = len(arrays) if at is None else at
+        arrays.insert(at, array)
+        fields.insert(
+            at, field.with_name(name) if field is not None else pa.field(name, array.type)
+        )
 
     if columns is not None:
         for i in range(columns.num_columns):
@@ -181,9 +190,7 @@ def samples_to_table(
             add(f"{band}_datetime", _per_record(_datetimes(record_datetimes), br))
     geometry_array = wkb.result()
     geometry_field = geoarrow_wkb_field(geometry_name, point_crs).with_type(geometry_array.type)
-    name = _free(geometry_name, inputs) if geometry_name in inputs else geometry_name
-    arrays.insert(at_geometry, rows_of(geometry_array))
-    fields.insert(at_geometry, geometry_field.with_name(name))
+    add(geometry_name, rows_of(geometry_array), geometry_field, at=at_geometry)
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
