@@ -145,7 +145,7 @@ class TorchGeoMixin:
         crs = dataset_crs(records, names[0], target_crs)
         io = {k: kwargs[k] for k in _IO_KEYWORDS if k in kwargs}
         io.setdefault("cache_mb", dataset_cache_mb())
-        options = ReadOptions(**io, whole_tiles=True)  # samples reuse cached tiles
+        options = ReadOptions(**io)
         kernel = _kernel(resampling)
         return tg_output.RasteretGeoDataset(
             records,

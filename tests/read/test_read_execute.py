@@ -270,19 +270,79 @@ def test_tiles_are_decoded_down_to_the_rows_the_read_needs(files: dict[str, Path
     top = read_chips([rec], [box(0, 130, 100, 150)], 32633, ["b1"], ReadOptions(backend=counting))
     np.testing.assert_array_equal(top.chips[0].data[0], truth[130:150, :100])
     assert _cached_rows() == {5: 22}  # rows 128-149: the top 22 rows of the second tile row
-    # a read reaching further down that tile (122 of 128 rows) decodes it again, whole
+    (key,) = get_tile_cache(256).keys()
+    partial = get_tile_cache(256).partial(key)
+    assert partial is not None
+    assert partial.decoded == 22
+    # a read reaching further down that tile (122 of 128 rows) decodes only the rows below,
+    # from the cached partial decode: no request
     counting.reset()
     deeper = read_chips(
         [rec], [box(0, 200, 100, 250)], 32633, ["b1"], ReadOptions(backend=counting)
     )
     np.testing.assert_array_equal(deeper.chips[0].data[0], truth[200:250, :100])
-    assert counting.requests() == 1
+    assert counting.requests() == 0
+    assert _cached_rows() == {5: 122}
+    assert get_tile_cache(256).partial(key) is partial
+    assert partial.decoded == 122
+    # ... a read down to the tile's last row decodes the last 6 rows: cached whole
+    bottom = read_chips(
+        [rec], [box(0, 240, 100, 256)], 32633, ["b1"], ReadOptions(backend=counting)
+    )
+    np.testing.assert_array_equal(bottom.chips[0].data[0], truth[240:256, :100])
+    assert counting.requests() == 0
     assert _cached_rows() == {5: 128}
+    assert get_tile_cache(256).partial(key) is None
+    assert partial.complete
     # ... and then serves the shallow read from the cache
-    counting.reset()
     again = read_chips([rec], [box(0, 130, 100, 150)], 32633, ["b1"], ReadOptions(backend=counting))
     assert counting.requests() == 0
     np.testing.assert_array_equal(again.chips[0].data[0], top.chips[0].data[0])
+
+
+def test_a_resumed_tile_equals_a_fetched_one_and_costs_its_input_in_the_cache(
+    files: dict[str, Path],
+) -> None:
+    rec = record("s", files["s0"])
+    aois = [box(0, 130, 100, 150), box(0, 200, 100, 250), box(0, 1, 100, 2)]
+    resumed = [read_chips([rec], [a], 32633, ["b1"]).chips[0] for a in aois]
+    cache = get_tile_cache(256)
+    (key,) = [k for k in cache.keys() if k.tile == 5]  # type: ignore[attr-defined]
+    partial = cache.partial(key)
+    assert partial is not None
+    held = cache.nbytes
+    assert held >= partial.nbytes > 128 * 128 * 2  # its buffer and its compressed input
+    clear_tile_cache()
+    for aoi, chip in zip(aois, resumed, strict=True):
+        clear_tile_cache()
+        fresh = read_chips([rec], [aoi], 32633, ["b1"]).chips[0]
+        np.testing.assert_array_equal(chip.data, fresh.data)
+        np.testing.assert_array_equal(chip.valid, fresh.valid)
+
+
+def test_a_corrupt_tile_resumed_later_raises_a_decode_error_naming_it(
+    files: dict[str, Path],
+) -> None:
+    from rasteret.errors import DecodeError, RasteretWarning
+    from rasteret.tiff.decode import PartialTile
+
+    rec = record("s", files["s0"])
+    read_chips([rec], [box(0, 130, 100, 150)], 32633, ["b1"])
+    cache = get_tile_cache(256)
+    (key,) = cache.keys()
+    partial = cache.partial(key)
+    assert partial is not None
+    broken = PartialTile(b"\x78\x9c" + b"\x00" * 40, partial.layout, url="s3://b/k", tile=5)
+    cache.put(key, cache.get(key), partial=broken)  # type: ignore[arg-type]
+    with pytest.raises(DecodeError, match="tile 5 of s3://b/k"):
+        read_chips([rec], [box(0, 200, 100, 250)], 32633, ["b1"])
+    with pytest.warns(RasteretWarning, match="tile 5 of s3://b/k"):
+        skipped = read_chips(
+            [rec], [box(0, 200, 100, 250)], 32633, ["b1"], ReadOptions(on_error="skip")
+        )
+    assert not skipped.chips
+    assert skipped.failed[0].band == "b1"
+    assert "tile 5 of s3://b/k" in skipped.failed[0].error
 
 
 def test_whole_tiles_option_decodes_every_row(files: dict[str, Path]) -> None:

@@ -108,3 +108,90 @@ def test_prefix_out_of_range_is_a_caller_error() -> None:
     for bad in (0, 33):
         with pytest.raises(ValueError, match="expected 0 < prefix <= 32"):
             decode_tile(b"", layout, prefix=bad)
+
+
+# -- PartialTile: a prefix decode resumed later -----------------------------------------------
+
+DEFLATE = [n for n in LOSSLESS if hand_layout(get_fixture_spec(n)).compression in {8, 32946}]
+"""The lossless fixtures a PartialTile decodes (Deflate)."""
+
+
+def steps(rows: int) -> list[list[int]]:
+    """Orders in which a tile's rows are asked for: one go, growing prefixes, the same
+    prefix twice, and a shallower request after a deeper one."""
+    third = max(1, rows // 3)
+    return [[rows], [1, third, rows], [third, third, min(rows, third + 1)], [rows // 2 or 1, 1]]
+
+
+@pytest.mark.parametrize("name", DEFLATE)
+def test_resumed_rows_equal_the_whole_tile(
+    name: str, fixture_paths: dict[str, Path], backend: str
+) -> None:
+    spec = get_fixture_spec(name)
+    layout = hand_layout(spec)
+    rows = layout.tile_height if spec.tiled else min(layout.tile_height, spec.height)
+    data = gdal_block(fixture_paths[name], 0, 0)
+    whole = decode_tile(data, layout, rows=rows)
+    for order in steps(rows):
+        tile = decode.PartialTile(data, layout, rows=rows)
+        for count in order:
+            top = tile.decode_rows(count)
+            assert tile.decoded == max(order[: order.index(count) + 1])
+            np.testing.assert_array_equal(top, whole[:, :count], strict=True)
+        assert tile.complete == (max(order) == rows)
+
+
+def test_a_resumed_tile_lets_go_of_its_input_once_complete(backend: str) -> None:
+    layout = _deflate_layout(predictor=1, tile_height=64, tile_width=256)
+    pixels = np.random.default_rng(2).integers(0, 65535, (64, 256), dtype="<u2")
+    data = zlib.compress(pixels.tobytes())
+    tile = decode.PartialTile(data, layout)
+    tile.decode_rows(8)
+    held = tile.nbytes
+    assert held > pixels.nbytes  # the buffer and the input not inflated yet
+    tile.decode_rows(64)
+    assert tile.complete and tile.nbytes == pixels.nbytes < held
+    np.testing.assert_array_equal(tile.decode_rows(64)[0], pixels)
+
+
+def test_one_bit_tiles_resume_into_their_unpacked_rows(backend: str) -> None:
+    layout = TileLayout(tile_width=20, tile_height=6, samples=1, dtype="uint8",
+                        bits_per_sample=1, compression=8)  # fmt: skip
+    bits = np.random.default_rng(3).integers(0, 2, (6, 20), dtype=np.uint8)
+    data = zlib.compress(np.packbits(bits, axis=1).tobytes())
+    tile = decode.PartialTile(data, layout)
+    np.testing.assert_array_equal(tile.decode_rows(2)[0], bits[:2])
+    np.testing.assert_array_equal(tile.decode_rows(6)[0], bits)
+
+
+def test_concurrent_callers_decode_each_row_once(backend: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    layout = _deflate_layout(tile_height=256, tile_width=256)
+    pixels = np.random.default_rng(4).integers(0, 65535, (256, 256), dtype="<u2")
+    data = zlib.compress(np.diff(pixels, axis=1, prepend=0).astype("<u2").tobytes())
+    tile = decode.PartialTile(data, layout)
+    wanted = [int(n) for n in np.random.default_rng(5).integers(1, 257, 64)]
+    with ThreadPoolExecutor(4) as pool:
+        tops = list(pool.map(tile.decode_rows, wanted))
+    for count, top in zip(wanted, tops, strict=True):
+        np.testing.assert_array_equal(top[0], pixels[:count])
+    assert tile.decoded == max(wanted)
+
+
+def test_a_stream_too_short_for_the_deeper_rows_fails_every_later_call(backend: str) -> None:
+    layout = _deflate_layout(predictor=1)
+    short = zlib.compress(np.zeros((4, 64), dtype="<u2").tobytes())  # 4 of 32 rows
+    tile = decode.PartialTile(short, layout, url="s3://b/k", tile=7)
+    assert tile.decode_rows(2).shape == (1, 2, 64)
+    for _ in range(2):
+        with pytest.raises(DecodeError, match=r"expected at least 1280 bytes .* tile 7 of s3://b/k"):
+            tile.decode_rows(10)
+    assert tile.decoded == 2
+
+
+def test_only_deflate_tiles_decode_in_parts() -> None:
+    from rasteret.errors import UnsupportedFormatError
+
+    with pytest.raises(UnsupportedFormatError, match=r"Deflate .* got compression 5 \(LZW\)"):
+        decode.PartialTile(b"", _deflate_layout(compression=5))

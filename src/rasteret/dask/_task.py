@@ -90,8 +90,9 @@ def read_chunk(spec: ChunkRead) -> np.ndarray:
     _, _, height, width = spec.window
     dtype = np.dtype(spec.dtype)
     out = np.full((spec.slots, height, width), dtype.type(spec.fill), dtype=dtype)
-    # neighbouring chunks share tiles through each worker's cache: keep them whole
-    options = replace(spec.options, progress=False, whole_tiles=True)
+    # neighbouring chunks share tiles through each worker's cache; a tile decoded down to
+    # one chunk's last row is resumed (not fetched again) for the chunk below
+    options = replace(spec.options, progress=False)
     subs = [_sub_grid(aoi, spec.window) for aoi in spec.aois]
     tiles: dict[TileKey, TileSource] = {}
     plans: list[ChipPlan] = []

@@ -106,7 +106,7 @@ class RasteretGeoDataset(_GeoDataset):
         self.labels = None if labels is None else list(labels)
         self.transforms = transforms
         self.chip_size = chip_size
-        self.options = options or ReadOptions(whole_tiles=True)  # samples reuse cached tiles
+        self.options = options or ReadOptions()
         self.paths: list[str] = [m.href for r in self.records for m in r.bands.values() if m]
         self._dtype = dtype
         self._resampling = resampling

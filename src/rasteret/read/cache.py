@@ -2,7 +2,10 @@
 
 Keys are :class:`~rasteret.read.bands.TileKey` values: ``(href, etag/size, level, mask,
 plane, tile)``, so a file rewritten in place (new ETag or size) never serves stale pixels.
-Cached arrays are made read-only: readers copy out of them, never into them.
+Cached arrays are made read-only: readers copy out of them, never into them. A tile decoded
+only down to the rows its read needed is cached with its
+:class:`~rasteret.tiff.decode.PartialTile`, so a later read needing deeper rows decodes only
+those (:meth:`TileCache.partial`) instead of fetching the tile again.
 
 >>> import numpy as np
 >>> cache = TileCache(max_bytes=100)
@@ -20,8 +23,11 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable
+from typing import NamedTuple
 
 import numpy as np
+
+from rasteret.tiff.decode import PartialTile
 
 __all__ = ["TileCache", "clear_tile_cache", "get_tile_cache", "memory_share_mb", "usable_memory"]
 
@@ -30,6 +36,12 @@ _CGROUP_LIMITS = (
     "/sys/fs/cgroup/memory.max",  # cgroup v2
     "/sys/fs/cgroup/memory/memory.limit_in_bytes",  # cgroup v1
 )
+
+
+class _Entry(NamedTuple):
+    arr: np.ndarray
+    partial: PartialTile | None
+    nbytes: int
 
 
 class TileCache:
@@ -42,7 +54,7 @@ class TileCache:
 
     def __init__(self, max_bytes: int) -> None:
         self._max = max(int(max_bytes), 0)
-        self._items: OrderedDict[Hashable, np.ndarray] = OrderedDict()
+        self._items: OrderedDict[Hashable, _Entry] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
         self.hits = 0
@@ -74,7 +86,7 @@ class TileCache:
 
         ``rows``: the caller needs that many rows (axis 1 of a ``(samples, rows, width)``
         tile); an entry holding fewer (a tile decoded only down to the rows an earlier read
-        needed) counts as a miss.
+        needed) counts as a miss: see :meth:`partial` for decoding the rest.
 
         >>> cache = TileCache(max_bytes=1000)
         >>> cache.put("t", np.zeros((1, 3, 4), dtype=np.uint8))  # the top 3 rows of a tile
@@ -82,7 +94,8 @@ class TileCache:
         (True, True)
         """
         with self._lock:
-            arr = self._items.get(key)
+            entry = self._items.get(key)
+            arr = None if entry is None else entry.arr
             if arr is None or (rows and (arr.ndim < 2 or arr.shape[1] < rows)):
                 self.misses += 1
                 return None
@@ -90,12 +103,39 @@ class TileCache:
             self.hits += 1
             return arr
 
-    def put(self, key: Hashable, arr: np.ndarray) -> None:
+    def partial(self, key: Hashable) -> PartialTile | None:
+        """The :class:`~rasteret.tiff.decode.PartialTile` cached with the rows of ``key``
+        (a tile not decoded to its last row), which decodes rows below them; None when the
+        entry is whole or absent.
+
+        >>> import zlib
+        >>> from rasteret.tiff.decode import TileLayout
+        >>> layout = TileLayout(tile_width=2, tile_height=3, samples=1, dtype="uint8",
+        ...                     bits_per_sample=8, compression=8)
+        >>> tile = PartialTile(zlib.compress(bytes(range(6))), layout)
+        >>> cache = TileCache(max_bytes=1000)
+        >>> cache.put("t", tile.decode_rows(1), partial=tile)
+        >>> cache.get("t", rows=3) is None, cache.partial("t").decode_rows(3).tolist()
+        (True, [[[0, 1], [2, 3], [4, 5]]])
+        """
+        with self._lock:
+            entry = self._items.get(key)
+            if entry is None or entry.partial is None:
+                return None
+            self._items.move_to_end(key)
+            return entry.partial
+
+    def put(self, key: Hashable, arr: np.ndarray, *, partial: PartialTile | None = None) -> None:
         """Store ``arr`` (read-only) under ``key``, evicting old entries to make room.
 
         An entry of more rows (axis 1) than ``arr`` stays: it serves every read ``arr`` can.
+        ``partial``: the decode ``arr`` is the top of, kept (and counted in the cache's
+        bytes: the whole tile's buffer and the input not inflated yet) until a later put
+        stores the tile whole.
         """
-        size = int(arr.nbytes)
+        if partial is not None and partial.complete:
+            partial = None
+        size = int(arr.nbytes) if partial is None else max(partial.nbytes, int(arr.nbytes))
         if size > self._max:
             return
         if arr.flags.writeable:
@@ -103,13 +143,18 @@ class TileCache:
             arr.flags.writeable = False
         with self._lock:
             old = self._items.get(key)
-            if old is not None and arr.ndim >= 2 and old.ndim >= 2 and old.shape[1] > arr.shape[1]:
+            if (
+                old is not None
+                and arr.ndim >= 2
+                and old.arr.ndim >= 2
+                and old.arr.shape[1] > arr.shape[1]
+            ):
                 self._items.move_to_end(key)
                 return
             old = self._items.pop(key, None)
             if old is not None:
-                self._bytes -= int(old.nbytes)
-            self._items[key] = arr
+                self._bytes -= old.nbytes
+            self._items[key] = _Entry(arr, partial, size)
             self._bytes += size
             self._evict(self._max)
 
@@ -128,8 +173,8 @@ class TileCache:
 
     def _evict(self, limit: int) -> None:
         while self._bytes > limit and self._items:
-            _, arr = self._items.popitem(last=False)
-            self._bytes -= int(arr.nbytes)
+            _, entry = self._items.popitem(last=False)
+            self._bytes -= entry.nbytes
 
 
 _cache: TileCache | None = None

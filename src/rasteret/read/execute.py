@@ -8,7 +8,9 @@
 3. As each group's bytes arrive, its tiles are decoded on a thread pool sized to the cores
    (imagecodecs releases the GIL) into recycled memory (:mod:`rasteret.read.buffers`) and
    cached. A tile whose chips need only its top rows is decoded down to the last of them
-   where the codec can stop early (Deflate), unless ``ReadOptions.whole_tiles``.
+   where the codec can stop early (Deflate), unless ``ReadOptions.whole_tiles``; such a
+   tile is cached with its :class:`~rasteret.tiff.decode.PartialTile`, and a later read
+   needing deeper rows decodes only those, without fetching the tile again.
 4. Each chip is assembled on the same pool, into recycled memory too (or straight into its
    entry of a caller's stacked ``out`` array), as soon as its last tile is decoded; a tile
    is let go as soon as the last chip that needs it is assembled (the cache may keep it), so
@@ -51,7 +53,7 @@ from rasteret.read.mask import geometry_inside
 from rasteret.read.options import ReadOptions
 from rasteret.read.plan import ChipPlan, ReadPlan, RecordRef
 from rasteret.read.result import Chip, FailedRead
-from rasteret.tiff.decode import decode_tile, empty_tile
+from rasteret.tiff.decode import PartialTile, decode_tile, empty_tile, stops_early
 
 __all__ = [
     "DecodeQueue",
@@ -239,6 +241,7 @@ async def execute_plan_async(
     tiles: dict[TileKey, asyncio.Future[np.ndarray | None]] = {}
     errors: dict[TileKey, str] = {}  # tiles that failed with on_error="skip"
     to_fetch: dict[str, list[TileSource]] = defaultdict(list)
+    to_resume: list[tuple[TileSource, PartialTile]] = []  # cached, but not deep enough
     for key, source in plan.tiles.items():
         future: asyncio.Future[np.ndarray | None] = loop.create_future()
         tiles[key] = future
@@ -247,6 +250,8 @@ async def execute_plan_async(
             future.set_result(cached)
         elif source.end == source.start:
             future.set_result(empty_tile(source.layout, source.sparse_fill, rows=source.rows))
+        elif (partial := cache.partial(key)) is not None:
+            to_resume.append((source, partial))
         else:
             to_fetch[key.href].append(source)
     fopts = fetch_options(options)
@@ -289,6 +294,11 @@ async def execute_plan_async(
             priority=first_chip,
         )
 
+    async def resume(source: TileSource, partial: PartialTile) -> None:
+        await _resume_tile(
+            source, partial, options, tiles, cache, pool, errors, queue=queue, priority=first_chip
+        )
+
     def release(keys: set[TileKey]) -> None:
         """Forget the tiles no chip still needs (their memory can then be reused)."""
         for key in keys:
@@ -326,6 +336,8 @@ async def execute_plan_async(
             for href, sources in to_fetch.items():
                 for members in _groups(sources, fopts):
                     group.create_task(fetch_and_decode(href, members))
+            for source, partial in to_resume:
+                group.create_task(resume(source, partial))
             chip_tasks = [group.create_task(one_chip(i, c)) for i, c in enumerate(plan.chips)]
     except BaseExceptionGroup as eg:
         for mask in masks.values():
@@ -418,63 +430,140 @@ async def _fetch_and_decode(
     ``queue``, decodes wait their turn there (``priority[key]``, default 0); otherwise they go
     straight to ``pool``.
     """
-    skip = errors is not None and options.on_error == "skip"
-
-    def fail(source: TileSource, exc: RasteretError) -> None:
-        assert errors is not None
-        errors[source.key] = f"{type(exc).__name__}: {exc}"
-        future = tiles.get(source.key)
-        if future is not None and not future.done():
-            future.set_result(None)
-
+    fail = _failer(options, tiles, errors)
     ranges = [ByteRange(s.start, s.end) for s in sources]
     try:
         views = await fetch_ranges(
             href, ranges, options=fopts, backend=options.backend, cloud_config=options.cloud_config
         )
     except RasteretError as exc:
-        if not skip:
+        if fail is None:
             raise
         for source in sources:
             fail(source, exc)
         return
-    loop = asyncio.get_running_loop()
+    await asyncio.gather(
+        *(
+            _decode_job(
+                source,
+                _decode,
+                (source, view, None if options.whole_tiles else source.needed_rows),
+                tiles=tiles,
+                cache=cache,
+                pool=pool,
+                fail=fail,
+                queue=queue,
+                priority=priority,
+            )
+            for source, view in zip(sources, views, strict=True)
+        )
+    )
 
-    async def decode(source: TileSource, view: memoryview) -> None:
-        prefix = None if options.whole_tiles else source.needed_rows
-        try:
-            if queue is None:
-                arr = await loop.run_in_executor(pool, _decode, source, view, prefix)
-            else:
-                rank = 0 if priority is None else priority.get(source.key, 0)
-                arr = await queue.run(rank, _decode, source, view, prefix)
-        except RasteretError as exc:
-            if not skip:
-                raise
-            fail(source, exc)
-            return
-        cache.put(source.key, arr)
+
+async def _resume_tile(
+    source: TileSource,
+    partial: PartialTile,
+    options: ReadOptions,
+    tiles: Mapping[TileKey, asyncio.Future[Any]],
+    cache: TileCache,
+    pool: ThreadPoolExecutor,
+    errors: dict[TileKey, str] | None = None,
+    *,
+    queue: DecodeQueue | None = None,
+    priority: Mapping[TileKey, int] | None = None,
+) -> None:
+    """Decode the rows a read needs below those of a cached, partly decoded tile (no fetch);
+    failures as in :func:`_fetch_and_decode`."""
+    rows = source.rows if options.whole_tiles else source.needed_rows
+    await _decode_job(
+        source,
+        _resume,
+        (partial, rows),
+        tiles=tiles,
+        cache=cache,
+        pool=pool,
+        fail=_failer(options, tiles, errors),
+        queue=queue,
+        priority=priority,
+    )
+
+
+def _failer(
+    options: ReadOptions,
+    tiles: Mapping[TileKey, asyncio.Future[Any]],
+    errors: dict[TileKey, str] | None,
+) -> Callable[[TileSource, RasteretError], None] | None:
+    """With ``on_error="skip"`` (and ``errors`` to record in), what a failed tile does:
+    its error recorded, its future resolved to None. None: failures raise."""
+    if errors is None or options.on_error != "skip":
+        return None
+
+    def fail(source: TileSource, exc: RasteretError) -> None:
+        errors[source.key] = f"{type(exc).__name__}: {exc}"
         future = tiles.get(source.key)
         if future is not None and not future.done():
-            future.set_result(arr)
+            future.set_result(None)
 
-    await asyncio.gather(*(decode(s, v) for s, v in zip(sources, views, strict=True)))
+    return fail
 
 
-def _decode(source: TileSource, view: memoryview, prefix: int | None = None) -> np.ndarray:
-    """Decode one fetched tile (down to row ``prefix`` when given, see ``decode_tile``)."""
+Decoded = tuple[np.ndarray, PartialTile | None]
+"""A decoded tile, and the partial decode it is the top of (None: whole)."""
+
+
+async def _decode_job(
+    source: TileSource,
+    job: Callable[..., Decoded],
+    args: tuple[Any, ...],
+    *,
+    tiles: Mapping[TileKey, asyncio.Future[Any]],
+    cache: TileCache,
+    pool: ThreadPoolExecutor,
+    fail: Callable[[TileSource, RasteretError], None] | None,
+    queue: DecodeQueue | None,
+    priority: Mapping[TileKey, int] | None,
+) -> None:
+    """Run ``job(*args)`` on the pool (through ``queue`` when given), cache its tile and
+    resolve the tile's future; a failure goes to ``fail``, or is raised without it."""
+    try:
+        if queue is None:
+            arr, partial = await asyncio.get_running_loop().run_in_executor(pool, job, *args)
+        else:
+            rank = 0 if priority is None else priority.get(source.key, 0)
+            arr, partial = await queue.run(rank, job, *args)
+    except RasteretError as exc:
+        if fail is None:
+            raise
+        fail(source, exc)
+        return
+    cache.put(source.key, arr, partial=partial)
+    future = tiles.get(source.key)
+    if future is not None and not future.done():
+        future.set_result(arr)
+
+
+def _decode(source: TileSource, view: memoryview, prefix: int | None = None) -> Decoded:
+    """Decode one fetched tile: down to row ``prefix`` when given and the codec can stop
+    there (Deflate; then with the :class:`PartialTile` that decodes the rows below later),
+    otherwise whole."""
+    layout, key = source.layout, source.key
+    allocate = tile_buffers().take
+    if prefix is not None and layout.compression != 1 and stops_early(layout, prefix, source.rows):
+        partial = PartialTile(
+            view, layout, rows=source.rows, url=key.href, tile=key.tile, allocate=allocate
+        )
+        return partial.decode_rows(prefix), partial
     arr = decode_tile(
-        view,
-        source.layout,
-        rows=source.rows,
-        prefix=prefix,
-        url=source.key.href,
-        tile=source.key.tile,
-        allocate=tile_buffers().take,
+        view, layout, rows=source.rows, url=key.href, tile=key.tile, allocate=allocate
     )
     if np.may_share_memory(arr, np.frombuffer(view, dtype=np.uint8)):
         arr = arr.copy()  # uncompressed tiles are views: do not pin the whole fetched buffer
-    return arr
+    return arr, None
+
+
+def _resume(partial: PartialTile, rows: int) -> Decoded:
+    """The top ``rows`` of a partly decoded tile, decoding those below what it holds."""
+    return partial.decode_rows(rows), partial
 
 
 def _recycled(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:

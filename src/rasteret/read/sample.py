@@ -50,6 +50,7 @@ from rasteret.read.execute import (
     _fetch_and_decode,
     _first_error,
     _groups,
+    _resume_tile,
     decode_pool,
     fetch_options,
 )
@@ -242,6 +243,9 @@ async def _execute(
                 cached = empty_tile(source.layout, source.sparse_fill, rows=source.rows)
             if cached is not None:
                 futures[key].set_result(cached)
+                group.create_task(gather_tile(key))
+            elif (partial := cache.partial(key)) is not None:  # decoded partly by a read
+                group.create_task(_resume_tile(source, partial, options, futures, cache, pool))
                 group.create_task(gather_tile(key))
             else:
                 to_fetch[key.href].append(source)

@@ -15,11 +15,14 @@ That buffer comes from ``allocate`` when given (a pool of recycled memory, see
 A read that needs only the top rows of a tile asks for them with ``prefix=``: Deflate is a
 stream, so inflating can stop after those rows (ISA-L's streaming inflate, as fast per byte
 as libdeflate's one-shot call, which cannot stop early), and the predictor is undone on
-those rows only. The other codecs decode whole tiles.
+those rows only. The other codecs decode whole tiles. A :class:`PartialTile` keeps such a
+decode's state, so that a later read needing deeper rows inflates only the rows below
+(no second fetch, no second inflate of the top).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -47,9 +50,11 @@ __all__ = [
     "MAX_TILE_BYTES",
     "PREFIX_SHARE",
     "SUPPORTED_COMPRESSIONS",
+    "PartialTile",
     "TileLayout",
     "decode_tile",
     "empty_tile",
+    "stops_early",
 ]
 
 COMPRESSION_NAMES: dict[int, str] = {
@@ -86,11 +91,6 @@ _BYTE_DECODERS: dict[int, Callable[..., Any]] = {
 _LERC_STAGES: dict[int, Callable[..., Any]] = {1: _inflate, 2: imagecodecs.zstd_decode}
 _STREAMED = frozenset({_ADOBE_DEFLATE, _DEFLATE})
 """Codecs whose decoding can stop after the first rows of a tile (``prefix=``)."""
-
-
-def _inflate_prefix(data: Any, nbytes: int) -> bytes:
-    """The first ``nbytes`` (at most) of a zlib stream, inflating no further."""
-    return _streaming_zlib.decompressobj().decompress(data, nbytes)
 
 
 SUPPORTED_COMPRESSIONS: frozenset[int] = frozenset(
@@ -249,12 +249,11 @@ def decode_tile(
             f"({', '.join(COMPRESSION_NAMES[c] for c in sorted(SUPPORTED_COMPRESSIONS))}), "
             f"got compression {code} ({layout.compression_name}) in {where}"
         )
+    if prefix is not None and stops_early(layout, prefix, nrows) and code != 1:
+        partial = PartialTile(data, layout, rows=nrows, url=url, tile=tile, allocate=allocate)
+        return partial.decode_rows(prefix)
     if code == 1 or code in _BYTE_DECODERS:
-        keep = nrows
-        if prefix is not None and (
-            code == 1 or (code in _STREAMED and prefix <= PREFIX_SHARE * nrows)
-        ):
-            keep = prefix
+        keep = prefix if prefix is not None and code == 1 else nrows
         return _decode_raster(data, layout, nrows, where, allocate, keep)
     if code == _JPEG:
         return _decode_image(data, layout, nrows, where, _jpeg, allocate)
@@ -298,19 +297,199 @@ class _Where:
             raise self.error(expected, f"{type(exc).__name__}: {exc}") from exc
 
 
-def _decode_raster(
-    data: Any, layout: TileLayout, nrows: int, where: _Where, allocate: Allocator, keep: int
-) -> np.ndarray:
-    """Byte-stream codecs (and none): decompress, unpack bits, undo predictor and byte order.
+def stops_early(layout: TileLayout, prefix: int, rows: int | None = None) -> bool:
+    """Whether ``decode_tile(prefix=prefix)`` stops after ``prefix`` of the tile's ``rows``
+    (default: ``layout.tile_height``): always for uncompressed tiles, for Deflate when the
+    prefix is at most :data:`PREFIX_SHARE` of the rows (deeper, one whole-tile inflate is
+    faster), never for the other codecs.
 
-    Only the first ``keep`` of the tile's ``nrows`` rows are decoded and returned (``keep <
-    nrows`` with a streamed codec or none)."""
-    expected = nrows * layout.row_bytes
+    >>> layout = TileLayout(tile_width=4, tile_height=100, samples=1, dtype="uint16",
+    ...                     bits_per_sample=16, compression=8)
+    >>> stops_early(layout, 50), stops_early(layout, 100)
+    (True, False)
+    """
+    nrows = layout.tile_height if rows is None else rows
+    if layout.compression == 1:
+        return True
+    return layout.compression in _STREAMED and prefix <= PREFIX_SHARE * nrows
+
+
+class PartialTile:
+    """A Deflate tile decoded down to some row, able to decode the rows below it later.
+
+    The inflater's state and the input it has not consumed yet are kept, so going deeper
+    costs only the new rows: no second fetch and no second inflate of the rows above. Rows
+    are written into one buffer sized for the whole tile (from ``allocate``), so every
+    array :meth:`decode_rows` returns is a view of its top. Thread-safe: concurrent calls
+    decode each row once. Holds at most :attr:`nbytes`; once the last row is decoded, only
+    the buffer.
+
+    Args:
+        data: The tile's bytes, exactly as stored (Deflate or Adobe Deflate).
+        layout: The tile layout of the IFD.
+        rows: Rows in this tile when fewer than ``layout.tile_height`` (a last strip).
+        url, tile: Where the bytes came from, for error messages.
+        allocate: As for :func:`decode_tile`.
+
+    Raises:
+        UnsupportedFormatError: the tile is not Deflate-compressed.
+
+    Example:
+        >>> import zlib
+        >>> layout = TileLayout(tile_width=2, tile_height=3, samples=1, dtype="uint8",
+        ...                     bits_per_sample=8, compression=8)
+        >>> tile = PartialTile(zlib.compress(bytes(range(6))), layout)
+        >>> tile.decode_rows(1).tolist(), tile.decoded, tile.complete
+        ([[[0, 1]]], 1, False)
+        >>> tile.decode_rows(3).tolist(), tile.complete  # rows 1 and 2 inflated now
+        ([[[0, 1], [2, 3], [4, 5]]], True)
+    """
+
+    def __init__(
+        self,
+        data: bytes | bytearray | memoryview,
+        layout: TileLayout,
+        *,
+        rows: int | None = None,
+        url: str = "",
+        tile: int = -1,
+        allocate: Allocator | None = None,
+    ) -> None:
+        nrows = layout.tile_height if rows is None else rows
+        if not 0 < nrows <= layout.tile_height:
+            raise ValueError(f"expected 0 < rows <= {layout.tile_height}, got {nrows}")
+        self._where = _Where(url, tile, layout)
+        _check_size(layout, f" in {self._where}")
+        if layout.compression not in _STREAMED:
+            raise UnsupportedFormatError(
+                f"expected a Deflate tile to decode in parts in {self._where}, got "
+                f"compression {layout.compression} ({layout.compression_name})"
+            )
+        _check_raster(layout, self._where)
+        allocate = allocate or _empty
+        self.layout = layout
+        self.rows = nrows
+        """Rows in the tile."""
+        self.decoded = 0
+        """Rows decoded so far (from the top)."""
+        size = nrows * layout.row_bytes
+        self._raw = allocate(size)[:size]
+        self._out = self._raw
+        if layout.bits_per_sample == 1:  # unpacked to one byte per sample, apart
+            count = nrows * layout.tile_width * layout.samples
+            self._out = allocate(count)[:count]
+        self._inflater: Any = _streaming_zlib.decompressobj()
+        self._pending: Any = data
+        self._input_bytes = len(data)
+        self._failed: DecodeError | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def complete(self) -> bool:
+        """Every row is decoded (the inflater and the input it held are let go)."""
+        return self.decoded == self.rows
+
+    @property
+    def nbytes(self) -> int:
+        """Memory the tile holds: its buffers and, until the last row is decoded, at most
+        its compressed input (what the inflater has not consumed, and what it buffers)."""
+        extra = self._out.nbytes if self._out is not self._raw else 0
+        return int(self._raw.nbytes) + extra + (0 if self.complete else self._input_bytes)
+
+    def decode_rows(self, count: int) -> np.ndarray:
+        """The tile's top ``count`` rows, ``(samples, count, tile_width)``, decoding those
+        not decoded yet.
+
+        Raises:
+            DecodeError: corrupt bytes, or fewer bytes than the rows need (this call and
+                every later one: the stream cannot be resumed past the damage).
+        """
+        if not 0 < count <= self.rows:
+            raise ValueError(f"expected 0 < count <= {self.rows}, got {count}")
+        with self._lock:
+            if self._failed is not None:
+                raise self._failed
+            if count > self.decoded:
+                try:
+                    self._inflate_to(count)
+                except DecodeError as exc:
+                    self._failed = exc
+                    self._inflater = self._pending = None
+                    raise
+            return self._view(count)
+
+    def _inflate_to(self, count: int) -> None:
+        layout, where = self.layout, self._where
+        first, row_bytes = self.decoded, layout.row_bytes
+        target = self._raw[first * row_bytes : count * row_bytes]
+        filled = 0
+        while filled < target.size:  # ISA-L may hold input inside: ask until it gives none
+            chunk = where.call(
+                self._inflater.decompress,
+                self._pending,
+                target.size - filled,
+                expected=f"{count * row_bytes} bytes",
+            )
+            self._pending = self._inflater.unconsumed_tail
+            if not chunk:
+                break
+            target[filled : filled + len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
+            filled += len(chunk)
+        if filled < target.size:
+            got = first * row_bytes + filled
+            raise where.error(f"at least {count * row_bytes} bytes", f"{got} bytes")
+        rows = _finish_rows(target, layout, count - first, where)
+        if self._out is not self._raw:
+            width = layout.tile_width * layout.samples
+            self._out[first * width : count * width] = rows.reshape(-1)
+        elif not np.shares_memory(rows, target):  # Predictor 3 writes a new array
+            target.view(rows.dtype).reshape(rows.shape)[...] = rows
+        self.decoded = count
+        if count == self.rows:
+            self._inflater = self._pending = None
+
+    def _view(self, count: int) -> np.ndarray:
+        layout = self.layout
+        width = layout.tile_width * layout.samples
+        if self._out is not self._raw:
+            flat = self._out[: count * width]
+        else:
+            flat = self._raw[: count * layout.row_bytes].view(np.dtype(layout.dtype))
+        return flat.reshape(count, layout.tile_width, layout.samples).transpose(2, 0, 1)
+
+
+def _check_raster(layout: TileLayout, where: _Where) -> None:
+    """Refuse byte-stream layouts rasteret cannot turn into samples."""
     if layout.photometric == 6 and layout.ycbcr_subsampling not in (None, (1, 1)):
         raise UnsupportedFormatError(
             f"expected chroma-subsampled YCbCr only inside JPEG tiles in {where}, got "
             f"YCbCrSubSampling {layout.ycbcr_subsampling} with {layout.compression_name}"
         )
+    native = np.dtype(layout.dtype)
+    if layout.bits_per_sample != 1 and native.itemsize * 8 != layout.bits_per_sample:
+        raise UnsupportedFormatError(
+            f"expected {native.itemsize * 8}-bit samples for dtype {native} in {where}, "
+            f"got BitsPerSample {layout.bits_per_sample}"
+        )
+    if layout.predictor == 3 and native.kind != "f":
+        raise UnsupportedFormatError(
+            f"expected floating-point samples with Predictor 3 in {where}, got {native}"
+        )
+    if layout.predictor not in (1, 2, 3):
+        raise UnsupportedFormatError(
+            f"expected Predictor 1, 2 or 3 in {where}, got {layout.predictor}"
+        )
+
+
+def _decode_raster(
+    data: Any, layout: TileLayout, nrows: int, where: _Where, allocate: Allocator, keep: int
+) -> np.ndarray:
+    """Byte-stream codecs (and none): decompress, unpack bits, undo predictor and byte order.
+
+    Only the first ``keep`` of the tile's ``nrows`` rows are returned (``keep < nrows``
+    for uncompressed tiles only; Deflate prefixes go through :class:`PartialTile`)."""
+    _check_raster(layout, where)
+    expected = nrows * layout.row_bytes
     if layout.compression == 1:
         buf = np.frombuffer(data, dtype=np.uint8)
         if buf.size < expected:
@@ -318,13 +497,6 @@ def _decode_raster(
         buf = buf[: keep * layout.row_bytes]
         if layout.predictor != 1 or (layout.big_endian and layout.bits_per_sample > 8):
             buf = buf.copy()  # undone in place below
-    elif keep < nrows:
-        wanted = keep * layout.row_bytes
-        head = where.call(_inflate_prefix, data, wanted, expected=f"{wanted} bytes")
-        if len(head) != wanted:
-            raise where.error(f"at least {wanted} bytes", f"{len(head)} bytes")
-        buf = allocate(wanted)[:wanted]
-        buf[:] = np.frombuffer(head, dtype=np.uint8)
     else:
         capacity = layout.tile_height * layout.row_bytes  # a last strip may be stored padded
         out = allocate(capacity + 1)  # one spare byte exposes an overflow
@@ -335,37 +507,30 @@ def _decode_raster(
             got = f"more than {capacity} bytes" if size > capacity else f"{size} bytes"
             raise where.error(f"{expected} bytes", got)
         buf = out[:expected]
-    nrows = keep
+    return _finish_rows(buf, layout, keep, where).transpose(2, 0, 1)
+
+
+def _finish_rows(buf: np.ndarray, layout: TileLayout, nrows: int, where: _Where) -> np.ndarray:
+    """Decompressed rows (``uint8``, ``nrows`` whole rows) to samples, ``(rows, width,
+    samples)``: 1-bit rows unpacked, byte order and predictor undone (each row on its own,
+    so rows can be finished in parts). In place, except for 1-bit rows and Predictor 3,
+    which return a new array."""
     if layout.bits_per_sample == 1:
         count = layout.tile_width * layout.samples
         bits = np.unpackbits(buf.reshape(nrows, layout.row_bytes), axis=1, count=count)
-        return bits.reshape(nrows, layout.tile_width, layout.samples).transpose(2, 0, 1)
+        return bits.reshape(nrows, layout.tile_width, layout.samples)
     native = np.dtype(layout.dtype)
-    if native.itemsize * 8 != layout.bits_per_sample:
-        raise UnsupportedFormatError(
-            f"expected {native.itemsize * 8}-bit samples for dtype {native} in {where}, "
-            f"got BitsPerSample {layout.bits_per_sample}"
-        )
     arr = buf.view(native).reshape(nrows, layout.tile_width, layout.samples)
     if layout.predictor == 3:
         # Byte planes are stored most significant first whatever the file's byte order, and
         # the result is native: no byte swap (libtiff's fpAcc does the same).
-        if native.kind != "f":
-            raise UnsupportedFormatError(
-                f"expected floating-point samples with Predictor 3 in {where}, got {native}"
-            )
-        arr = where.call(imagecodecs.floatpred_decode, arr, axis=-2, out=arr)
-    else:
-        if layout.big_endian and native.itemsize > 1:
-            arr.byteswap(inplace=True)
-        if layout.predictor == 2:
-            ints = arr.view(f"u{native.itemsize}")  # floats with Predictor 2 difference bits
-            where.call(imagecodecs.delta_decode, ints, axis=-2, out=ints)
-        elif layout.predictor != 1:
-            raise UnsupportedFormatError(
-                f"expected Predictor 1, 2 or 3 in {where}, got {layout.predictor}"
-            )
-    return arr.transpose(2, 0, 1)
+        return where.call(imagecodecs.floatpred_decode, arr, axis=-2, out=arr)
+    if layout.big_endian and native.itemsize > 1:
+        arr.byteswap(inplace=True)
+    if layout.predictor == 2:
+        ints = arr.view(f"u{native.itemsize}")  # floats with Predictor 2 difference bits
+        where.call(imagecodecs.delta_decode, ints, axis=-2, out=ints)
+    return arr
 
 
 def _decode_image(
