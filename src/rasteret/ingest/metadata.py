@@ -120,7 +120,7 @@ class RasterLevel:
 
     def to_row(self) -> dict[str, Any]:
         """This level as a Python dict matching ``LEVEL_TYPE``."""
-        row = {f.name: getattr(self, f.name) for f in fields(RasterLevel)}
+        row = {name: getattr(self, name) for name in _LEVEL_FIELDS}
         row["transform"] = list(self.transform)
         row["tile_offsets"] = self.tile_offsets.tolist()
         row["tile_byte_counts"] = self.tile_byte_counts.tolist()
@@ -131,7 +131,7 @@ class RasterLevel:
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> RasterLevel:
         """Inverse of :meth:`to_row` (accepts the dicts ``pyarrow`` gives for the struct)."""
-        kwargs: dict[str, Any] = {f.name: row.get(f.name) for f in fields(RasterLevel)}
+        kwargs: dict[str, Any] = {name: row.get(name) for name in _LEVEL_FIELDS}
         kwargs["transform"] = tuple(row["transform"])
         kwargs["tile_offsets"] = np.asarray(row["tile_offsets"], dtype=np.uint64)
         kwargs["tile_byte_counts"] = np.asarray(row["tile_byte_counts"], dtype=np.uint64)
@@ -139,6 +139,10 @@ class RasterLevel:
             value = kwargs[key]
             kwargs[key] = None if value is None else tuple(value)
         return cls(**kwargs)
+
+
+_LEVEL_FIELDS = tuple(f.name for f in fields(RasterLevel))
+"""RasterLevel's field names (``dataclasses.fields`` is slow enough to show in every read)."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
