@@ -307,7 +307,7 @@ def test_a_resumed_tile_equals_a_fetched_one_and_costs_its_input_in_the_cache(
     aois = [box(0, 130, 100, 150), box(0, 200, 100, 250), box(0, 1, 100, 2)]
     resumed = [read_chips([rec], [a], 32633, ["b1"]).chips[0] for a in aois]
     cache = get_tile_cache(256)
-    (key,) = [k for k in cache.keys() if k.tile == 5]  # type: ignore[attr-defined]
+    (key,) = [k for k in cache.keys() if k.tile == 5]  # type: ignore[attr-defined]  # noqa: SIM118 (not a dict)
     partial = cache.partial(key)
     assert partial is not None
     held = cache.nbytes

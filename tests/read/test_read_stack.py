@@ -121,3 +121,24 @@ def test_a_held_stack_is_never_overwritten_by_later_reads(files: dict[str, Path]
         assert not np.shares_memory(other.stack, held)
         del other
     np.testing.assert_array_equal(held, snapshot, strict=True)
+
+
+def test_a_let_go_stack_is_reused_and_fully_overwritten(files: dict[str, Path]) -> None:
+    """A stack comes from recycled memory: the next same-shaped read reuses a dropped one
+    (filled with garbage here) and still equals the general path, edges and fill included."""
+    from rasteret.read.buffers import tile_buffers
+
+    recs = [record("c", files["chunky"], 3)] + [record(f"s{i}", files[f"s{i}"]) for i in range(3)]
+    opts = ReadOptions(cache_mb=0)
+    first = read_chips(recs, [box(10, 10, 110, 90)], 32633, ["b1"], opts, stack=True)
+    assert first.stack is not None
+    first.stack[...] = 54321  # garbage left behind
+    address = first.stack.__array_interface__["data"][0]
+    del first
+    reused = tile_buffers().reused
+    aois = [box(550, 350, 650, 430)]  # across the 600 x 400 images' edge: filled pixels too
+    fast = read_chips(recs, aois, 32633, ["b1"], opts, stack=True)
+    assert fast.stack is not None
+    assert fast.stack.__array_interface__["data"][0] == address
+    assert tile_buffers().reused > reused
+    assert_same_chips(fast, read_chips(recs, aois, 32633, ["b1"], opts))

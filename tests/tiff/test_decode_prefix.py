@@ -148,9 +148,10 @@ def test_a_resumed_tile_lets_go_of_its_input_once_complete(backend: str) -> None
     tile = decode.PartialTile(data, layout)
     tile.decode_rows(8)
     held = tile.nbytes
-    assert held > pixels.nbytes  # the buffer and the input not inflated yet
+    assert held > pixels.nbytes  # the buffer and the compressed input
     tile.decode_rows(64)
-    assert tile.complete and tile.nbytes == pixels.nbytes < held
+    assert tile.complete
+    assert tile.nbytes == pixels.nbytes < held
     np.testing.assert_array_equal(tile.decode_rows(64)[0], pixels)
 
 
@@ -185,7 +186,9 @@ def test_a_stream_too_short_for_the_deeper_rows_fails_every_later_call(backend: 
     tile = decode.PartialTile(short, layout, url="s3://b/k", tile=7)
     assert tile.decode_rows(2).shape == (1, 2, 64)
     for _ in range(2):
-        with pytest.raises(DecodeError, match=r"expected at least 1280 bytes .* tile 7 of s3://b/k"):
+        with pytest.raises(
+            DecodeError, match=r"expected at least 1280 bytes .* tile 7 of s3://b/k"
+        ):
             tile.decode_rows(10)
     assert tile.decoded == 2
 

@@ -32,7 +32,7 @@ import weakref
 
 import numpy as np
 
-__all__ = ["DEFAULT_POOL_MB", "BufferPool", "ProcessPool", "tile_buffers"]
+__all__ = ["DEFAULT_POOL_MB", "BufferPool", "ProcessPool", "recycled_array", "tile_buffers"]
 
 DEFAULT_POOL_MB = 256
 """Megabytes (10**6 bytes) of returned tile memory kept for reuse: the default tile cache's
@@ -131,3 +131,17 @@ _tile_pool = ProcessPool(DEFAULT_POOL_MB)
 def tile_buffers() -> BufferPool:
     """The process-wide pool of decoded-tile memory (:data:`DEFAULT_POOL_MB`)."""
     return _tile_pool()
+
+
+def recycled_array(shape: tuple[int, ...], dtype: np.dtype | str) -> np.ndarray:
+    """``np.empty(shape, dtype)`` in the memory of :func:`tile_buffers` (contents undefined:
+    every element must be written by the caller). Its memory returns to the pool once
+    nothing refers to the array, so the same-shaped array of the next read reuses it.
+
+    >>> arr = recycled_array((2, 3), "uint16")
+    >>> arr.shape, str(arr.dtype), arr.flags.writeable
+    ((2, 3), 'uint16', True)
+    """
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    return tile_buffers().take(nbytes).view(dtype).reshape(shape)

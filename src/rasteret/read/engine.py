@@ -27,6 +27,7 @@ import shapely
 from rasteret._sync import run
 from rasteret._warn import warn
 from rasteret.errors import RasteretWarning
+from rasteret.read.buffers import recycled_array
 from rasteret.read.execute import execute_plan_async, stack_shape
 from rasteret.read.options import ReadOptions
 from rasteret.read.plan import RecordRef, SkippedRecord, plan_read
@@ -89,7 +90,9 @@ async def read_chips_async(
         bar = tqdm(total=len(plan.chips), unit="chip", desc="rasteret read")
     failed: list[FailedRead] = []
     shape = stack_shape(plan) if stack else None
-    out = None if shape is None else np.empty(shape, dtype=plan.dtype)
+    # recycled memory: the same-shaped result of an earlier read, once let go, is reused
+    # (fresh memory costs a page fault per 4 KiB on first write, ~0.75 ms per MB here)
+    out = None if shape is None else recycled_array(shape, plan.dtype)
     try:
         chips = await execute_plan_async(
             plan,

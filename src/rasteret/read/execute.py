@@ -47,7 +47,7 @@ from rasteret.io.fetch import FetchOptions, fetch_ranges
 from rasteret.io.ranges import ByteRange, coalesce
 from rasteret.read.assemble import assemble_band
 from rasteret.read.bands import TileKey, TileSource
-from rasteret.read.buffers import tile_buffers
+from rasteret.read.buffers import recycled_array, tile_buffers
 from rasteret.read.cache import TileCache, get_tile_cache
 from rasteret.read.mask import geometry_inside
 from rasteret.read.options import ReadOptions
@@ -566,12 +566,6 @@ def _resume(partial: PartialTile, rows: int) -> Decoded:
     return partial.decode_rows(rows), partial
 
 
-def _recycled(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """``np.empty(shape, dtype)`` in recycled memory (every element is written by the caller)."""
-    nbytes = int(np.prod(shape)) * dtype.itemsize
-    return tile_buffers().take(nbytes).view(dtype).reshape(shape)
-
-
 def _assemble_chip(
     plan: ReadPlan,
     chip: ChipPlan,
@@ -584,8 +578,8 @@ def _assemble_chip(
     grid = chip.grid
     shape = (len(chip.bands), grid.height, grid.width)
     if data is None:
-        data = _recycled(shape, plan.dtype)
-    valid = _recycled(shape, np.dtype(bool))
+        data = recycled_array(shape, plan.dtype)
+    valid = recycled_array(shape, np.dtype(bool))
     for read in chip.bands:
         c = read.index
         assemble_band(read, decoded, grid, inside_aoi, data[c], valid[c], plan.fill_values[c])
