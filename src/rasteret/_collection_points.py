@@ -330,7 +330,7 @@ class PointSamplingMixin:
             ``table = collection.sample_points(sites, ["B04", "B08"], geometry_crs=4326)``
         """
         from rasteret.collection import Collection
-        from rasteret.outputs.points import samples_to_table
+        from rasteret.outputs.points import build_point_wkb, samples_to_table
 
         assert isinstance(self, Collection)
         if type(points).__module__.startswith(("dask.", "dask_geopandas")):
@@ -377,6 +377,8 @@ class PointSamplingMixin:
             y_column=y_column,
             geometry_crs=geometry_crs,
         )
+        # the geometry column needs only the points: built while the tiles are fetched
+        built = build_point_wkb(pts.x, pts.y) if pts.geometry is None else None
         bounds = points_bounds_crs84(pts)
         records = []
         if bounds is not None:
@@ -399,6 +401,7 @@ class PointSamplingMixin:
             geometry=pts.geometry,
             geometry_name=pts.geometry_name,
             keep_missing=keep_missing,
+            built=built,
         )
 
 

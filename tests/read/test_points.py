@@ -312,6 +312,32 @@ def test_outside_and_null_points_give_no_rows_unless_kept(single: Any) -> None:
     assert empty.schema.field("B08").type == pa.uint16()
 
 
+@pytest.mark.parametrize("keep_missing", [False, True])
+def test_geometry_built_during_the_read_equals_geometry_built_after(
+    single: Any, keep_missing: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From ``_PARALLEL_WKB_POINTS`` points on, sample_points builds the WKB column on a
+    thread while the tiles are fetched; the table is the one built after the read."""
+    from rasteret.outputs import points as out_points
+
+    xs, ys = _random_points(300, seed=5)
+    missing = np.zeros(300, bool)
+    missing[4] = True
+    xs[9] = X0 - 500  # outside
+    table = pa.table({"site": np.arange(300), "x": pa.array(xs, mask=missing), "y": ys})
+
+    def sample(threshold: int) -> pa.Table:
+        with monkeypatch.context() as m:
+            m.setattr(out_points, "_PARALLEL_WKB_POINTS", threshold)
+            return single.sample_points(
+                table, ["B04"], geometry_crs=EPSG, keep_missing=keep_missing
+            )
+
+    early, after = sample(0), sample(10**12)
+    assert early.equals(after)
+    assert (early.num_rows == 300) == keep_missing
+
+
 # ----------------------------------------------------------------------------- options
 @pytest.fixture(scope="module")
 def series(files: dict[str, Path]) -> Any:

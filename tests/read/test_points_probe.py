@@ -312,17 +312,20 @@ def test_wkb_built_on_a_thread_equals_wkb_built_in_line(
         columns = columns.append_column("geometry", pa.array(np.arange(n) * 2))
     given = out_points.points_to_wkb(xs[::-1].copy(), ys) if geometry == "given" else None
 
-    def table(parallel: bool) -> pa.Table:
+    def table(parallel: bool, early: bool = False) -> pa.Table:
         with monkeypatch.context() as m:
             m.setattr(out_points, "_PARALLEL_WKB_POINTS", 0 if parallel else 10**12)
+            # early: started before the read, as sample_points does
+            built = out_points.build_point_wkb(xs, ys) if early else None
             return out_points.samples_to_table(
                 samples, ["r1"], [None], ["EPSG:1"], columns=columns, x=xs, y=ys,
-                point_crs="EPSG:4326", geometry=given,
+                point_crs="EPSG:4326", geometry=given, built=built,
             )  # fmt: skip
 
-    threaded, in_line = table(True), table(False)
-    assert threaded.schema == in_line.schema
+    threaded, in_line, early = table(True), table(False), table(True, early=True)
+    assert threaded.schema == in_line.schema == early.schema
     assert threaded.equals(in_line)
+    assert early.equals(in_line)
     named = geometry == "input_named_geometry"
     want = ["site", "geometry", "sample_geometry"] if named else ["site", "geometry", "record_id"]
     assert threaded.column_names[:3] == want

@@ -44,7 +44,7 @@ from rasteret.read.locate import point_array
 from rasteret.read.select import PointSamples
 from rasteret.types import geoarrow_wkb_field
 
-__all__ = ["DEFAULT_GEOMETRY_NAME", "points_to_wkb", "samples_to_table"]
+__all__ = ["DEFAULT_GEOMETRY_NAME", "build_point_wkb", "points_to_wkb", "samples_to_table"]
 
 DEFAULT_GEOMETRY_NAME = "geometry"
 _PREFIX = "sample_"
@@ -83,6 +83,24 @@ def points_to_wkb(x: np.ndarray, y: np.ndarray) -> pa.BinaryArray:
     )
 
 
+def build_point_wkb(x: np.ndarray, y: np.ndarray) -> Future[pa.Array]:
+    """:func:`points_to_wkb` of ``x, y``: on a thread of its own from
+    ``_PARALLEL_WKB_POINTS`` points on (started now, the result when asked), else at once.
+
+    >>> build_point_wkb(np.array([1.0]), np.array([2.0])).result()[0].as_py().hex()
+    '0101000000000000000000f03f0000000000000040'
+    """
+    if len(x) < _PARALLEL_WKB_POINTS:
+        done: Future[pa.Array] = Future()
+        done.set_result(points_to_wkb(x, y))
+        return done
+    builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rasteret-wkb")
+    try:
+        return builder.submit(points_to_wkb, x, y)
+    finally:
+        builder.shutdown(wait=False)
+
+
 def samples_to_table(
     samples: PointSamples,
     record_ids: Sequence[str],
@@ -96,6 +114,7 @@ def samples_to_table(
     geometry: pa.Array | pa.ChunkedArray | None = None,
     geometry_name: str = DEFAULT_GEOMETRY_NAME,
     keep_missing: bool = False,
+    built: Future[pa.Array] | None = None,
 ) -> pa.Table:
     """The Arrow table of ``samples`` (see the module docstring for its columns).
 
@@ -108,6 +127,8 @@ def samples_to_table(
         geometry: The points' own WKB column, kept as is when given.
         geometry_name: Name of the geometry column.
         keep_missing: Give points without any sample a row of nulls.
+        built: :func:`build_point_wkb` of ``x, y``, started earlier (e.g. while the read
+            fetched), for the geometry column when ``geometry`` is None.
     """
     n_points = len(x)
     if keep_missing:
@@ -145,13 +166,10 @@ def samples_to_table(
     if geometry is not None:
         wkb: Future[pa.Array | pa.ChunkedArray] = Future()
         wkb.set_result(geometry)
-    elif n_points >= _PARALLEL_WKB_POINTS:  # built on a thread while the other columns are
-        builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rasteret-wkb")
-        wkb = builder.submit(points_to_wkb, x, y)
-        builder.shutdown(wait=False)
-    else:
-        wkb = Future()
-        wkb.set_result(points_to_wkb(x, y))
+    elif built is not None:
+        wkb = built
+    else:  # built on a thread while the other columns are
+        wkb = build_point_wkb(x, y)
     rec = samples.record_index
     only = _only_record(rec)
     if only is None:
