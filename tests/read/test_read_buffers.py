@@ -230,7 +230,8 @@ def test_reads_hold_few_tiles_and_recycle_them(
     scenes: list[Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pool = CountingPool()
-    monkeypatch.setattr(execute_module, "tile_buffers", lambda: pool)
+    monkeypatch.setattr(execute_module, "decoded_buffers", lambda: pool)
+    chip_reuse = tile_buffers().reused
     recs = [record(p.stem, p) for p in scenes]
     aois = _aois()
     opts = ReadOptions(backend=URLReader(), cache_mb=0)
@@ -244,7 +245,9 @@ def test_reads_hold_few_tiles_and_recycle_them(
         for a, b in zip(first, again, strict=True):
             np.testing.assert_array_equal(a.data, b.data, strict=True)
             np.testing.assert_array_equal(a.valid, b.valid, strict=True)
-    assert pool.reused >= tiles + 2 * len(first)  # tiles, and the chips' data and valid
+        del again, a, b  # the second read's chips take this one's memory
+    assert pool.reused >= 2 * tiles  # the tiles of both later reads
+    assert tile_buffers().reused - chip_reuse >= 2 * len(first)  # chips' data and valid
     for chip in first:
         expected = _rasterio(scenes[chip.record_index], aois[chip.aoi_index])
         np.testing.assert_array_equal(chip.data[0], expected, strict=True)
@@ -287,3 +290,57 @@ def test_a_forked_child_starts_its_own_process_pool() -> None:
     child.join(timeout=60)
     assert child.exitcode == 0
     assert pool() is parent
+
+
+def _report_bytes(arrays: list[np.ndarray], out: Any) -> None:
+    out.send([int(a.max()) for a in arrays])
+    for a in arrays:
+        a[...] = 9  # the child's writes never reach the parent
+
+
+@FORK_OF_THREADS_EXPECTED
+def test_private_memory_is_not_shared_with_forked_children() -> None:
+    """Decoded tiles live in private memory (MADV_WIPEONFORK): a forked child sees zeros
+    there and cannot share (so cannot make the parent copy) those pages; the memory of the
+    other pools, which may reach users, is inherited as usual."""
+    import multiprocessing
+
+    from rasteret.read.buffers import private_block
+
+    if private_block(4096) is None:
+        pytest.skip("this system has no MADV_WIPEONFORK")
+    private = BufferPool(1 << 20, private=True)
+    shared = BufferPool(1 << 20)
+    assert private.private
+    assert not shared.private
+    mine, theirs = private.take(8192), shared.take(8192)
+    mine[...], theirs[...] = 7, 7
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_report_bytes, args=([mine, theirs], send))
+    child.start()
+    assert receive.recv() == [0, 7]
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    assert (mine == 7).all()
+    assert (theirs == 7).all()
+
+
+def test_decoded_tiles_come_from_the_private_pool_sized_to_the_cache(scenes: list[Path]) -> None:
+    from rasteret.read.buffers import decoded_buffers
+    from rasteret.read.cache import get_tile_cache
+
+    get_tile_cache(512)
+    assert decoded_buffers().max_free_bytes == 512_000_000
+    clear_tile_cache()
+    taken = decoded_buffers().reused
+    recs = [record(p.stem, p) for p in scenes]
+    opts = ReadOptions(backend=URLReader(), cache_mb=512)
+    first = read_chips(recs, _aois(), 32633, ["b1"], opts).chips
+    clear_tile_cache()  # the tiles' memory goes back to the pool, kept for the next read
+    again = read_chips(recs, _aois(), 32633, ["b1"], opts).chips
+    assert decoded_buffers().reused - taken >= 3 * 12 * 4
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a.data, b.data, strict=True)
+    get_tile_cache(10)  # a smaller cache: the pool keeps its default bound
+    assert decoded_buffers().max_free_bytes == 256_000_000

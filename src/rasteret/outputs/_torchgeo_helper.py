@@ -15,7 +15,9 @@ collection, or showed a sample. So a TorchGeo dataset in such a worker hands its
   The server reads on the parent's own event loop, decode pool and decoded-tile cache:
   workers cost no start-up, share one cache, and the batches of several workers overlap.
   Before each such fork the parent gives the memory it keeps for reuse back to the system:
-  shared with the children, every page of it would be copied when a read reused it.
+  shared with the children, every page of it would be copied when a read reused it. Its
+  decoded-tile memory is private instead (children do not share it, see
+  :mod:`rasteret.read.buffers`), so it is kept and reused after the fork.
 * A forked process that has no server to go to (its dataset was made or unpickled after the
   fork) starts a helper process of its own instead, ``python -m
   rasteret.outputs._torchgeo_helper``: a fresh interpreter running the same server.
@@ -45,7 +47,7 @@ from rasteret.errors import ReadError
 from rasteret.io._fork import at_fork, inherited_runtime, runtime_used, trim_heap
 from rasteret.outputs._torchgeo_merge import Job, SourceGrids, read_jobs
 from rasteret.outputs._torchgeo_window import SourceGrid
-from rasteret.read.buffers import tile_buffers
+from rasteret.read.buffers import decoded_buffers, tile_buffers
 from rasteret.read.locate import point_buffers
 from rasteret.read.options import ReadOptions
 from rasteret.read.plan import RecordRef
@@ -293,9 +295,13 @@ def _release_free_memory() -> None:
     heap's free pages would all be shared, and reused: they are given back to the system
     instead, so reads after the fork write fresh pages (:func:`rasteret.io._fork.trim_heap`).
     Point reads keep memory of their own (:func:`rasteret.read.locate.point_buffers`): freed too.
+    Decoded-tile memory is kept where it is private (never shared with children, see
+    :mod:`rasteret.read.buffers`): reads after the fork reuse it without a page fault.
     """
     tile_buffers().clear()
     point_buffers().clear()
+    if not decoded_buffers().private:
+        decoded_buffers().clear()
     trim_heap()
 
 

@@ -9,6 +9,14 @@ view of an array is gone (cache entries, chips being assembled, user references:
 keep the array they were taken from alive, so memory is reused only when nothing can see it
 any more). Up to ``max_free_bytes`` of returned memory is kept; the rest is freed.
 
+Decoded tiles never leave rasteret (chips and outputs are copied out of them), so their pool
+(:func:`decoded_buffers`) is *private*: its memory is mapped ``MADV_WIPEONFORK``, which a
+forked child sees as fresh zero pages instead of sharing it. A process that forks workers
+and goes on reading (the TorchGeo read server) then reuses its tile memory without the
+copy-on-write of shared pages and without the page faults of fresh memory; the pool of
+memory that may reach users (:func:`tile_buffers`: chips, stacked outputs) is shared like
+any memory and is freed before such a fork instead.
+
 >>> pool = BufferPool(max_free_bytes=1 << 20)
 >>> a = pool.take(1000)
 >>> a[:] = 7
@@ -26,17 +34,49 @@ any more). Up to ``max_free_bytes`` of returned memory is kept; the rest is free
 
 from __future__ import annotations
 
+import mmap
 import os
 import threading
 import weakref
 
 import numpy as np
 
-__all__ = ["DEFAULT_POOL_MB", "BufferPool", "ProcessPool", "recycled_array", "tile_buffers"]
+__all__ = [
+    "DEFAULT_POOL_MB",
+    "BufferPool",
+    "ProcessPool",
+    "decoded_buffers",
+    "private_block",
+    "recycled_array",
+    "tile_buffers",
+]
 
 DEFAULT_POOL_MB = 256
 """Megabytes (10**6 bytes) of returned tile memory kept for reuse: the default tile cache's
 size, so the tiles a cleared or overflowing cache lets go are reused by the next read."""
+
+
+MADV_WIPEONFORK = 18
+"""Linux's ``madvise`` advice (4.14+): a forked child gets zero pages, not this memory."""
+
+
+def private_block(nbytes: int) -> np.ndarray | None:
+    """``nbytes`` of anonymous memory that forked children do not share (``MADV_WIPEONFORK``:
+    they see zero pages there), as a writable ``uint8`` array; None where the system cannot
+    (not Linux, an old kernel, or ``nbytes`` 0).
+
+    >>> block = private_block(4096)
+    >>> block is None or (block.nbytes, bool(block.flags.writeable)) == (4096, True)
+    True
+    """
+    if nbytes <= 0:
+        return None
+    try:
+        block = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        block.madvise(MADV_WIPEONFORK)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return np.frombuffer(block, dtype=np.uint8)
 
 
 class BufferPool:
@@ -46,9 +86,13 @@ class BufferPool:
 
     Args:
         max_free_bytes: Returned memory kept for reuse; 0 keeps none (every take allocates).
+        private: Allocate memory that forked children do not share (:func:`private_block`),
+            where the system allows; :attr:`private` says whether it does.
     """
 
-    def __init__(self, max_free_bytes: int) -> None:
+    def __init__(self, max_free_bytes: int, *, private: bool = False) -> None:
+        self.private = private and private_block(mmap.PAGESIZE) is not None
+        """Every buffer of this pool is private (forked children do not share it)."""
         self._max_free = max(int(max_free_bytes), 0)
         self._free: dict[int, list[np.ndarray]] = {}
         self._free_bytes = 0
@@ -56,6 +100,11 @@ class BufferPool:
         self._lock = threading.RLock()
         self.reused = 0
         """Takes served from returned memory so far."""
+
+    @property
+    def max_free_bytes(self) -> int:
+        """Returned memory kept for reuse at most."""
+        return self._max_free
 
     @property
     def free_bytes(self) -> int:
@@ -74,6 +123,8 @@ class BufferPool:
                 raw = stack.pop()
                 self._free_bytes -= nbytes
                 self.reused += 1
+        if raw is None and self.private:
+            raw = private_block(nbytes)
         if raw is None:
             raw = np.empty(nbytes, dtype=np.uint8)
         # The array handed out wraps a memoryview, so NumPy's views of it keep *it* alive (a
@@ -87,6 +138,16 @@ class BufferPool:
         with self._lock:
             self._free.clear()
             self._free_bytes = 0
+
+    def resize(self, max_free_bytes: int) -> None:
+        """Keep at most ``max_free_bytes`` of returned memory from now on (freeing the rest)."""
+        with self._lock:
+            self._max_free = max(int(max_free_bytes), 0)
+            for size in sorted(self._free, reverse=True):
+                stack = self._free[size]
+                while stack and self._free_bytes > self._max_free:
+                    stack.pop()
+                    self._free_bytes -= size
 
     def _give_back(self, raw: np.ndarray) -> None:
         with self._lock:
@@ -107,8 +168,9 @@ class ProcessPool:
     (True, 0)
     """
 
-    def __init__(self, max_mb: float) -> None:
+    def __init__(self, max_mb: float, *, private: bool = False) -> None:
         self._max_bytes = int(max_mb * 1_000_000)
+        self._private = private
         self._pool: BufferPool | None = None
         self._lock = threading.Lock()
         if hasattr(os, "register_at_fork"):
@@ -117,7 +179,7 @@ class ProcessPool:
     def __call__(self) -> BufferPool:
         with self._lock:
             if self._pool is None:
-                self._pool = BufferPool(self._max_bytes)
+                self._pool = BufferPool(self._max_bytes, private=self._private)
             return self._pool
 
     def _reset(self) -> None:
@@ -126,11 +188,24 @@ class ProcessPool:
 
 
 _tile_pool = ProcessPool(DEFAULT_POOL_MB)
+_decoded_pool = ProcessPool(DEFAULT_POOL_MB, private=True)
 
 
 def tile_buffers() -> BufferPool:
-    """The process-wide pool of decoded-tile memory (:data:`DEFAULT_POOL_MB`)."""
+    """The process-wide pool of memory for assembled chips and stacked outputs, which reach
+    users (:data:`DEFAULT_POOL_MB` kept)."""
     return _tile_pool()
+
+
+def decoded_buffers() -> BufferPool:
+    """The process-wide pool of decoded-tile memory: private (see the module docstring),
+    keeping :data:`DEFAULT_POOL_MB`, or as much as the decoded-tile cache holds when that is
+    more (:func:`rasteret.read.cache.get_tile_cache`), so the tiles of a cleared or
+    overflowing cache are decoded again into memory already mapped.
+
+    Only for arrays that never reach users: a forked child reads zeros in them.
+    """
+    return _decoded_pool()
 
 
 def recycled_array(shape: tuple[int, ...], dtype: np.dtype | str) -> np.ndarray:

@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from rasteret.read.buffers import DEFAULT_POOL_MB, decoded_buffers
 from rasteret.tiff.decode import PartialTile
 
 __all__ = ["TileCache", "clear_tile_cache", "get_tile_cache", "memory_share_mb", "usable_memory"]
@@ -189,16 +190,20 @@ def get_tile_cache(cache_mb: float) -> TileCache:
 
     ``cache_mb=0`` returns an empty cache that stores nothing, leaving the process-wide cache
     (and what other reads put in it) untouched; any other size resizes the shared cache
-    (the last read's setting wins).
+    (the last read's setting wins), and lets the pool of decoded-tile memory
+    (:func:`~rasteret.read.buffers.decoded_buffers`) keep as much for reuse.
     """
     global _cache
     if cache_mb <= 0:
         return _DISABLED
     with _cache_lock:
-        if _cache is None:
-            _cache = TileCache(int(cache_mb * _MB))
-        elif _cache.max_bytes != int(cache_mb * _MB):
-            _cache.resize(int(cache_mb * _MB))
+        if _cache is None or _cache.max_bytes != int(cache_mb * _MB):
+            if _cache is None:
+                _cache = TileCache(int(cache_mb * _MB))
+            else:
+                _cache.resize(int(cache_mb * _MB))
+            # what the cache lets go is decoded into again: keep up to as much for reuse
+            decoded_buffers().resize(max(int(cache_mb * _MB), int(DEFAULT_POOL_MB * _MB)))
         return _cache
 
 

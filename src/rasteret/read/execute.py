@@ -47,7 +47,7 @@ from rasteret.io.fetch import FetchOptions, fetch_ranges
 from rasteret.io.ranges import ByteRange, coalesce
 from rasteret.read.assemble import assemble_band
 from rasteret.read.bands import TileKey, TileSource
-from rasteret.read.buffers import recycled_array, tile_buffers
+from rasteret.read.buffers import decoded_buffers, recycled_array
 from rasteret.read.cache import TileCache, get_tile_cache
 from rasteret.read.mask import geometry_inside
 from rasteret.read.options import ReadOptions
@@ -547,7 +547,7 @@ def _decode(source: TileSource, view: memoryview, prefix: int | None = None) -> 
     there (Deflate; then with the :class:`PartialTile` that decodes the rows below later),
     otherwise whole."""
     layout, key = source.layout, source.key
-    allocate = tile_buffers().take
+    allocate = decoded_buffers().take  # private: decoded tiles never reach users
     if prefix is not None and layout.compression != 1 and stops_early(layout, prefix, source.rows):
         partial = PartialTile(
             view, layout, rows=source.rows, url=key.href, tile=key.tile, allocate=allocate
