@@ -54,7 +54,9 @@ def test_warn_points_at_the_caller() -> None:
 
 
 def test_geometry_masks_hold_the_lock() -> None:
-    """``geometry_inside`` (rasterio's rasterize) runs only while no warning is being issued."""
+    """``geometry_inside`` (rasterio's rasterize) runs only while no warning is being issued.
+
+    A triangle: rectangles get their mask without rasterio (no lock needed)."""
     import shapely
 
     from rasteret.read import mask
@@ -63,8 +65,9 @@ def test_geometry_masks_hold_the_lock() -> None:
         done = threading.Event()
 
         def rasterize() -> None:
+            triangle = shapely.Polygon([(0, 0), (3, 0), (0, 2)])
             mask.geometry_inside(
-                shapely.box(0, 0, 2, 1), (1.0, 0.0, 0.0, 0.0, -1.0, 2.0), (2, 3), all_touched=False
+                triangle, (1.0, 0.0, 0.0, 0.0, -1.0, 2.0), (2, 3), all_touched=False
             )
             done.set()
 
