@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -186,21 +187,38 @@ def test_a_failed_read_lets_its_pool_jobs_end_before_raising(
 ) -> None:
     """A job still running after the read raised (an AOI rasterize silences warnings
     process-wide while it runs) would hide the warnings of whatever the caller does next."""
+    import threading
+
     import rasteret.read.execute as execute
 
     ended: list[bool] = []
+    started = threading.Event()
     rasterize = execute.geometry_inside
 
     def slow(*args: object, **kwargs: object) -> np.ndarray:
+        started.set()
         time.sleep(0.3)  # still running when the missing file has failed the read
         mask = rasterize(*args, **kwargs)  # type: ignore[arg-type]
         ended.append(True)
         return mask
 
+    class FailsOnceTheMaskRuns(URLReader):
+        """The missing file fails the read only once the mask job is running (else a busy
+        pool could leave it queued, and a queued job is cancelled, never run)."""
+
+        async def get_ranges(self, path: str, starts: Any, ends: Any) -> Any:
+            await asyncio.to_thread(started.wait, 10)
+            return await super().get_ranges(path, starts, ends)
+
+        async def get_range(self, path: str, start: int, end: int) -> Any:
+            await asyncio.to_thread(started.wait, 10)
+            return await super().get_range(path, start, end)
+
     monkeypatch.setattr(execute, "geometry_inside", slow)
     rec = record("g", files["s0"], href=str(tmp_path / "gone.tif"))
+    options = ReadOptions(cache_mb=0, backend=FailsOnceTheMaskRuns())
     with pytest.raises(ObjectNotFoundError):
-        read_chips([rec], [box(0, 0, 50, 50)], 32633, ["b1"], ReadOptions(cache_mb=0))
+        read_chips([rec], [box(0, 0, 50, 50)], 32633, ["b1"], options)
     assert ended == [True]
 
 

@@ -30,6 +30,17 @@ def prefixes(rows: int) -> list[int]:
     return sorted({1, max(1, rows // 3), share, min(rows, share + 1), rows})
 
 
+def first_tile(
+    name: str, fixture_paths: dict[str, Path]
+) -> tuple[TileLayout, int, bytes, np.ndarray]:
+    """The first tile of a fixture: its layout, rows, stored bytes and whole decode."""
+    spec = get_fixture_spec(name)
+    layout = hand_layout(spec)
+    rows = layout.tile_height if spec.tiled else min(layout.tile_height, spec.height)
+    data = gdal_block(fixture_paths[name], 0, 0)
+    return layout, rows, data, decode_tile(data, layout, rows=rows)
+
+
 @pytest.fixture(params=["isal", "zlib"])
 def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     if request.param == "zlib":
@@ -41,11 +52,7 @@ def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
 def test_prefix_equals_the_top_of_the_whole_tile(
     name: str, fixture_paths: dict[str, Path], backend: str
 ) -> None:
-    spec = get_fixture_spec(name)
-    layout = hand_layout(spec)
-    rows = layout.tile_height if spec.tiled else min(layout.tile_height, spec.height)
-    data = gdal_block(fixture_paths[name], 0, 0)
-    whole = decode_tile(data, layout, rows=rows)
+    layout, rows, data, whole = first_tile(name, fixture_paths)
     for prefix in prefixes(rows):
         top = decode_tile(data, layout, rows=rows, prefix=prefix)
         stops = layout.compression in STOPS_EARLY and (
@@ -127,11 +134,7 @@ def steps(rows: int) -> list[list[int]]:
 def test_resumed_rows_equal_the_whole_tile(
     name: str, fixture_paths: dict[str, Path], backend: str
 ) -> None:
-    spec = get_fixture_spec(name)
-    layout = hand_layout(spec)
-    rows = layout.tile_height if spec.tiled else min(layout.tile_height, spec.height)
-    data = gdal_block(fixture_paths[name], 0, 0)
-    whole = decode_tile(data, layout, rows=rows)
+    layout, rows, data, whole = first_tile(name, fixture_paths)
     for order in steps(rows):
         tile = decode.PartialTile(data, layout, rows=rows)
         for count in order:

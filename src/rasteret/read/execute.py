@@ -38,6 +38,7 @@ import threading
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -58,6 +59,7 @@ from rasteret.tiff.decode import PartialTile, decode_tile, empty_tile, stops_ear
 __all__ = [
     "DecodeQueue",
     "PoolJobs",
+    "TileDecodes",
     "decode_pool",
     "execute_plan_async",
     "fetch_options",
@@ -280,24 +282,7 @@ async def execute_plan_async(
             first_chip.setdefault(key, index)
     queue = DecodeQueue(pool, DECODE_SLOTS_PER_THREAD * _threads(), jobs)
 
-    async def fetch_and_decode(href: str, members: list[TileSource]) -> None:
-        await _fetch_and_decode(
-            href,
-            members,
-            fopts,
-            options,
-            tiles,
-            cache,
-            pool,
-            errors,
-            queue=queue,
-            priority=first_chip,
-        )
-
-    async def resume(source: TileSource, partial: PartialTile) -> None:
-        await _resume_tile(
-            source, partial, options, tiles, cache, pool, errors, queue=queue, priority=first_chip
-        )
+    decodes = TileDecodes(options, tiles, cache, pool, errors, queue=queue, priority=first_chip)
 
     def release(keys: set[TileKey]) -> None:
         """Forget the tiles no chip still needs (their memory can then be reused)."""
@@ -335,9 +320,9 @@ async def execute_plan_async(
         async with asyncio.TaskGroup() as group:
             for href, sources in to_fetch.items():
                 for members in _groups(sources, fopts):
-                    group.create_task(fetch_and_decode(href, members))
+                    group.create_task(decodes.fetch(href, members, fopts))
             for source, partial in to_resume:
-                group.create_task(resume(source, partial))
+                group.create_task(decodes.resume(source, partial))
             chip_tasks = [group.create_task(one_chip(i, c)) for i, c in enumerate(plan.chips)]
     except BaseExceptionGroup as eg:
         for mask in masks.values():
@@ -410,136 +395,84 @@ def _groups(sources: list[TileSource], fopts: FetchOptions) -> list[list[TileSou
     return [[s for m in c.members for s in by_range[m]] for c in merged]
 
 
-async def _fetch_and_decode(
-    href: str,
-    sources: list[TileSource],
-    fopts: FetchOptions,
-    options: ReadOptions,
-    tiles: Mapping[TileKey, asyncio.Future[Any]],
-    cache: TileCache,
-    pool: ThreadPoolExecutor,
-    errors: dict[TileKey, str] | None = None,
-    *,
-    queue: DecodeQueue | None = None,
-    priority: Mapping[TileKey, int] | None = None,
-) -> None:
-    """Fetch one coalesced group, decode its tiles, resolve their futures.
+@dataclass(frozen=True, eq=False)
+class TileDecodes:
+    """Where one read's tiles are decoded and published: fetched groups, or cached partial
+    decodes taken further.
 
-    With ``errors`` given and ``options.on_error == "skip"``, a failed tile's future gets
-    ``None`` and its error is recorded in ``errors``; otherwise the error is raised. With a
-    ``queue``, decodes wait their turn there (``priority[key]``, default 0); otherwise they go
-    straight to ``pool``.
+    Each decoded tile is cached and resolves its future in ``tiles``. With ``errors`` given
+    and ``options.on_error == "skip"``, a tile that cannot be fetched or decoded resolves to
+    None and its error is recorded in ``errors``; otherwise the error is raised. With a
+    ``queue``, decodes wait their turn there (``priority[key]``, default 0); otherwise they
+    go straight to ``pool``.
     """
-    fail = _failer(options, tiles, errors)
-    ranges = [ByteRange(s.start, s.end) for s in sources]
-    try:
-        views = await fetch_ranges(
-            href, ranges, options=fopts, backend=options.backend, cloud_config=options.cloud_config
-        )
-    except RasteretError as exc:
-        if fail is None:
-            raise
-        for source in sources:
-            fail(source, exc)
-        return
-    await asyncio.gather(
-        *(
-            _decode_job(
-                source,
-                _decode,
-                (source, view, None if options.whole_tiles else source.needed_rows),
-                tiles=tiles,
-                cache=cache,
-                pool=pool,
-                fail=fail,
-                queue=queue,
-                priority=priority,
+
+    options: ReadOptions
+    tiles: Mapping[TileKey, asyncio.Future[Any]]
+    cache: TileCache
+    pool: ThreadPoolExecutor
+    errors: dict[TileKey, str] | None = None
+    queue: DecodeQueue | None = None
+    priority: Mapping[TileKey, int] | None = None
+
+    async def fetch(self, href: str, sources: list[TileSource], fopts: FetchOptions) -> None:
+        """Fetch one coalesced group of ``href`` and decode its tiles."""
+        ranges = [ByteRange(s.start, s.end) for s in sources]
+        try:
+            views = await fetch_ranges(
+                href,
+                ranges,
+                options=fopts,
+                backend=self.options.backend,
+                cloud_config=self.options.cloud_config,
             )
-            for source, view in zip(sources, views, strict=True)
+        except RasteretError as exc:
+            for source in sources:
+                self._fail(source, exc)
+            return
+        whole = self.options.whole_tiles
+        await asyncio.gather(
+            *(
+                self._run(source, _decode, (source, view, None if whole else source.needed_rows))
+                for source, view in zip(sources, views, strict=True)
+            )
         )
-    )
 
+    async def resume(self, source: TileSource, partial: PartialTile) -> None:
+        """Decode the rows the read needs below those of a cached partial decode (no fetch)."""
+        rows = source.rows if self.options.whole_tiles else source.needed_rows
+        await self._run(source, _resume, (partial, rows))
 
-async def _resume_tile(
-    source: TileSource,
-    partial: PartialTile,
-    options: ReadOptions,
-    tiles: Mapping[TileKey, asyncio.Future[Any]],
-    cache: TileCache,
-    pool: ThreadPoolExecutor,
-    errors: dict[TileKey, str] | None = None,
-    *,
-    queue: DecodeQueue | None = None,
-    priority: Mapping[TileKey, int] | None = None,
-) -> None:
-    """Decode the rows a read needs below those of a cached, partly decoded tile (no fetch);
-    failures as in :func:`_fetch_and_decode`."""
-    rows = source.rows if options.whole_tiles else source.needed_rows
-    await _decode_job(
-        source,
-        _resume,
-        (partial, rows),
-        tiles=tiles,
-        cache=cache,
-        pool=pool,
-        fail=_failer(options, tiles, errors),
-        queue=queue,
-        priority=priority,
-    )
+    async def _run(
+        self, source: TileSource, job: Callable[..., Decoded], args: tuple[Any, ...]
+    ) -> None:
+        try:
+            if self.queue is None:
+                loop = asyncio.get_running_loop()
+                arr, partial = await loop.run_in_executor(self.pool, job, *args)
+            else:
+                rank = 0 if self.priority is None else self.priority.get(source.key, 0)
+                arr, partial = await self.queue.run(rank, job, *args)
+        except RasteretError as exc:
+            self._fail(source, exc)
+            return
+        self.cache.put(source.key, arr, partial=partial)
+        future = self.tiles.get(source.key)
+        if future is not None and not future.done():
+            future.set_result(arr)
 
-
-def _failer(
-    options: ReadOptions,
-    tiles: Mapping[TileKey, asyncio.Future[Any]],
-    errors: dict[TileKey, str] | None,
-) -> Callable[[TileSource, RasteretError], None] | None:
-    """With ``on_error="skip"`` (and ``errors`` to record in), what a failed tile does:
-    its error recorded, its future resolved to None. None: failures raise."""
-    if errors is None or options.on_error != "skip":
-        return None
-
-    def fail(source: TileSource, exc: RasteretError) -> None:
-        errors[source.key] = f"{type(exc).__name__}: {exc}"
-        future = tiles.get(source.key)
+    def _fail(self, source: TileSource, exc: RasteretError) -> None:
+        """Record a failed tile (``on_error="skip"``), or raise its error."""
+        if self.errors is None or self.options.on_error != "skip":
+            raise exc
+        self.errors[source.key] = f"{type(exc).__name__}: {exc}"
+        future = self.tiles.get(source.key)
         if future is not None and not future.done():
             future.set_result(None)
-
-    return fail
 
 
 Decoded = tuple[np.ndarray, PartialTile | None]
 """A decoded tile, and the partial decode it is the top of (None: whole)."""
-
-
-async def _decode_job(
-    source: TileSource,
-    job: Callable[..., Decoded],
-    args: tuple[Any, ...],
-    *,
-    tiles: Mapping[TileKey, asyncio.Future[Any]],
-    cache: TileCache,
-    pool: ThreadPoolExecutor,
-    fail: Callable[[TileSource, RasteretError], None] | None,
-    queue: DecodeQueue | None,
-    priority: Mapping[TileKey, int] | None,
-) -> None:
-    """Run ``job(*args)`` on the pool (through ``queue`` when given), cache its tile and
-    resolve the tile's future; a failure goes to ``fail``, or is raised without it."""
-    try:
-        if queue is None:
-            arr, partial = await asyncio.get_running_loop().run_in_executor(pool, job, *args)
-        else:
-            rank = 0 if priority is None else priority.get(source.key, 0)
-            arr, partial = await queue.run(rank, job, *args)
-    except RasteretError as exc:
-        if fail is None:
-            raise
-        fail(source, exc)
-        return
-    cache.put(source.key, arr, partial=partial)
-    future = tiles.get(source.key)
-    if future is not None and not future.done():
-        future.set_result(arr)
 
 
 def _decode(source: TileSource, view: memoryview, prefix: int | None = None) -> Decoded:

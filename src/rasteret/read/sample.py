@@ -47,10 +47,9 @@ from rasteret._sync import run
 from rasteret.read.bands import TileKey, TileSource
 from rasteret.read.cache import get_tile_cache
 from rasteret.read.execute import (
-    _fetch_and_decode,
+    TileDecodes,
     _first_error,
     _groups,
-    _resume_tile,
     decode_pool,
     fetch_options,
 )
@@ -207,6 +206,7 @@ async def _execute(
     fopts = fetch_options(options)
     budget = _ByteBudget(int(max_decoded_mb * _MB))
     pool = decode_pool()
+    decodes = TileDecodes(options, futures, cache, pool)
 
     async def start() -> _Gatherer:
         return _Gatherer(await planned, bar)
@@ -224,9 +224,7 @@ async def _execute(
         await budget.acquire(need)
         try:  # each tile is gathered as soon as it is decoded, while the others decode
             async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(
-                    _fetch_and_decode(href, members, fopts, options, futures, cache, pool)
-                )
+                tasks.create_task(decodes.fetch(href, members, fopts))
                 for s in members:
                     tasks.create_task(gather_tile(s.key))
         finally:
@@ -245,7 +243,7 @@ async def _execute(
                 futures[key].set_result(cached)
                 group.create_task(gather_tile(key))
             elif (partial := cache.partial(key)) is not None:  # decoded partly by a read
-                group.create_task(_resume_tile(source, partial, options, futures, cache, pool))
+                group.create_task(decodes.resume(source, partial))
                 group.create_task(gather_tile(key))
             else:
                 to_fetch[key.href].append(source)
