@@ -201,3 +201,26 @@ def test_only_deflate_tiles_decode_in_parts() -> None:
 
     with pytest.raises(UnsupportedFormatError, match=r"Deflate .* got compression 5 \(LZW\)"):
         decode.PartialTile(b"", _deflate_layout(compression=5))
+
+
+def test_a_stream_longer_than_the_tile_fails_at_its_last_row_as_a_whole_decode_does(
+    backend: str,
+) -> None:
+    layout = _deflate_layout(predictor=1)
+    longer = zlib.compress(np.zeros((33, 64), dtype="<u2").tobytes())  # 33 rows for 32
+    tile = decode.PartialTile(longer, layout, url="u", tile=2)
+    assert tile.decode_rows(20).shape == (1, 20, 64)  # a prefix does not see the end
+    with pytest.raises(DecodeError, match="tile 2 of u, got more than 4096 bytes"):
+        tile.decode_rows(32)
+    with pytest.raises(DecodeError, match="tile 2 of u"):
+        decode_tile(longer, layout, url="u", tile=2)
+
+
+def test_a_bad_checksum_fails_the_decode_that_reaches_the_end(backend: str) -> None:
+    layout = _deflate_layout(predictor=1)
+    stream = bytearray(zlib.compress(np.arange(32 * 64, dtype="<u2").tobytes()))
+    stream[-1] ^= 0xFF  # the Adler-32 trailer
+    tile = decode.PartialTile(bytes(stream), layout, url="u", tile=4)
+    tile.decode_rows(8)
+    with pytest.raises(DecodeError, match="tile 4 of u"):
+        tile.decode_rows(32)

@@ -444,9 +444,22 @@ class PartialTile:
             self._out[first * width : count * width] = rows.reshape(-1)
         elif not np.shares_memory(rows, target):  # Predictor 3 writes a new array
             target.view(rows.dtype).reshape(rows.shape)[...] = rows
-        self.decoded = count
         if count == self.rows:
+            self._check_end()
             self._inflater = self._pending = None
+        self.decoded = count
+
+    def _check_end(self) -> None:
+        """At the last row: a tile whose stream holds more than its rows is corrupt, as for a
+        whole-tile decode (a last strip may be stored padded to the full tile height). The
+        checksum was verified on the way, where the stream ended with the last row."""
+        layout, where = self.layout, self._where
+        if self._inflater.eof or self.rows < layout.tile_height:
+            return
+        size = self.rows * layout.row_bytes
+        extra = where.call(self._inflater.decompress, self._pending, 1, expected=f"{size} bytes")
+        if extra:
+            raise where.error(f"{size} bytes", f"more than {size} bytes")
 
     def _view(self, count: int) -> np.ndarray:
         layout = self.layout
