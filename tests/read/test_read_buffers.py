@@ -24,7 +24,7 @@ from read_support import record, write_cog
 
 from rasteret.read import ReadOptions, read_chips
 from rasteret.read import execute as execute_module
-from rasteret.read.buffers import BufferPool, ProcessPool, tile_buffers
+from rasteret.read.buffers import PRIVATE_MIN_BYTES, BufferPool, ProcessPool, tile_buffers
 from rasteret.read.cache import clear_tile_cache
 from rasteret.read.execute import DecodeQueue, decode_pool
 from rasteret.testing.stores import URLReader
@@ -313,17 +313,25 @@ def test_private_memory_is_not_shared_with_forked_children() -> None:
     shared = BufferPool(1 << 20)
     assert private.private
     assert not shared.private
-    mine, theirs = private.take(8192), shared.take(8192)
-    mine[...], theirs[...] = 7, 7
+    size = PRIVATE_MIN_BYTES
+    mine, small, theirs = private.take(size), private.take(4096), shared.take(size)
+    for array in (mine, small, theirs):
+        array[...] = 7
     context = multiprocessing.get_context("fork")
     receive, send = context.Pipe(duplex=False)
-    child = context.Process(target=_report_bytes, args=([mine, theirs], send))
+    child = context.Process(target=_report_bytes, args=([mine, small, theirs], send))
     child.start()
-    assert receive.recv() == [0, 7]
+    assert receive.recv() == [0, 7, 7]  # small buffers are ordinary memory
     child.join(timeout=60)
     assert child.exitcode == 0
-    assert (mine == 7).all()
-    assert (theirs == 7).all()
+    for array in (mine, small, theirs):
+        assert (array == 7).all()
+    del mine, small, theirs  # back to the pools
+    assert private.free_bytes == size + 4096
+    private.clear_shared()  # what a fork would share goes; the private block stays
+    assert private.free_bytes == size
+    shared.clear_shared()
+    assert shared.free_bytes == 0
 
 
 def test_decoded_tiles_come_from_the_private_pool_sized_to_the_cache(scenes: list[Path]) -> None:

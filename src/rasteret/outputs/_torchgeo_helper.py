@@ -300,8 +300,7 @@ def _release_free_memory() -> None:
     """
     tile_buffers().clear()
     point_buffers().clear()
-    if not decoded_buffers().private:
-        decoded_buffers().clear()
+    decoded_buffers().clear_shared()
     trim_heap()
 
 

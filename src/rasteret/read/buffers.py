@@ -43,6 +43,7 @@ import numpy as np
 
 __all__ = [
     "DEFAULT_POOL_MB",
+    "PRIVATE_MIN_BYTES",
     "BufferPool",
     "ProcessPool",
     "decoded_buffers",
@@ -58,6 +59,11 @@ size, so the tiles a cleared or overflowing cache lets go are reused by the next
 
 MADV_WIPEONFORK = 18
 """Linux's ``madvise`` advice (4.14+): a forked child gets zero pages, not this memory."""
+
+PRIVATE_MIN_BYTES = 256 * 1024
+"""Smallest buffer a private pool maps on its own. Each such buffer is one mapping, and a
+process has a bounded number of them (``vm.max_map_count``, 65,530 by default): small tiles
+(strips of a few rows) come from ordinary memory, whose sharing after a fork costs little."""
 
 
 def private_block(nbytes: int) -> np.ndarray | None:
@@ -87,12 +93,14 @@ class BufferPool:
     Args:
         max_free_bytes: Returned memory kept for reuse; 0 keeps none (every take allocates).
         private: Allocate memory that forked children do not share (:func:`private_block`),
-            where the system allows; :attr:`private` says whether it does.
+            where the system allows (:attr:`private` says whether it does), for buffers of
+            at least :data:`PRIVATE_MIN_BYTES`.
     """
 
     def __init__(self, max_free_bytes: int, *, private: bool = False) -> None:
         self.private = private and private_block(mmap.PAGESIZE) is not None
-        """Every buffer of this pool is private (forked children do not share it)."""
+        """This pool's buffers (of :data:`PRIVATE_MIN_BYTES` and more) are private: forked
+        children do not share them."""
         self._max_free = max(int(max_free_bytes), 0)
         self._free: dict[int, list[np.ndarray]] = {}
         self._free_bytes = 0
@@ -123,7 +131,7 @@ class BufferPool:
                 raw = stack.pop()
                 self._free_bytes -= nbytes
                 self.reused += 1
-        if raw is None and self.private:
+        if raw is None and self.private and nbytes >= PRIVATE_MIN_BYTES:
             raw = private_block(nbytes)
         if raw is None:
             raw = np.empty(nbytes, dtype=np.uint8)
@@ -138,6 +146,14 @@ class BufferPool:
         with self._lock:
             self._free.clear()
             self._free_bytes = 0
+
+    def clear_shared(self) -> None:
+        """Free the buffers held for reuse that forked children would share: all of them,
+        except the private ones of a private pool (see :data:`PRIVATE_MIN_BYTES`)."""
+        with self._lock:
+            for size in list(self._free):
+                if not (self.private and size >= PRIVATE_MIN_BYTES):
+                    self._free_bytes -= size * len(self._free.pop(size))
 
     def resize(self, max_free_bytes: int) -> None:
         """Keep at most ``max_free_bytes`` of returned memory from now on (freeing the rest)."""
