@@ -196,14 +196,16 @@ def get_tile_cache(cache_mb: float) -> TileCache:
     global _cache
     if cache_mb <= 0:
         return _DISABLED
+    size = int(cache_mb * _MB)
     with _cache_lock:
-        if _cache is None or _cache.max_bytes != int(cache_mb * _MB):
-            if _cache is None:
-                _cache = TileCache(int(cache_mb * _MB))
-            else:
-                _cache.resize(int(cache_mb * _MB))
-            # what the cache lets go is decoded into again: keep up to as much for reuse
-            decoded_buffers().resize(max(int(cache_mb * _MB), int(DEFAULT_POOL_MB * _MB)))
+        if _cache is None:
+            _cache = TileCache(size)
+        elif _cache.max_bytes != size:
+            _cache.resize(size)
+        else:
+            return _cache
+        # what the cache lets go is decoded into again: keep up to as much for reuse
+        decoded_buffers().resize(max(size, int(DEFAULT_POOL_MB * _MB)))
         return _cache
 
 

@@ -54,7 +54,7 @@ from rasteret.read.mask import geometry_inside
 from rasteret.read.options import ReadOptions
 from rasteret.read.plan import ChipPlan, ReadPlan, RecordRef
 from rasteret.read.result import Chip, FailedRead
-from rasteret.tiff.decode import PartialTile, decode_tile, empty_tile, stops_early
+from rasteret.tiff.decode import PartialTile, decode_tile, decodes_in_part, empty_tile
 
 __all__ = [
     "DecodeQueue",
@@ -481,7 +481,7 @@ def _decode(source: TileSource, view: memoryview, prefix: int | None = None) -> 
     otherwise whole."""
     layout, key = source.layout, source.key
     allocate = decoded_buffers().take  # private: decoded tiles never reach users
-    if prefix is not None and layout.compression != 1 and stops_early(layout, prefix, source.rows):
+    if prefix is not None and decodes_in_part(layout, prefix, source.rows):
         partial = PartialTile(
             view, layout, rows=source.rows, url=key.href, tile=key.tile, allocate=allocate
         )

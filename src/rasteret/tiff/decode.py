@@ -53,8 +53,8 @@ __all__ = [
     "PartialTile",
     "TileLayout",
     "decode_tile",
+    "decodes_in_part",
     "empty_tile",
-    "stops_early",
 ]
 
 COMPRESSION_NAMES: dict[int, str] = {
@@ -249,7 +249,7 @@ def decode_tile(
             f"({', '.join(COMPRESSION_NAMES[c] for c in sorted(SUPPORTED_COMPRESSIONS))}), "
             f"got compression {code} ({layout.compression_name}) in {where}"
         )
-    if prefix is not None and stops_early(layout, prefix, nrows) and code != 1:
+    if prefix is not None and decodes_in_part(layout, prefix, nrows):
         partial = PartialTile(data, layout, rows=nrows, url=url, tile=tile, allocate=allocate)
         return partial.decode_rows(prefix)
     if code == 1 or code in _BYTE_DECODERS:
@@ -297,20 +297,18 @@ class _Where:
             raise self.error(expected, f"{type(exc).__name__}: {exc}") from exc
 
 
-def stops_early(layout: TileLayout, prefix: int, rows: int | None = None) -> bool:
-    """Whether ``decode_tile(prefix=prefix)`` stops after ``prefix`` of the tile's ``rows``
-    (default: ``layout.tile_height``): always for uncompressed tiles, for Deflate when the
-    prefix is at most :data:`PREFIX_SHARE` of the rows (deeper, one whole-tile inflate is
-    faster), never for the other codecs.
+def decodes_in_part(layout: TileLayout, prefix: int, rows: int | None = None) -> bool:
+    """Whether a decode of the top ``prefix`` of the tile's ``rows`` (default:
+    ``layout.tile_height``) stops there through a :class:`PartialTile`: for Deflate tiles,
+    when the prefix is at most :data:`PREFIX_SHARE` of the rows (deeper, one whole-tile
+    inflate is faster). Uncompressed tiles are sliced instead; other codecs decode whole.
 
     >>> layout = TileLayout(tile_width=4, tile_height=100, samples=1, dtype="uint16",
     ...                     bits_per_sample=16, compression=8)
-    >>> stops_early(layout, 50), stops_early(layout, 100)
+    >>> decodes_in_part(layout, 50), decodes_in_part(layout, 100)
     (True, False)
     """
     nrows = layout.tile_height if rows is None else rows
-    if layout.compression == 1:
-        return True
     return layout.compression in _STREAMED and prefix <= PREFIX_SHARE * nrows
 
 
