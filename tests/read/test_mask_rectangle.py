@@ -9,8 +9,6 @@ be rasterized as before.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import shapely
@@ -106,7 +104,7 @@ SHAPES = {
 def test_other_shapes_and_all_touched_are_rasterized(name: str, touched: bool) -> None:
     geom = SHAPES[name]
     transform = (1.0, 0.0, 0.0, 0.0, -1.0, 32.0)
-    assert (mask_module._rectangle(geom) is not None) == (name == "never")
+    assert mask_module._rectangle(geom) is None
     got = geometry_inside(geom, transform, (32, 32), all_touched=touched)
     np.testing.assert_array_equal(got, rasterio_mask(geom, transform, (32, 32), touched))
 
@@ -138,5 +136,4 @@ def test_all_touched_rectangles_are_rasterized(monkeypatch: pytest.MonkeyPatch) 
     transform = (1.0, 0.0, 0.0, 0.0, -1.0, 32.0)
     got = geometry_inside(box, transform, (32, 32), all_touched=True)
     assert not called
-    assert got.shape == (32, 32)
-    assert math.isclose(got.mean(), rasterio_mask(box, transform, (32, 32), True).mean())
+    np.testing.assert_array_equal(got, rasterio_mask(box, transform, (32, 32), True))
