@@ -117,8 +117,21 @@ def _crs_string(crs: Any) -> str:
 
 
 def records_for(collection: Collection, bands: Sequence[str]) -> list[RecordRef]:
-    """The collection's records as :class:`RecordRef` values, in (datetime, id) order."""
+    """The collection's records as :class:`RecordRef` values, in (datetime, id) order.
+
+    Small collections are selected from a scan kept in memory (:mod:`rasteret._record_cache`),
+    each record parsed once; others are scanned with every filter.
+    """
     columns = [ID, DATETIME, *(metadata_column(b) for b in bands)]
+    cached = collection._records.entry(
+        collection.dataset, collection._unboxed_filter, tuple(columns), (DATETIME, ID)
+    )
+    if cached is not None:
+        bands = tuple(bands)
+        return [
+            cached.parsed(row, lambda c, r: _record_of(c.table, r, bands))
+            for row in cached.rows(collection._boxes).tolist()
+        ]
     table = collection.to_table(columns=columns)
     if len(table) == 0:
         return []
@@ -136,6 +149,15 @@ def records_for(collection: Collection, bands: Sequence[str]) -> list[RecordRef]
             metas[band] = None if cell is None else BandMetadata.from_row(cell)
         records.append(RecordRef(str(record_id), dates[row], metas))
     return records
+
+
+def _record_of(table: pa.Table, row: int, bands: Sequence[str]) -> RecordRef:
+    """Row ``row`` of a table of :func:`records_for`'s columns as a :class:`RecordRef`."""
+    metas: dict[str, BandMetadata | None] = {}
+    for band in bands:
+        cell = table.column(metadata_column(band))[row].as_py()
+        metas[band] = None if cell is None else BandMetadata.from_row(cell)
+    return RecordRef(str(table.column(ID)[row].as_py()), table.column(DATETIME)[row].as_py(), metas)
 
 
 class PixelReadsMixin:

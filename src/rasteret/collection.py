@@ -34,6 +34,7 @@ import pyarrow.dataset as ds
 from rasteret._collection_points import PointSamplingMixin
 from rasteret._collection_reads import PixelReadsMixin
 from rasteret._collection_torchgeo import TorchGeoMixin
+from rasteret._record_cache import RecordCache
 from rasteret.errors import BandResolutionError, SchemaError
 from rasteret.ingest.schema import (
     ASSETS,
@@ -70,23 +71,34 @@ class Collection(PixelReadsMixin, PointSamplingMixin, TorchGeoMixin):
         self.name = name
         self.data_source = data_source
         self._filter = filter
+        self._unboxed_filter = filter
+        """``_filter`` without the bounding-box filters of :meth:`subset` (kept apart in
+        ``_boxes``), so reads select records of a cached scan by box (:mod:`rasteret._record_cache`)."""
+        self._boxes: tuple[tuple[float, float, float, float], ...] = ()
+        self._records = RecordCache()
         self.path = path
         self.enrichment_errors: list[EnrichmentFailure] = list(enrichment_errors)
         """Every asset whose COG header could not be read when the collection was built."""
 
     # ----------------------------------------------------------------- filtering
-    def _derive(self, expression: ds.Expression | None) -> Collection:
-        combined = self._filter
-        if expression is not None:
-            combined = expression if combined is None else combined & expression
-        return Collection(
+    def _derive(
+        self,
+        expression: ds.Expression | None,
+        box: tuple[float, float, float, float] | None = None,
+    ) -> Collection:
+        """This collection with ``expression`` and the CRS84 ``box`` filter added."""
+        derived = Collection(
             self._dataset,
             name=self.name,
             data_source=self.data_source,
-            filter=combined,
+            filter=_and(self._filter, expression, None if box is None else _box_expression(box)),
             path=self.path,
             enrichment_errors=self.enrichment_errors,
         )
+        derived._unboxed_filter = _and(self._unboxed_filter, expression)
+        derived._boxes = self._boxes if box is None else (*self._boxes, box)
+        derived._records = self._records  # same dataset: the same cached scans
+        return derived
 
     def where(self, expression: ds.Expression) -> Collection:
         """Keep records matching a ``pyarrow.dataset`` expression (pushed into the scan)."""
@@ -123,20 +135,13 @@ class Collection(PixelReadsMixin, PointSamplingMixin, TorchGeoMixin):
             from rasteret.types import aoi_bounds_crs84
 
             bbox = aoi_bounds_crs84(geometries)
+        box = None
         if bbox is not None:
             xmin, ymin, xmax, ymax = (float(v) for v in bbox)
-            parts.append(
-                (ds.field(BBOX, "xmin") <= xmax)
-                & (ds.field(BBOX, "xmax") >= xmin)
-                & (ds.field(BBOX, "ymin") <= ymax)
-                & (ds.field(BBOX, "ymax") >= ymin)
-            )
+            box = (xmin, ymin, xmax, ymax)
         if split is not None:
             parts.append(_split_expression(split, split_column, names))
-        expression = None
-        for part in parts:
-            expression = part if expression is None else expression & part
-        return self._derive(expression)
+        return self._derive(_and(*parts), box)
 
     def select_split(self, split: str | Sequence[str], split_column: str = "split") -> Collection:
         """Keep the records of one or several splits (``"train"``, ``["val", "test"]``)."""
@@ -286,6 +291,26 @@ class Collection(PixelReadsMixin, PointSamplingMixin, TorchGeoMixin):
                 f"{[metadata_column(b) for b in self.bands]}; {hint}"
             )
         return list(bands)
+
+
+def _and(*parts: ds.Expression | None) -> ds.Expression | None:
+    """The conjunction of the given expressions (None: no filter)."""
+    combined = None
+    for part in parts:
+        if part is not None:
+            combined = part if combined is None else combined & part
+    return combined
+
+
+def _box_expression(box: tuple[float, float, float, float]) -> ds.Expression:
+    """Records whose CRS84 footprint bbox meets ``box`` (a null bbox never does)."""
+    xmin, ymin, xmax, ymax = box
+    return (
+        (ds.field(BBOX, "xmin") <= xmax)
+        & (ds.field(BBOX, "xmax") >= xmin)
+        & (ds.field(BBOX, "ymin") <= ymax)
+        & (ds.field(BBOX, "ymax") >= ymin)
+    )
 
 
 def _split_expression(
