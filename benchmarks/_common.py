@@ -542,9 +542,18 @@ class Floor:
         (on one machine the server, the HTTP client and the decoders share the cores)."""
         return self.cpu_seconds / (os.cpu_count() or 1)
 
-    def as_dict(self) -> dict[str, Any]:
+    def machine_floor(self, latency: float) -> float:
+        """The least wall time any reader needs for these tiles on this machine: no byte
+        arrives before the store's first-byte ``latency``, and all the CPU work of fetching
+        (client and server) and decoding comes after it, on every core; nor can it end
+        before the fetch, or the decode, alone would."""
+        return max(self.seconds, latency + self.cpu_bound)
+
+    def as_dict(self, latency: float | None = None) -> dict[str, Any]:
+        machine = {} if latency is None else {"machine_floor_s": self.machine_floor(latency)}
         return {
             "floor_s": self.seconds,
+            **machine,
             "cpu_bound_s": self.cpu_bound,
             "fetch": self.fetch.as_dict(),
             "decode": self.decode.as_dict(),

@@ -29,6 +29,7 @@ divided by the worker processes; ``benchmarks/README.md`` extrapolates it to 100
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -152,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     warp_aoi = warp_box()
     warp_read = {**read, "target_crs": f"EPSG:{EPSG}"}
     results: dict[str, Any] = {"latency_s": LATENCY, "points": n_points, "dates": len(specs)}
-    rows = []
+    rows: list[tuple[str, int, float, float, float]] = []
     with _common.ServerProcess(corpus.root, latency=LATENCY) as server:
         hrefs = corpus.hrefs(server.url)
         table = record_table(specs, {s.scene_id: hrefs[s.scene_id] for s in specs})
@@ -184,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "points": eager_pts.as_dict(),
             "warped": eager_warp.as_dict(),
         }
-        rows.append(["eager (1 process)", 0, eager_ds.median, eager_pts.median, eager_warp.median])
+        rows.append(("eager (1 process)", 0, eager_ds.median, eager_pts.median, eager_warp.median))
         chunks = None
         for workers in (1, 2):
             with cluster(workers) as client:
@@ -202,13 +203,13 @@ def main(argv: Sequence[str] | None = None) -> None:
                 xr.testing.assert_identical(lazy.compute(), eager_ds.result)  # also warms up
                 settle(client, list(dict(lazy.__dask_graph__())))
                 ds_run = _common.measure(
-                    lambda c=client: in_workers(c, lazy_read), repeat=args.repeat, warmup=0
+                    functools.partial(in_workers, client, lazy_read), repeat=args.repeat, warmup=0
                 )
                 expected = eager_pts.result.to_pandas(types_mapper=pd.ArrowDtype)
                 got = lazy_points().compute().reset_index(drop=True)
                 assert got.equals(expected), "partitioned samples differ from eager"
                 pts_run = _common.measure(
-                    lambda c=client: in_workers(c, lazy_points), repeat=args.repeat, warmup=0
+                    functools.partial(in_workers, client, lazy_points), repeat=args.repeat, warmup=0
                 )
 
                 def lazy_warped() -> xr.Dataset:
@@ -220,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 xr.testing.assert_identical(warped.compute(), eager_warp.result)  # exact
                 settle(client, list(dict(warped.__dask_graph__())))
                 warp_run = _common.measure(
-                    lambda c=client: in_workers(c, lazy_warped), repeat=args.repeat, warmup=0
+                    functools.partial(in_workers, client, lazy_warped), repeat=args.repeat, warmup=0
                 )
             results[f"workers_{workers}"] = {
                 "threads_per_worker": THREADS,
@@ -229,13 +230,13 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "warped": warp_run.as_dict(),
             }
             rows.append(
-                [
+                (
                     f"dask, {workers} worker process(es)",
                     workers,
                     ds_run.median,
                     pts_run.median,
                     warp_run.median,
-                ]
+                )
             )
         results["xarray_chunks"] = chunks
     samples = eager_pts.result.num_rows

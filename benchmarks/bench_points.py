@@ -254,7 +254,12 @@ def run_scenario(
                 **first.as_dict()})  # fmt: skip
     rows.append([name, "floor: needed tiles, 1 GET each; decode on all cores", floor.seconds, 1.0,
                  floor.seconds / floor2, samples / floor.seconds, floor.tiles])  # fmt: skip
-    raw.append({"scenario": name, "method": "floor", "samples": samples, **floor.as_dict()})
+    raw.append({"scenario": name, "method": "floor", "samples": samples,
+                **floor.as_dict(LATENCY)})  # fmt: skip
+    machine = floor.machine_floor(LATENCY)
+    rows.append([name, "machine floor: latency + CPU of that fetch and decode per core",
+                 machine, machine / floor.seconds, machine / floor2, samples / machine,
+                 ""])  # fmt: skip
     rows.append([name, "minimal per-point work alone (NumPy/pyarrow, rasters decoded)",
                  minimal.median, "", "", "", ""])  # fmt: skip
     rows.append([name, "floor incl. minimal per-point work (floor + the row above)", floor2,

@@ -62,7 +62,7 @@ BANDS = ("B04", "B08")
 def torchgeo_dataset(urls: Sequence[str]) -> RasterDataset:
     """TorchGeo's ``RasterDataset`` over ``/vsicurl/`` URLs of the B04 files."""
 
-    class Scenes(RasterDataset):  # type: ignore[misc]
+    class Scenes(RasterDataset):
         filename_glob = "T32_*_B04.tif"
         filename_regex = r"^T32_(?P<date>\d{8})_(?P<band>B0\d)\.tif$"
         date_format = "%Y%m%d"

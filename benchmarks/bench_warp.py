@@ -108,13 +108,15 @@ def cpu_ms(fn: Callable[[np.ndarray, Any, Grid], Any], chips: list[Case], n: int
 def main(argv: Sequence[str] | None = None) -> None:
     args = _common.parse_args(__doc__.splitlines()[0], argv, repeat=60)
     n = 10 if args.quick else args.repeat
-    rows, results = [], {"chip": SIZE, "chips": n, "kernels": {}}
+    rows: list[list[Any]] = []
+    kernels: dict[str, dict[str, float]] = {}
+    results = {"chip": SIZE, "chips": n, "kernels": kernels}
     for kernel in KERNELS:
         chips = cases(kernel)
         calls = float(np.mean([len(warp_calls(read, grid)) for _, read, grid in chips]))
         old = cpu_ms(one_window, chips, n)
         new = cpu_ms(strips, chips, n)
-        results["kernels"][kernel] = {"one_window_ms": old, "strips_ms": new, "calls": calls}
+        kernels[kernel] = {"one_window_ms": old, "strips_ms": new, "calls": calls}
         rows.append([kernel, old, new, new / old, calls])
     _common.print_table(
         f"warp CPU per {SIZE}x{SIZE} chip (EPSG:32633 -> 32632, median of {n})",
