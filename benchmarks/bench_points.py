@@ -115,7 +115,7 @@ def _wkb_points(x: np.ndarray, y: np.ndarray) -> pa.Array:
 
 def minimal_point_work(
     points: pa.Table, rasters: dict[str, dict[str, np.ndarray]], grid: Any, nodata: float,
-    records: Sequence[tuple[str, dt.datetime]],
+    records: Sequence[tuple[str, dt.datetime | None]],
 ) -> pa.Table:  # fmt: skip
     """The per-point work of a point read, written minimally: ``rasters[record][band]`` are
     the decoded rasters (all on one ``grid``, an affine transform; all in memory, all tiles
