@@ -12,6 +12,7 @@ with :func:`rasteret.read.sample.read_points` and assembled by
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -377,14 +378,19 @@ class PointSamplingMixin:
             y_column=y_column,
             geometry_crs=geometry_crs,
         )
-        # the geometry column needs only the points: built while the tiles are fetched
-        built = build_point_wkb(pts.x, pts.y) if pts.geometry is None else None
+        # the geometry column needs only the points: built while the tiles are fetched (once
+        # their requests are out: before, it would slow the work they wait for)
+        requests_out = threading.Event()
+        built = build_point_wkb(pts.x, pts.y, requests_out) if pts.geometry is None else None
         bounds = points_bounds_crs84(pts)
         records = []
         if bounds is not None:
             filters = {k: kwargs[k] for k in _FILTER_KEYWORDS if k in kwargs}
             records = records_for(self.subset(**filters).subset(bbox=bounds), bands)
-        samples = read_points(records, pts.x, pts.y, pts.crs, bands, point_options, read_options)
+        samples = read_points(
+            records, pts.x, pts.y, pts.crs, bands, point_options, read_options, requests_out
+        )
+        requests_out.set()  # also when there was nothing to read
         if not records:  # no record to take the dtypes from: the collection's first one
             samples = replace(samples, values=tuple(
                 np.empty(0, dtype=d) for d in _collection_dtypes(self, bands)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import tempfile
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -376,3 +378,60 @@ def test_a_held_table_is_never_overwritten_by_later_reads() -> None:
     assert pool.reused > before
     for name in held.column_names:
         assert held.column(name).to_pylist() == snapshot.column(name).to_pylist(), name
+
+
+def test_a_deferred_wkb_build_waits_for_its_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The geometry build of a large read starts once the read's requests are out; it still
+    ends (later) when nobody sets the event, and equals the build in line."""
+    monkeypatch.setattr(out_points, "_PARALLEL_WKB_POINTS", 0)
+    xs, ys = np.arange(1000.0), np.arange(1000.0) * 2
+    expected = out_points.points_to_wkb(xs, ys)
+    gate = threading.Event()
+    waiting = out_points.build_point_wkb(xs, ys, gate)
+    time.sleep(0.03)
+    assert not waiting.done()
+    gate.set()
+    assert waiting.result(timeout=5).equals(expected)
+    monkeypatch.setattr(out_points, "_WKB_WAIT_S", 0.05)
+    never = out_points.build_point_wkb(xs, ys, threading.Event())
+    assert never.result(timeout=5).equals(expected)
+
+
+class _StartCounting(URLReader):
+    """Counts requests when they are made (not when they complete)."""
+
+    started = 0
+
+    async def get_ranges(self, path: str, starts: Any, ends: Any) -> Any:
+        type(self).started += len(starts)
+        return await super().get_ranges(path, starts, ends)
+
+    async def get_range(self, path: str, start: int, end: int) -> Any:
+        type(self).started += 1
+        return await super().get_range(path, start, end)
+
+
+@pytest.mark.parametrize("inside", [True, False])
+def test_read_points_says_when_its_requests_are_out(inside: bool) -> None:
+    """``requests_out`` is set once the first tiles are requested, and in any case once the
+    read is over (no tile needed: points outside, or no record)."""
+    records = [_record(_tiffs()["planar"], 2, "r1")]
+    xs, ys = _clustered(500, seed=9)
+    if not inside:
+        xs = xs - 1e6
+    _StartCounting.started = 0
+    seen: list[int] = []
+
+    class Watched(threading.Event):
+        def set(self) -> None:
+            seen.append(_StartCounting.started)  # requests made when told
+            super().set()
+
+    out = Watched()
+    options = ReadOptions(backend=_StartCounting(), cache_mb=0)
+    read_points(records, xs, ys, EPSG, ["b1"], read_options=options, requests_out=out)
+    assert out.is_set()
+    assert seen[0] >= 1 if inside else seen[0] == 0
+    empty = threading.Event()
+    read_points([], xs, ys, EPSG, ["b1"], requests_out=empty)
+    assert empty.is_set()

@@ -31,6 +31,7 @@ An added column whose name the point table already uses is prefixed with ``sampl
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
@@ -51,6 +52,8 @@ _PREFIX = "sample_"
 _PARALLEL_WKB_POINTS = 100_000
 """From this many points on, their WKB is built on a thread of its own, next to the other
 columns (NumPy's copies release the GIL)."""
+_WKB_WAIT_S = 0.1
+"""The longest a deferred geometry build waits for its event (see :func:`build_point_wkb`)."""
 _WKB_POINT = np.dtype([("order", "u1"), ("type", "<u4"), ("x", "<f8"), ("y", "<f8")])
 _WKB_POINT_HEAD = b"\x01\x01\x00\x00\x00" + bytes(16)
 """A little-endian WKB point with zero coordinates."""
@@ -83,9 +86,14 @@ def points_to_wkb(x: np.ndarray, y: np.ndarray) -> pa.BinaryArray:
     )
 
 
-def build_point_wkb(x: np.ndarray, y: np.ndarray) -> Future[pa.Array]:
+def build_point_wkb(
+    x: np.ndarray, y: np.ndarray, after: threading.Event | None = None
+) -> Future[pa.Array]:
     """:func:`points_to_wkb` of ``x, y``: on a thread of its own from
     ``_PARALLEL_WKB_POINTS`` points on (started now, the result when asked), else at once.
+    With ``after``, the thread starts building once that event is set (at most
+    ``_WKB_WAIT_S`` later): a read sets it when its first requests are out, so the build
+    does not slow the work those requests wait for.
 
     >>> build_point_wkb(np.array([1.0]), np.array([2.0])).result()[0].as_py().hex()
     '0101000000000000000000f03f0000000000000040'
@@ -94,9 +102,15 @@ def build_point_wkb(x: np.ndarray, y: np.ndarray) -> Future[pa.Array]:
         done: Future[pa.Array] = Future()
         done.set_result(points_to_wkb(x, y))
         return done
+
+    def build() -> pa.Array:
+        if after is not None:
+            after.wait(_WKB_WAIT_S)
+        return points_to_wkb(x, y)
+
     builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rasteret-wkb")
     try:
-        return builder.submit(points_to_wkb, x, y)
+        return builder.submit(build)
     finally:
         builder.shutdown(wait=False)
 

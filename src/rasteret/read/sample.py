@@ -318,6 +318,7 @@ async def read_points_async(
     bands: Sequence[str],
     options: PointOptions | None = None,
     read_options: ReadOptions | None = None,
+    requests_out: threading.Event | None = None,
 ) -> PointSamples:
     """Sample ``bands`` of ``records`` at the points ``(x, y)`` given in ``points_crs``.
 
@@ -328,6 +329,8 @@ async def read_points_async(
         bands: Band names, in output order.
         options: What to sample (match, nearest valid pixel, neighbourhoods, batching).
         read_options: I/O options (backend, concurrency, cache, coalescing, on_missing).
+        requests_out: Set once the first tiles' requests are out, or the read is over
+            (work that can wait, e.g. building the output's geometry, waits for it).
 
     Returns:
         The rows, point-major: points in input order, then records in the order given.
@@ -342,9 +345,15 @@ async def read_points_async(
     xs = np.asarray(x, dtype=np.float64).ravel()
     ys = np.asarray(y, dtype=np.float64).ravel()
     records = list(records)
-    if options.match == "latest" and len(records) > 1:
-        return await _latest_in_waves(records, xs, ys, points_crs, bands, options, read_options)
-    return await _read_batches(records, xs, ys, points_crs, bands, options, read_options)
+    out = requests_out or threading.Event()
+    try:
+        if options.match == "latest" and len(records) > 1:
+            return await _latest_in_waves(
+                records, xs, ys, points_crs, bands, options, read_options, out
+            )
+        return await _read_batches(records, xs, ys, points_crs, bands, options, read_options, out)
+    finally:
+        out.set()
 
 
 async def _latest_in_waves(
@@ -355,6 +364,7 @@ async def _latest_in_waves(
     bands: Sequence[str],
     options: PointOptions,
     read_options: ReadOptions,
+    requests_out: threading.Event,
 ) -> PointSamples:
     """``match="latest"`` newest records first: waves of 1, 2, 4, ... records (newest to
     oldest), so a time series is read no deeper than its points need. A wave reads only the
@@ -379,7 +389,7 @@ async def _latest_in_waves(
                 reads = [
                     tasks.create_task(_read_batches(
                         group_records, xs[pts], ys[pts], points_crs,
-                        [bands[b] for b in positions], options, read_options,
+                        [bands[b] for b in positions], options, read_options, requests_out,
                     ))
                     for positions, pts in subsets
                 ]  # fmt: skip
@@ -448,6 +458,7 @@ async def _read_batches(
     bands: Sequence[str],
     options: PointOptions,
     read_options: ReadOptions,
+    requests_out: threading.Event,
 ) -> PointSamples:
     n = len(xs)
     size = options.points_per_batch(len(records), len(bands))
@@ -493,7 +504,7 @@ async def _read_batches(
                 if i + 1 < len(batches):
                     upcoming = plan_batch(batches[i + 1], False)  # planned while this one reads
                 raw = await _execute(tiles, batch.planned, read_options, options.max_decoded_mb,
-                                     rest, batch.fetching.set)  # fmt: skip
+                                     rest, batch.requests_out(requests_out))  # fmt: skip
                 plan = batch.planned.result()
                 parts.append(select_samples(plan, raw, options, ids))
         finally:
@@ -517,6 +528,16 @@ class _Planning:
         self.probed, self.known, self.planned = probed, known, planned
         self.fetching = fetching
         """Set once the first tiles' requests are out."""
+
+    def requests_out(self, also: threading.Event) -> Callable[[], None]:
+        """What to call once the first tiles' requests are out: sets :attr:`fetching` and
+        ``also``."""
+
+        def sent() -> None:
+            self.fetching.set()
+            also.set()
+
+        return sent
 
     async def first_tiles(
         self,
@@ -558,6 +579,9 @@ def read_points(
     bands: Sequence[str],
     options: PointOptions | None = None,
     read_options: ReadOptions | None = None,
+    requests_out: threading.Event | None = None,
 ) -> PointSamples:
     """Synchronous :func:`read_points_async` (runs on rasteret's event-loop thread)."""
-    return run(read_points_async(records, x, y, points_crs, bands, options, read_options))
+    return run(
+        read_points_async(records, x, y, points_crs, bands, options, read_options, requests_out)
+    )
