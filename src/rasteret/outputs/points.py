@@ -200,13 +200,13 @@ def samples_to_table(
         add(band, _masked(samples.values[b], samples.valid[b]))
     crs_dictionary = pa.array([point_crs, *(c or "" for c in raster_crs)], pa.string())
     zeros = np.zeros(len(rec), dtype=np.int32)  # untouched pages until read
-    add("point_crs", pa.DictionaryArray.from_arrays(pa.array(zeros), crs_dictionary))
+    add("point_crs", _dictionary(zeros, crs_dictionary))
     if only is None:
         add("raster_crs", _dictionary_take(crs_dictionary, rec, shift=1))
     else:
         indices = point_array(len(rec), np.dtype(np.int32))
         indices.fill(only + 1)
-        add("raster_crs", pa.DictionaryArray.from_arrays(pa.array(indices), crs_dictionary))
+        add("raster_crs", _dictionary(indices, crs_dictionary))
     add("row", _masked(_int32(samples.row), samples.row >= 0))
     add("col", _masked(_int32(samples.col), samples.col >= 0))
     for b, band in enumerate(samples.bands):
@@ -359,9 +359,20 @@ def _dictionary_take(dictionary: pa.Array, index: np.ndarray, shift: int = 0) ->
     missing = indices < 0
     if shift:
         indices += shift
-    return pa.DictionaryArray.from_arrays(
-        pa.array(indices, mask=missing if missing.any() else None), dictionary
-    )
+    return _dictionary(indices, dictionary, missing if missing.any() else None)
+
+
+def _dictionary(
+    indices: np.ndarray, dictionary: pa.Array, missing: np.ndarray | None = None
+) -> pa.DictionaryArray:
+    """A dictionary-encoded array of int32 ``indices`` (null where ``missing``), which the
+    callers build within the dictionary: Arrow's check of every index (~0.75 ms per million)
+    is skipped.
+
+    >>> _dictionary(np.array([1, 0], np.int32), pa.array(["a", "b"])).to_pylist()
+    ['b', 'a']
+    """
+    return pa.DictionaryArray.from_arrays(pa.array(indices, mask=missing), dictionary, safe=False)
 
 
 def _windows(samples: PointSamples, b: int) -> pa.Array:
