@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from rasterio.enums import Resampling
 
-from rasteret.read.assemble import _region, assemble_band
+from rasteret.read.assemble import _fill_needed, _region, assemble_band
 from rasteret.read.bands import BandRead, TileKey
 from rasteret.read.mask import apply_fill
 
@@ -67,7 +67,12 @@ def paste_read(region, data_keys, mask_keys, nodata, dtype) -> BandRead:
         ("uint8", None, False, "int32"),
     ],
 )
-def test_paste_fast_path_equals_general_path(dtype, nodata, masked, out_dtype) -> None:
+@pytest.mark.parametrize("default_fill", [False, True])
+@pytest.mark.parametrize("whole_aoi", [False, True])
+def test_paste_fast_path_equals_general_path(
+    dtype, nodata, masked, out_dtype, default_fill, whole_aoi
+) -> None:
+    """With the default fill (nodata, else 0) and no AOI cut, the fill is skipped too."""
     rng = np.random.default_rng(7)
     data, masks = tiles(rng, dtype, nodata, masked)
     pick = random.Random(dtype)
@@ -77,8 +82,8 @@ def test_paste_fast_path_equals_general_path(dtype, nodata, masked, out_dtype) -
         region = (col, row, w, h)
         data_keys = tuple(data)  # paste_region skips tiles outside the region
         read = paste_read(region, data_keys, tuple(masks), nodata, dtype)
-        inside_aoi = rng.random((h, w)) < 0.9
-        fill = 7.0
+        inside_aoi = np.ones((h, w), bool) if whole_aoi else rng.random((h, w)) < 0.9
+        fill = (0.0 if nodata is None else nodata) if default_fill else 7.0
         decoded = {**data, **masks}
         out = np.empty((h, w), out_dtype)
         out_valid = np.empty((h, w), bool)
@@ -89,3 +94,5 @@ def test_paste_fast_path_equals_general_path(dtype, nodata, masked, out_dtype) -
         apply_fill(expected, expected_valid, fill)
         np.testing.assert_array_equal(out_valid, expected_valid)
         np.testing.assert_array_equal(out, expected)
+        skipped = not _fill_needed(read, out.dtype, inside_aoi, masked, fill)
+        assert skipped == (default_fill and whole_aoi and not masked and nodata == nodata)

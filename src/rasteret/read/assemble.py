@@ -152,7 +152,26 @@ def _paste_band(
         np.logical_and(out_valid, keep, out=out_valid)
     if canvas is not out:
         out[...] = canvas
-    apply_fill(out, out_valid, fill)
+    if _fill_needed(read, out.dtype, inside_aoi, bool(mask_keys), fill):
+        apply_fill(out, out_valid, fill)
+
+
+def _fill_needed(
+    read: BandRead, out_dtype: np.dtype, inside_aoi: np.ndarray, masked: bool, fill: float
+) -> bool:
+    """Whether a pasted chip's invalid pixels may hold something other than ``fill``.
+
+    Without an internal mask and with every pixel inside the AOI, a pixel is invalid only
+    for lying outside the image (pre-filled with the band's nodata, else 0) or for holding
+    the nodata value: when that value, cast as the chip is, is ``fill`` (the default fill),
+    every invalid pixel holds it already.
+    """
+    if masked or not inside_aoi.all():
+        return True
+    value = read.nodata if read.nodata is not None else 0
+    with np.errstate(all="ignore"):
+        held = out_dtype.type(np.dtype(read.dtype).type(value))
+        return bool(held != out_dtype.type(fill))
 
 
 def assemble_band(
