@@ -28,9 +28,9 @@ from rasteret.errors import SchemaError
 from rasteret.ingest.metadata import band_metadata_from_header
 from rasteret.read import ReadOptions
 from rasteret.read.locate import Candidates, locate, pixel_coordinates
-from rasteret.read.points import _by_tile, plan_points
+from rasteret.read.points import _by_tile, plan_points, whole_pixels
 from rasteret.read.sample import _execute, execute_points_async, read_points, take_pixels
-from rasteret.read.select import _pixel, _point_major
+from rasteret.read.select import _point_major
 from rasteret.testing.stores import CountingReader, URLReader
 from rasteret.tiff.header import parse_header
 
@@ -209,7 +209,7 @@ def test_locate_of_every_point_equals_a_subset(tiffs: dict[str, Path]) -> None:
 def test_whole_pixels_equal_a_masked_floor(frac: list[float]) -> None:
     values = np.array(frac, dtype=np.float64)
     want = np.where(np.isnan(values), -1, np.floor(np.nan_to_num(values))).astype(np.int64)
-    np.testing.assert_array_equal(_pixel(values), want)
+    np.testing.assert_array_equal(whole_pixels(values), want)
 
 
 @settings(max_examples=80, deadline=None)

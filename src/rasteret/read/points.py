@@ -167,6 +167,10 @@ class PointPlan:
     frac_row: tuple[np.ndarray, ...]
     """Per band: fractional pixel row of each pair's point (NaN: outside that band)."""
     frac_col: tuple[np.ndarray, ...]
+    pixel_row: np.ndarray
+    """Whole pixel row of each pair's point in the first band (:func:`whole_pixels` of
+    ``frac_row[0]``: -1 outside), worked out while planning rather than after the read."""
+    pixel_col: np.ndarray
     tiles: Mapping[TileKey, TileSource]
     """Every distinct tile (data and mask) the gathers need."""
     gathers: tuple[TileGather, ...]
@@ -213,18 +217,38 @@ def plan_points(
     gathers = [g for make in pending for g in make()]
     dtypes = tuple(_band_dtype([ms[bi] for _, ms in usable]) for bi in range(len(bands)))
     empty = np.empty(0, dtype=np.float64)
+    frac_row = tuple(_concat([r for r, _ in parts], empty) for parts in frac)
+    frac_col = tuple(_concat([c for _, c in parts], empty) for parts in frac)
     return PointPlan(
         point_index=_concat(points_parts),
         record_index=_concat(records_parts),
         bands=bands,
         dtypes=dtypes,
         radius=options.radius,
-        frac_row=tuple(_concat([r for r, _ in parts], empty) for parts in frac),
-        frac_col=tuple(_concat([c for _, c in parts], empty) for parts in frac),
+        frac_row=frac_row,
+        frac_col=frac_col,
+        pixel_row=whole_pixels(frac_row[0]),
+        pixel_col=whole_pixels(frac_col[0]),
         tiles=tiles,
         gathers=tuple(gathers),
         skipped=tuple(step.skipped),
     )
+
+
+def whole_pixels(frac: np.ndarray) -> np.ndarray:
+    """Whole pixel of fractional pixel coordinates (-1 for NaN: outside the raster), in
+    recycled memory (:func:`~rasteret.read.locate.point_array`).
+
+    >>> whole_pixels(np.array([0.0, 2.75, np.nan])).tolist()
+    [0, 2, -1]
+    """
+    out = point_array(len(frac), np.dtype(np.int64))
+    with np.errstate(invalid="ignore"):
+        np.copyto(out, frac, casting="unsafe")  # inside the raster: truncation is floor
+    outside = np.isnan(frac, out=point_array(len(frac), np.dtype(np.bool_)))
+    if outside.any():
+        out[outside] = -1
+    return out
 
 
 def plan_tiles(

@@ -20,9 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from rasteret.read.locate import point_array
 from rasteret.read.plan import SkippedRecord
-from rasteret.read.points import PointOptions, PointPlan
+from rasteret.read.points import PointOptions, PointPlan, whole_pixels
 
 __all__ = [
     "PointSamples",
@@ -116,8 +115,8 @@ def select_samples(
     if options.max_distance_pixels:
         values = [v.copy() for v in values]
         valid = [v.copy() for v in valid]
-        src_rows = [_pixel(r) for r in plan.frac_row]
-        src_cols = [_pixel(c) for c in plan.frac_col]
+        src_rows = [whole_pixels(r) for r in plan.frac_row]
+        src_cols = [whole_pixels(c) for c in plan.frac_col]
         for b in range(len(plan.bands)):
             _nearest_valid(
                 plan, raw, b, options.max_distance_pixels, values, valid, src_rows, src_cols
@@ -152,8 +151,8 @@ def select_samples(
         bands=plan.bands,
         values=per_band(values, 0),
         valid=per_band(valid, False),
-        row=per_row(_pixel(plan.frac_row[0])),
-        col=per_row(_pixel(plan.frac_col[0])),
+        row=per_row(plan.pixel_row),
+        col=per_row(plan.pixel_col),
         band_record=None if chosen is None else per_band([plan.record_index] * len(chosen), -1),
         source_row=per_band(src_rows, -1) if options.max_distance_pixels else None,
         source_col=per_band(src_cols, -1) if options.max_distance_pixels else None,
@@ -162,18 +161,6 @@ def select_samples(
         neighbourhood_present=None if neighbourhood is None else neighbourhood[2],
         skipped=plan.skipped,
     )
-
-
-def _pixel(frac: np.ndarray) -> np.ndarray:
-    """Whole pixel of fractional pixel coordinates (-1 for NaN: outside the raster), in
-    recycled memory (:func:`~rasteret.read.locate.point_array`)."""
-    out = point_array(len(frac), np.dtype(np.int64))
-    with np.errstate(invalid="ignore"):
-        np.copyto(out, frac, casting="unsafe")  # inside the raster: truncation is floor
-    outside = np.isnan(frac, out=point_array(len(frac), np.dtype(np.bool_)))
-    if outside.any():
-        out[outside] = -1
-    return out
 
 
 def _nearest_valid(
