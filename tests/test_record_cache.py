@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import pickle
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 
 import rasteret
@@ -136,3 +138,16 @@ def test_the_boxed_filter_still_filters_scans(tmp_path: Path) -> None:
     assert len(boxed) == len(ids) < len(base)
     assert boxed._unboxed_filter is None
     assert boxed._boxes == (box,)
+
+
+def test_a_pickled_collection_keeps_its_filters_and_starts_a_cache(tmp_path: Path) -> None:
+    """Collections go to worker processes pickled (Dask, DataLoader workers with spawn)."""
+    pq.write_table(_table(tmp_path), tmp_path / "records.parquet")
+    base = rasteret.Collection(ds.dataset(tmp_path / "records.parquet"))
+    selected = base.where(ds.field("cloud") < 70).subset(bbox=(2.0, 2.0, 12.0, 12.0))
+    want = _summary(records_for(selected, ["B1"]))
+    copy = pickle.loads(pickle.dumps(selected))
+    assert copy._records is not selected._records
+    assert copy._records._entries == []
+    assert _summary(records_for(copy, ["B1"])) == want
+    assert len(copy) == len(selected)

@@ -91,6 +91,13 @@ class RecordCache:
         self._lock = threading.Lock()
         self._entries: list[tuple[_Key, CachedRecords | None]] = []
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {}  # a pickled collection (a worker's copy) starts with an empty cache
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._lock = threading.Lock()
+        self._entries = []
+
     def entry(
         self,
         dataset: ds.Dataset,
