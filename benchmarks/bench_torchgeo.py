@@ -51,6 +51,7 @@ import _common
 import rasteret
 from rasteret.outputs._torchgeo_helper import stop_server
 from rasteret.read.cache import clear_tile_cache
+from rasteret.read.warp import clear_nearest_maps
 from rasteret.testing.scenes import record_table
 
 LATENCY = 0.02
@@ -140,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
                 def before(make: Callable[[], Any] = make, holder: dict[str, Any] = holder) -> None:
                     clear_tile_cache()
+                    clear_nearest_maps()
                     stop_server()
                     holder.pop("ds", None)
                     forget_torchgeo_handles()

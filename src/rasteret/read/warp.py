@@ -25,7 +25,9 @@ A pixel equal to nodata is never valid.
 from __future__ import annotations
 
 import math
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,7 +46,17 @@ from rasteret.read.bands import BandRead, RasterIOWindow, gdal_copies
 from rasteret.read.grid import Grid, Transform, same_crs, transformer
 from rasteret.read.mask import nodata_mask
 
-__all__ = ["SCALE_CELL", "WARP_STRIP", "WarpCall", "resample_region", "warp_calls", "warp_region"]
+__all__ = [
+    "NEAREST_MAPS_MB",
+    "SCALE_CELL",
+    "WARP_STRIP",
+    "WarpCall",
+    "clear_nearest_maps",
+    "nearest_sources",
+    "resample_region",
+    "warp_calls",
+    "warp_region",
+]
 
 
 def resample_region(
@@ -457,6 +469,11 @@ def warp_region(
     eager read, bit for bit. Against one ``reproject`` of the whole grid (GDAL's defaults)
     source positions agree within GDAL's approximate transformer (0.125 pixel).
 
+    A nearest warp is a gather: each output pixel takes the one source pixel GDAL picks for
+    it, if that pixel is valid. Which pixel that is depends only on the geometry, so it is
+    asked of GDAL once (:func:`nearest_sources`) and every read of the same region onto the
+    same strips (a time series of one grid, a lazy chunk per date) gathers through it.
+
     Returns:
         The warped pixels (nodata, else 0, where nothing was written) and their validity
         (the warper's destination alpha).
@@ -469,29 +486,120 @@ def warp_region(
         canvas, mask = np.where(valid, canvas, canvas.dtype.type(read.nodata)), None
     data = np.full(grid.shape, dst_nodata, canvas.dtype)
     written = np.zeros(grid.shape, dtype=bool)
+    calls = warp_calls(read, grid)
+    if _gathers(read, canvas):
+        source_ok = ~nodata_mask(canvas, read.nodata)
+        if mask is not None:
+            source_ok &= mask
+        for call in calls:
+            c0, c1 = max(call.col, 0), min(call.col + call.width, grid.width)
+            sources = nearest_sources(canvas.shape, read, call, grid.crs)
+            picked = sources[:, c0 - call.col : c1 - call.col]
+            take = picked >= 0
+            take[take] = source_ok.ravel()[picked[take]]
+            rows = slice(call.row, call.row + call.height)
+            written[rows, c0:c1] = take
+            data[rows, c0:c1][take] = canvas.ravel()[picked[take]]
+        return data, written & ~nodata_mask(data, read.nodata)
     with _mem(canvas, read.src_transform, read.src_crs, read.nodata, mask) as src:
-        for call in warp_calls(read, grid):
+        for call in calls:
             c0, c1 = max(call.col, 0), min(call.col + call.width, grid.width)
             r0, r1 = call.row, call.row + call.height
-            options: dict[str, str | float] = dict(_WARP_OPTIONS)
-            if call.scale is not None:
-                options["XSCALE"], options["YSCALE"] = call.scale
             with _mem(
                 np.full((2, call.height, call.width), dst_nodata, canvas.dtype),
                 call.transform,
                 grid.crs,
                 None,
             ) as dst:
-                reproject(
-                    rasterio.band(src, 1),
-                    rasterio.band(dst, 1),
-                    resampling=read.resampling,
-                    dst_nodata=dst_nodata,
-                    init_dest_nodata=True,
-                    dst_alpha=2,
-                    **options,
-                )
+                _reproject_call(src, dst, call, read.resampling, dst_nodata)
                 window = Window(c0 - call.col, 0, c1 - c0, call.height)
                 data[r0:r1, c0:c1] = dst.read(1, window=window)
                 written[r0:r1, c0:c1] = dst.read(2, window=window) != 0
     return data, written & ~nodata_mask(data, read.nodata)
+
+
+def _gathers(read: BandRead, canvas: np.ndarray) -> bool:
+    """Whether ``warp_region`` gathers through :func:`nearest_sources` (a nearest warp whose
+    region's positions fit the map's int32) rather than warping the pixels with GDAL."""
+    return read.resampling == Resampling.nearest and canvas.size < 2**31
+
+
+def _reproject_call(
+    src: Any, dst: Any, call: WarpCall, resampling: Resampling, dst_nodata: float
+) -> None:
+    """One strip's GDAL warp from ``src`` (band 1) into ``dst`` (band 1, alpha in band 2)."""
+    options: dict[str, str | float] = dict(_WARP_OPTIONS)
+    if call.scale is not None:
+        options["XSCALE"], options["YSCALE"] = call.scale
+    reproject(
+        rasterio.band(src, 1),
+        rasterio.band(dst, 1),
+        resampling=resampling,
+        dst_nodata=dst_nodata,
+        init_dest_nodata=True,
+        dst_alpha=2,
+        **options,
+    )
+
+
+NEAREST_MAPS_MB = 64
+"""Megabytes (10**6 bytes) of :func:`nearest_sources` maps kept for reuse (least recently
+used dropped first)."""
+
+_maps: OrderedDict[tuple[Any, ...], np.ndarray] = OrderedDict()
+_maps_bytes = 0
+_maps_lock = threading.Lock()
+
+
+def clear_nearest_maps() -> None:
+    """Forget every kept :func:`nearest_sources` map (e.g. between benchmark runs)."""
+    global _maps_bytes
+    with _maps_lock:
+        _maps.clear()
+        _maps_bytes = 0
+
+
+def nearest_sources(shape: tuple[int, int], read: BandRead, call: WarpCall, crs: str) -> np.ndarray:
+    """For each pixel of the strip ``call`` (in ``crs``), the flat position in a region of
+    ``shape`` (at ``read.src_transform`` in ``read.src_crs``) of the source pixel GDAL's
+    nearest warp takes, or -1 where it writes nothing (outside the source).
+
+    GDAL is asked once per geometry: it warps an image whose pixels hold their own
+    positions, with the warp options of the real call and nothing invalid; a real warp then
+    writes, at each pixel, the source pixel named there when that pixel is valid (nodata
+    or masked ones are skipped, as GDAL's nearest kernel does). Maps are kept (at most
+    :data:`NEAREST_MAPS_MB`) and shared by threads; treat them as read-only.
+
+    >>> from rasteret.read.grid import Grid
+    >>> from types import SimpleNamespace
+    >>> read = SimpleNamespace(src_crs="EPSG:32633", src_transform=(10.0, 0, 300_000.0, 0, -10.0, 5_100_000.0))
+    >>> grid = Grid("EPSG:32632", (10.0, 0.0, 727_500.0, 0.0, -10.0, 5_101_000.0), 40, 30)
+    >>> call = warp_calls(read, grid)[0]
+    >>> sources = nearest_sources((100, 100), read, call, grid.crs)
+    >>> sources.shape == (call.height, call.width), int(sources.max()) < 100 * 100
+    (True, True)
+    """
+    global _maps_bytes
+    key = (shape, tuple(read.src_transform), read.src_crs, call, crs)
+    with _maps_lock:
+        found = _maps.get(key)
+        if found is not None:
+            _maps.move_to_end(key)
+            return found
+    height, width = shape
+    positions = np.arange(height * width, dtype=np.int32).reshape(shape)
+    with (
+        _mem(positions, read.src_transform, read.src_crs, None) as src,
+        _mem(np.full((2, call.height, call.width), -1, np.int32), call.transform, crs, None) as dst,
+    ):
+        _reproject_call(src, dst, call, Resampling.nearest, -1)
+        sources = np.where(dst.read(2) != 0, dst.read(1), -1)
+    sources.flags.writeable = False
+    with _maps_lock:
+        if key not in _maps:
+            _maps[key] = sources
+            _maps_bytes += sources.nbytes
+            while _maps_bytes > NEAREST_MAPS_MB * 1_000_000 and len(_maps) > 1:
+                _, dropped = _maps.popitem(last=False)
+                _maps_bytes -= dropped.nbytes
+    return sources
