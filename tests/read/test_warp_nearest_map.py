@@ -63,10 +63,25 @@ def test_gathered_nearest_warp_equals_gdal_warping_the_pixels(
             m.setattr(warp, "_gathers", lambda read, canvas: False)
             general = warp.warp_region(canvas, valid, read, grid, use_mask=use_mask)
         np.testing.assert_array_equal(fast[1], general[1])
-        np.testing.assert_array_equal(fast[0], general[0])  # NaN equal to NaN
         assert fast[0].dtype == general[0].dtype
+        differ = fast[0] != general[0]
+        if fast[0].dtype.kind == "f":
+            differ &= ~(np.isnan(fast[0]) & np.isnan(general[0]))
+        if differ.any():  # only recent GDAL's nudge of valid values off its fill value
+            _gdal_nudged(fast[0][differ], general[0][differ], read)
         gathered_some += int(fast[1].any())
     assert gathered_some >= 10  # most grids meet the source
+
+
+def _gdal_nudged(gathered: np.ndarray, warped: np.ndarray, read: BandRead) -> None:
+    """Without a band nodata the warp's destination is filled with 0 (its alpha tells what
+    was written); recent GDAL (3.12, on Python 3.13 here; 3.10 does not) writes a valid
+    source 0 as a neighbouring value instead (1 for unsigned, -1 for signed integers), so
+    that it differs from that fill. The gather writes the source value itself; nothing else
+    may differ."""
+    assert read.nodata is None
+    assert (gathered == 0).all()
+    assert ((warped != 0) & (np.abs(warped.astype(np.float64)) <= 1)).all()
 
 
 def test_one_geometry_asks_gdal_once(monkeypatch: pytest.MonkeyPatch) -> None:
