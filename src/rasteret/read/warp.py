@@ -511,7 +511,7 @@ def warp_region(
                 grid.crs,
                 None,
             ) as dst:
-                _reproject_call(src, dst, call, read.resampling, dst_nodata)
+                _reproject_call(src, dst, call, read.resampling, read.nodata)
                 window = Window(c0 - call.col, 0, c1 - c0, call.height)
                 data[r0:r1, c0:c1] = dst.read(1, window=window)
                 written[r0:r1, c0:c1] = dst.read(2, window=window) != 0
@@ -525,9 +525,14 @@ def _gathers(read: BandRead, canvas: np.ndarray) -> bool:
 
 
 def _reproject_call(
-    src: Any, dst: Any, call: WarpCall, resampling: Resampling, dst_nodata: float
+    src: Any, dst: Any, call: WarpCall, resampling: Resampling, dst_nodata: float | None
 ) -> None:
-    """One strip's GDAL warp from ``src`` (band 1) into ``dst`` (band 1, alpha in band 2)."""
+    """One strip's GDAL warp from ``src`` (band 1) into ``dst`` (band 1, alpha in band 2).
+
+    Without ``dst_nodata`` the destination keeps what it holds where nothing is written
+    (its alpha says where): given a nodata value, recent GDAL (3.12) writes a valid source
+    pixel equal to it as a neighbouring value, which would change real data.
+    """
     options: dict[str, str | float] = dict(_WARP_OPTIONS)
     if call.scale is not None:
         options["XSCALE"], options["YSCALE"] = call.scale
@@ -536,7 +541,7 @@ def _reproject_call(
         rasterio.band(dst, 1),
         resampling=resampling,
         dst_nodata=dst_nodata,
-        init_dest_nodata=True,
+        init_dest_nodata=dst_nodata is not None,
         dst_alpha=2,
         **options,
     )
