@@ -387,10 +387,9 @@ class PointSamplingMixin:
         if bounds is not None:
             filters = {k: kwargs[k] for k in _FILTER_KEYWORDS if k in kwargs}
             records = records_for(self.subset(**filters).subset(bbox=bounds), bands)
-        samples = read_points(
+        samples = read_points(  # sets requests_out, at the latest when it returns
             records, pts.x, pts.y, pts.crs, bands, point_options, read_options, requests_out
         )
-        requests_out.set()  # also when there was nothing to read
         if not records:  # no record to take the dtypes from: the collection's first one
             samples = replace(samples, values=tuple(
                 np.empty(0, dtype=d) for d in _collection_dtypes(self, bands)

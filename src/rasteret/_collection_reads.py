@@ -140,24 +140,22 @@ def records_for(collection: Collection, bands: Sequence[str]) -> list[RecordRef]
     ids = table.column(ID).to_pylist()
     dates = table.column(DATETIME).to_pylist()
     per_band = {b: table.column(metadata_column(b)).to_pylist() for b in bands}
-    records = []
-    for row in order.to_pylist():
-        record_id = ids[row]
-        metas: dict[str, BandMetadata | None] = {}
-        for band in bands:
-            cell = per_band[band][row]
-            metas[band] = None if cell is None else BandMetadata.from_row(cell)
-        records.append(RecordRef(str(record_id), dates[row], metas))
-    return records
+    return [
+        _record(ids[row], dates[row], {b: per_band[b][row] for b in bands})
+        for row in order.to_pylist()
+    ]
 
 
 def _record_of(table: pa.Table, row: int, bands: Sequence[str]) -> RecordRef:
     """Row ``row`` of a table of :func:`records_for`'s columns as a :class:`RecordRef`."""
-    metas: dict[str, BandMetadata | None] = {}
-    for band in bands:
-        cell = table.column(metadata_column(band))[row].as_py()
-        metas[band] = None if cell is None else BandMetadata.from_row(cell)
-    return RecordRef(str(table.column(ID)[row].as_py()), table.column(DATETIME)[row].as_py(), metas)
+    cells = {b: table.column(metadata_column(b))[row].as_py() for b in bands}
+    return _record(table.column(ID)[row].as_py(), table.column(DATETIME)[row].as_py(), cells)
+
+
+def _record(record_id: Any, datetime: Any, cells: dict[str, Any]) -> RecordRef:
+    """A record from its id, datetime and ``{band}_metadata`` cells (None: no header read)."""
+    metas = {b: None if c is None else BandMetadata.from_row(c) for b, c in cells.items()}
+    return RecordRef(str(record_id), datetime, metas)
 
 
 class PixelReadsMixin:
