@@ -325,7 +325,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         cores = os.cpu_count() or 1
         detail_rows.append([r["scenario"], r["chips"], f.tiles, f.fetched_bytes / 1e6,
                             f.decoded_bytes / 1e6, f.fetch.median, f.decode.median,
-                            f.decode_whole.median if f.decode_whole else "-", f.cpu_bound,
+                            f.decode_whole.median if f.decode_whole else "-",
+                            f.fetch.cpu_median,
+                            f.fetch_coalesced.cpu_median if f.fetch_coalesced else "-",
+                            f.cpu_bound,
                             r["rasteret"].cpu_median / cores,
                             f"{r['rasteret'].cpu_median / f.cpu_seconds:.2f}x",
                             f.machine_floor(LATENCY), f"{ours / f.machine_floor(LATENCY):.2f}x",
@@ -346,7 +349,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     _common.print_table(
         "Details: the floor's parts, CPU (client + server) per core, GETs per run, array check",
         ["scenario", "chips", "tiles", "MB fetched", "MB decoded", "floor fetch s",
-         "floor decode s", "whole tiles decode s", "CPU floor s", "rasteret CPU s",
+         "floor decode s", "whole tiles decode s", "fetch CPU s (GET per tile)",
+         "fetch CPU s (coalesced)", "CPU floor s", "rasteret CPU s",
          "CPU rasteret/floor", "machine floor s", "rasteret/machine floor", "GETs rasteret", "GETs serial", "GETs pooled", "check vs rasterio"],
         detail_rows,
     )  # fmt: skip
