@@ -24,6 +24,7 @@ import argparse
 import contextlib
 import ctypes
 import datetime as _dt
+import functools
 import glob
 import json
 import os
@@ -529,6 +530,9 @@ class Floor:
     """The same tiles fetched as rasteret fetches them: one job per file, ranges coalesced
     with the default :class:`~rasteret.io.fetch.FetchOptions` (fewer GETs, less CPU for
     client and server than one GET per tile)."""
+    arrival_s: float | None = None
+    """The floor when decoding can only start as each tile's bytes arrive: see
+    :func:`arrival_floor`; the median over the fetch's runs."""
 
     @property
     def seconds(self) -> float:
@@ -574,6 +578,7 @@ class Floor:
             "fetched_bytes": self.fetched_bytes,
             "decoded_bytes": self.decoded_bytes,
             "decode_whole": None if self.decode_whole is None else self.decode_whole.as_dict(),
+            "arrival_floor_s": self.arrival_s,
             "fetch_coalesced": (
                 None if self.fetch_coalesced is None else self.fetch_coalesced.as_dict()
             ),
@@ -600,7 +605,20 @@ def measure_floor(
     tiles = [t for t in tiles if t.end > t.start]
     jobs = [(t.key.href, [ByteRange(t.start, t.end)]) for t in tiles]
     options = FetchOptions(max_concurrent=max(len(jobs), 1), max_gap=0)
-    fetch = measure(lambda: run(fetch_many(jobs, options=options)), repeat=repeat, server=server)
+    arrivals: list[list[float]] = []  # per run: seconds from the start to each tile's bytes
+
+    def fetch_all() -> list[list[memoryview]]:
+        start, times = time.perf_counter(), [0.0] * len(jobs)
+
+        def done(index: int) -> None:
+            times[index] = time.perf_counter() - start
+
+        result = run(fetch_many(jobs, options=options, on_done=done))
+        arrivals.append(times)
+        return result
+
+    fetch = measure(fetch_all, repeat=repeat, server=server)
+    del arrivals[: len(arrivals) - len(fetch.runs)]  # the warm-up's
     buffers = [bytes(views[0]) for views in fetch.result]
     by_file: dict[str, list[Any]] = {}
     for t in tiles:
@@ -623,10 +641,45 @@ def measure_floor(
 
         decode = measure(decode_all, repeat=repeat)
         whole = measure(lambda: decode_all(whole=True), repeat=repeat)
+    each = [
+        min(
+            _thread_seconds(functools.partial(decode_one, pair, False))
+            for _ in range(max(repeat, 1))
+        )
+        for pair in zip(tiles, buffers, strict=True)
+    ]
+    arrival = statistics.median(arrival_floor(times, each) for times in arrivals) if each else None
     return Floor(
         fetch, decode, len(tiles), sum(map(len, buffers)), int(decode.result or 0), whole,
-        coalesced,
+        coalesced, arrival,
     )  # fmt: skip
+
+
+def _thread_seconds(fn: Callable[[], Any]) -> float:
+    """CPU seconds of this thread while ``fn`` runs."""
+    used = time.thread_time()
+    fn()
+    return time.thread_time() - used
+
+
+def arrival_floor(
+    arrivals: Sequence[float], decodes: Sequence[float], cores: int | None = None
+) -> float:
+    """The least time to decode tiles that arrive at ``arrivals`` (seconds from the start)
+    and take ``decodes`` CPU seconds each, on ``cores`` cores (default: all): no tile
+    decodes before its bytes are in, so whatever arrives at or after ``a`` still needs
+    ``a`` plus its decoding spread over the cores, and a tile's own decode runs on one core.
+
+    >>> round(arrival_floor([0.02, 0.02, 0.03], [0.004, 0.004, 0.004], cores=2), 4)
+    0.034
+    """
+    cores = cores or os.cpu_count() or 1
+    order = sorted(range(len(arrivals)), key=lambda i: arrivals[i])
+    bound, rest = 0.0, 0.0
+    for i in reversed(order):  # latest first: ``rest`` is the decoding arriving at or after
+        rest += decodes[i]
+        bound = max(bound, arrivals[i] + rest / cores, arrivals[i] + decodes[i])
+    return bound
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["serve"]:

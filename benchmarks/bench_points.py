@@ -270,6 +270,10 @@ def run_scenario(
     rows.append([name, "machine floor: latency + CPU of fetch (client, store) and decode per core",
                  machine, machine / floor.seconds, machine / floor2, samples / machine,
                  ""])  # fmt: skip
+    arrival = floor.arrival_s or floor.seconds
+    rows.append([name, "arrival floor: each tile decoded once its bytes are in, on all cores",
+                 arrival, arrival / floor.seconds, arrival / floor2, samples / arrival,
+                 ""])  # fmt: skip
     machine2 = machine_floor_with_points(floor, minimal)
     rows.append([name, "machine floor incl. minimal per-point work (all of it on every core)",
                  machine2, machine2 / floor.seconds, machine2 / floor2, samples / machine2,

@@ -332,6 +332,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                             r["rasteret"].cpu_median / cores,
                             f"{r['rasteret'].cpu_median / f.cpu_seconds:.2f}x",
                             f.machine_floor(LATENCY), f"{ours / f.machine_floor(LATENCY):.2f}x",
+                            f.arrival_s or "-",
+                            f"{ours / f.arrival_s:.2f}x" if f.arrival_s else "-",
                             *(round(g, 1) for g in r["gets"]), r["check"]])  # fmt: skip
         raw.append({"scenario": r["scenario"], "label": r["label"], "chips": r["chips"],
                     "files": r["files"], "rasteret": r["rasteret"].as_dict(),
@@ -351,7 +353,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         ["scenario", "chips", "tiles", "MB fetched", "MB decoded", "floor fetch s",
          "floor decode s", "whole tiles decode s", "fetch CPU s (GET per tile)",
          "fetch CPU s (coalesced)", "CPU floor s", "rasteret CPU s",
-         "CPU rasteret/floor", "machine floor s", "rasteret/machine floor", "GETs rasteret", "GETs serial", "GETs pooled", "check vs rasterio"],
+         "CPU rasteret/floor", "machine floor s", "rasteret/machine floor", "arrival floor s",
+         "rasteret/arrival floor", "GETs rasteret", "GETs serial", "GETs pooled", "check vs rasterio"],
         detail_rows,
     )  # fmt: skip
     _common.save_results("reads", args, {"latency_s": LATENCY, "rows": raw})
