@@ -8,6 +8,8 @@ single-record columns.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
+import os
 import tempfile
 import threading
 import time
@@ -139,6 +141,41 @@ def test_the_sample_misses_tiles_the_rest_fetches(tiffs: dict[str, Path]) -> Non
     every = plan_points(records, xs, ys, EPSG, ["b1", "b2"]).tiles
     assert set(sample) < set(every)
     assert all((sample[k].start, sample[k].end) == (every[k].start, every[k].end) for k in sample)
+
+
+def test_batches_are_planned_one_at_a_time_on_kept_threads(
+    tiffs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The planner threads outlive a read (PROJ objects are built once per thread), and a
+    read still plans its batches one after another, in order, while earlier batches read."""
+    records = [_record(tiffs["planar"], 2, "r1"), _record(tiffs["planar"], 2, "r2")]
+    xs, ys = _clustered(3000, seed=9)
+    calls: list[tuple[str, int, float, float]] = []
+    plan = sample_mod.plan_points
+
+    def timed(records: Any, bx: np.ndarray, *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        time.sleep(0.01)  # long enough for a second plan to overlap, if one could start
+        try:
+            return plan(records, bx, *args, **kwargs)
+        finally:
+            calls.append((threading.current_thread().name, len(bx), start, time.perf_counter()))
+
+    monkeypatch.setattr(sample_mod, "plan_points", timed)
+    options = PointOptions(batch_size=500)
+    batched = [read_points(records, xs, ys, EPSG, ["b1", "b2"], options) for _ in range(2)]
+    whole = read_points(records, xs, ys, EPSG, ["b1", "b2"])
+    for got in batched:
+        for name in ("point_index", "record_index", "row", "col"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(whole, name))
+        for a, b in zip(got.values + got.valid, whole.values + whole.valid, strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert len(calls) == 2 * 6 + 1  # 3000 points in batches of 500, twice; then one plan
+    assert all(name.startswith("rasteret-plan") for name, *_ in calls)
+    assert len({name for name, *_ in calls}) <= (os.cpu_count() or 1)  # kept, not new ones
+    for one_read in (calls[:6], calls[6:12]):
+        spans = sorted((start, end) for _, _, start, end in one_read)
+        assert all(a_end <= b_start for (_, a_end), (b_start, _) in itertools.pairwise(spans))
 
 
 @settings(max_examples=30, deadline=None)

@@ -31,15 +31,17 @@ An added column whose name the point table already uses is prefixed with ``sampl
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from datetime import datetime
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rasteret._pools import shared_pool
 from rasteret.errors import SchemaError
 from rasteret.read.locate import point_array
 from rasteret.read.select import PointSamples
@@ -108,11 +110,7 @@ def build_point_wkb(
             after.wait(_WKB_WAIT_S)
         return points_to_wkb(x, y)
 
-    builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rasteret-wkb")
-    try:
-        return builder.submit(build)
-    finally:
-        builder.shutdown(wait=False)
+    return shared_pool("wkb", os.cpu_count() or 1).submit(build)
 
 
 def samples_to_table(

@@ -43,6 +43,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from rasteret._pools import shared_pool
 from rasteret.errors import RasteretError, SchemaError
 from rasteret.io.fetch import FetchOptions, fetch_ranges
 from rasteret.io.ranges import ByteRange, coalesce
@@ -71,32 +72,15 @@ T = TypeVar("T")
 DECODE_SLOTS_PER_THREAD = 2
 """Decode jobs handed to the pool at once, per pool thread (the rest wait, in chip order)."""
 
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-
 
 def decode_pool() -> ThreadPoolExecutor:
     """The shared thread pool for decoding and assembly (one thread per core)."""
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=_threads(), thread_name_prefix="rasteret-decode")
-        return _pool
+    return shared_pool("decode", _threads())
 
 
 def _threads() -> int:
     """Threads of the decode pool: one per core."""
     return os.cpu_count() or 1
-
-
-def _reset_after_fork() -> None:
-    global _pool, _pool_lock
-    _pool = None
-    _pool_lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def fetch_options(options: ReadOptions) -> FetchOptions:

@@ -34,15 +34,16 @@ in input order, then records in the order given (datetime, id).
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
+from rasteret._pools import shared_pool
 from rasteret._sync import run
 from rasteret.read.bands import TileKey, TileSource
 from rasteret.read.cache import get_tile_cache
@@ -262,9 +263,7 @@ async def _execute(
     # gathers get their own threads: behind the decode pool's queue they would wait for every
     # tile already queued; numpy's take and scatter release the GIL while they run. Two, so
     # the gathers still queued when the last tile is decoded run on two cores
-    gatherers = ThreadPoolExecutor(
-        max_workers=_GATHER_THREADS, thread_name_prefix="rasteret-gather"
-    )
+    gatherers = shared_pool("gather", _GATHER_THREADS)
     try:
         async with asyncio.TaskGroup() as group:
             gathering = group.create_task(start())  # a failed plan fails the read
@@ -277,7 +276,6 @@ async def _execute(
     except BaseExceptionGroup as eg:
         raise _first_error(eg) from None
     finally:
-        gatherers.shutdown(wait=False)
         if bar is not None:
             bar.close()
 
@@ -468,48 +466,59 @@ async def _read_batches(
         order = spatial_order(xs, ys)
         batches = [np.sort(order[i : i + size]) for i in range(0, n, size)]
     loop = asyncio.get_running_loop()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rasteret-plan") as planner:
+    planner = shared_pool("plan", os.cpu_count() or 1)  # concurrent reads plan in parallel
 
-        def plan_batch(ids: np.ndarray | None, first: bool) -> _Planning:
-            """Start planning a batch (on the planner thread); the ``first`` batch is read
-            as soon as its sample's tiles are known, the others once the batch before is."""
-            probed: asyncio.Future[Any] = loop.create_future()
-            known: asyncio.Future[Any] = loop.create_future()
-            fetching = threading.Event()
+    def plan_batch(ids: np.ndarray | None, after: asyncio.Future[PointPlan] | None) -> _Planning:
+        """Start planning a batch on a planner thread once the plan ``after`` (that of
+        the batch before) is done, so a read plans one batch at a time; the first batch
+        (``after`` None) is read as soon as its sample's tiles are known."""
+        first = after is None
+        probed: asyncio.Future[Any] = loop.create_future()
+        known: asyncio.Future[Any] = loop.create_future()
+        fetching = threading.Event()
 
-            def on_tiles(tiles: Mapping[TileKey, TileSource]) -> None:
-                loop.call_soon_threadsafe(_resolve, known, tiles)
+        def on_tiles(tiles: Mapping[TileKey, TileSource]) -> None:
+            loop.call_soon_threadsafe(_resolve, known, tiles)
 
-            def work() -> PointPlan:
-                bx, by = (xs, ys) if ids is None else (xs[ids], ys[ids])
-                if len(bx) >= PROBE_MIN_POINTS:  # the tiles of a sample of them, fetched first
-                    step = max(1, len(bx) // PROBE_POINTS)
-                    tiles = plan_tiles(records, bx[::step], by[::step], points_crs, bands,
-                                       options, read_options)  # fmt: skip
-                    loop.call_soon_threadsafe(_resolve, probed, tiles)
-                    if first:  # let the event loop send the requests before planning on:
-                        # this thread would hold the GIL up to a switch interval (5 ms) at a time
-                        fetching.wait(_FETCH_WAIT_S)
-                return plan_points(records, bx, by, points_crs, bands, options, read_options,
-                                   on_tiles)  # fmt: skip
+        def work() -> PointPlan:
+            bx, by = (xs, ys) if ids is None else (xs[ids], ys[ids])
+            if len(bx) >= PROBE_MIN_POINTS:  # the tiles of a sample of them, fetched first
+                step = max(1, len(bx) // PROBE_POINTS)
+                tiles = plan_tiles(records, bx[::step], by[::step], points_crs, bands,
+                                   options, read_options)  # fmt: skip
+                loop.call_soon_threadsafe(_resolve, probed, tiles)
+                if first:  # let the event loop send the requests before planning on:
+                    # this thread would hold the GIL up to a switch interval (5 ms) at a time
+                    fetching.wait(_FETCH_WAIT_S)
+            return plan_points(records, bx, by, points_crs, bands, options, read_options,
+                               on_tiles)  # fmt: skip
 
-            return _Planning(probed, known, loop.run_in_executor(planner, work), fetching)
+        async def when_free() -> PointPlan:
+            assert after is not None
+            await asyncio.wait([after])  # done or failed: that is the batch before's concern
+            return await loop.run_in_executor(planner, work)
 
-        parts: list[PointSamples] = []
-        upcoming = plan_batch(batches[0], True)
-        try:
-            for i, ids in enumerate(batches):
-                batch = upcoming
-                tiles, rest = await batch.first_tiles()
-                if i + 1 < len(batches):
-                    upcoming = plan_batch(batches[i + 1], False)  # planned while this one reads
-                raw = await _execute(tiles, batch.planned, read_options, options.max_decoded_mb,
-                                     rest, batch.requests_out(requests_out))  # fmt: skip
-                plan = batch.planned.result()
-                parts.append(select_samples(plan, raw, options, ids))
-        finally:
-            if not upcoming.planned.done():
-                upcoming.planned.cancel()
+        if after is None:
+            planned = loop.run_in_executor(planner, work)
+        else:
+            planned = asyncio.ensure_future(when_free())
+        return _Planning(probed, known, planned, fetching)
+
+    parts: list[PointSamples] = []
+    upcoming = plan_batch(batches[0], None)
+    try:
+        for i, ids in enumerate(batches):
+            batch = upcoming
+            tiles, rest = await batch.first_tiles()
+            if i + 1 < len(batches):
+                upcoming = plan_batch(batches[i + 1], batch.planned)  # while this one reads
+            raw = await _execute(tiles, batch.planned, read_options, options.max_decoded_mb,
+                                 rest, batch.requests_out(requests_out))  # fmt: skip
+            plan = batch.planned.result()
+            parts.append(select_samples(plan, raw, options, ids))
+    finally:
+        if not upcoming.planned.done():
+            upcoming.planned.cancel()
     return concat_samples(parts)
 
 
