@@ -15,6 +15,7 @@ object array of shapely geometries, or a WKB :class:`pyarrow.BinaryArray`.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeAlias
@@ -98,6 +99,8 @@ def crs_(value: CRSLike) -> pyproj.CRS:
     if isinstance(value, bool) or value is None:
         raise SchemaError(f"expected a CRS (EPSG code, 'EPSG:n', WKT, PROJJSON), got {value!r}")
     try:
+        if isinstance(value, str | int):
+            return _crs_from_text(value)
         return pyproj.CRS.from_user_input(dict(value) if isinstance(value, Mapping) else value)
     except pyproj.exceptions.CRSError as exc:
         shown = str(value)[:120]
@@ -106,13 +109,30 @@ def crs_(value: CRSLike) -> pyproj.CRS:
         ) from exc
 
 
+@functools.lru_cache(maxsize=256)
+def _crs_from_text(value: str | int) -> pyproj.CRS:
+    """A CRS from an EPSG code or a string, built once: reads name their AOIs' and rasters'
+    CRSs by string, and PROJ takes ~0.1 ms to build one (a ``pyproj.CRS`` is immutable and
+    shared across threads, as :data:`CRS84` is)."""
+    return pyproj.CRS.from_user_input(value)
+
+
 def is_crs84(crs: CRSLike | None) -> bool:
     """True when ``crs`` is None or CRS84/EPSG:4326 up to axis order (coordinates stay lon/lat).
 
     >>> is_crs84("EPSG:4326"), is_crs84(32633)
     (True, False)
     """
-    return crs is None or crs_(crs).equals(CRS84, ignore_axis_order=True)
+    if crs is None:
+        return True
+    if isinstance(crs, str | int) and not isinstance(crs, bool):
+        return _text_is_crs84(crs)
+    return crs_(crs).equals(CRS84, ignore_axis_order=True)
+
+
+@functools.lru_cache(maxsize=256)
+def _text_is_crs84(crs: str | int) -> bool:
+    return crs_(crs).equals(CRS84, ignore_axis_order=True)
 
 
 def bbox_(value: BBoxLike) -> BBox:
