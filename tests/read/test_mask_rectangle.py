@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import shapely
 from affine import Affine
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from rasterio.features import geometry_mask
 
@@ -51,6 +51,10 @@ positions = st.one_of(
     xs=st.tuples(positions, positions),
     ys=st.tuples(positions, positions),
 )
+@example(  # found on Python 3.13: extents of 3.5e-265 make a box whose area underflows to 0
+    a=10.0, ratio=1.0, c=0.0, f=0.0, height=1, width=1,
+    xs=(0.0, 3.5164956427492745e-266), ys=(0.0, 3.5164956427492745e-266),
+)  # fmt: skip
 def test_a_rectangle_s_mask_equals_rasterio_s(
     a: float,
     ratio: float,

@@ -86,8 +86,8 @@ def _rectangle(geom: shapely.Geometry) -> tuple[float, float, float, float] | No
         return None
     xmin, ymin = ring.min(axis=0)
     xmax, ymax = ring.max(axis=0)
-    if not (xmin < xmax and ymin < ymax):
-        return None
+    if not (xmin < xmax and ymin < ymax) or not geom.area > 0:  # extents so small the
+        return None  # area underflows: leave such a sliver to the general path
     on_x = np.isin(ring[:, 0], (xmin, xmax)).all() and np.isin(ring[:, 1], (ymin, ymax)).all()
     steps = np.diff(ring, axis=0) != 0
     if not on_x or not (steps.sum(axis=1) == 1).all():
