@@ -21,7 +21,12 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["shared_pool"]
+__all__ = ["ELASTIC", "shared_pool"]
+
+ELASTIC = 32
+"""Threads at most of a pool whose jobs may wait a little (for requests to go out): a
+:class:`~concurrent.futures.ThreadPoolExecutor` starts a thread only when none is idle, so
+one read keeps using one or two, and concurrent reads never queue behind another's wait."""
 
 _pools: dict[str, ThreadPoolExecutor] = {}
 _lock = threading.Lock()

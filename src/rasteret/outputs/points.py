@@ -31,7 +31,6 @@ An added column whose name the point table already uses is prefixed with ``sampl
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -41,7 +40,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rasteret._pools import shared_pool
+from rasteret._pools import ELASTIC, shared_pool
 from rasteret.errors import SchemaError
 from rasteret.read.locate import point_array
 from rasteret.read.select import PointSamples
@@ -110,7 +109,7 @@ def build_point_wkb(
             after.wait(_WKB_WAIT_S)
         return points_to_wkb(x, y)
 
-    return shared_pool("wkb", os.cpu_count() or 1).submit(build)
+    return shared_pool("wkb", ELASTIC).submit(build)  # a build may wait (``after``)
 
 
 def samples_to_table(

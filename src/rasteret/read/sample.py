@@ -34,7 +34,6 @@ in input order, then records in the order given (datetime, id).
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -43,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from rasteret._pools import shared_pool
+from rasteret._pools import ELASTIC, shared_pool
 from rasteret._sync import run
 from rasteret.read.bands import TileKey, TileSource
 from rasteret.read.cache import get_tile_cache
@@ -466,7 +465,7 @@ async def _read_batches(
         order = spatial_order(xs, ys)
         batches = [np.sort(order[i : i + size]) for i in range(0, n, size)]
     loop = asyncio.get_running_loop()
-    planner = shared_pool("plan", os.cpu_count() or 1)  # concurrent reads plan in parallel
+    planner = shared_pool("plan", ELASTIC)  # a plan may wait for its requests to go out
 
     def plan_batch(ids: np.ndarray | None, after: asyncio.Future[PointPlan] | None) -> _Planning:
         """Start planning a batch on a planner thread once the plan ``after`` (that of
