@@ -18,8 +18,9 @@ into one process is a different measurement):
   zone-32N grid, ``target_crs="EPSG:32632"`` (every chip warped, 600 x 600 pixels): eager
   against ``chunks=256`` (3 x 3 chunks a date, cut across the warp strips).
 
-Every run has a cold decoded-tile cache (``cache_mb=0``), and every lazy result is checked
-against the eager one. Per-worker throughput is the tiles (or points) a run handles per second
+Every run has a cold decoded-tile cache (``cache_mb=0``) and, since session 7, no
+nearest-warp maps kept from an earlier run (``clear_nearest_maps`` before each timed run, in
+this process and in every worker); every lazy result is checked against the eager one. Per-worker throughput is the tiles (or points) a run handles per second
 divided by the worker processes; ``benchmarks/README.md`` extrapolates it to 100 workers.
 
     python benchmarks/bench_dask.py            # the full run (a few minutes)
@@ -45,6 +46,7 @@ import xarray as xr
 import _common
 import rasteret
 from rasteret.dask import sample_points_dask
+from rasteret.read.warp import clear_nearest_maps
 from rasteret.testing.scenes import record_table
 
 LATENCY = 0.02
@@ -176,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             return warp_collection.get_xarray(warp_aoi, WARP_BANDS, **warp_read)
 
         eager_pts = _common.measure(points_eager, repeat=args.repeat)
-        eager_warp = _common.measure(warped_eager, repeat=args.repeat)
+        eager_warp = _common.measure(warped_eager, repeat=args.repeat, before=clear_nearest_maps)
         warp_chips = int(eager_warp.result.sizes["time"]) * len(WARP_BANDS)
         results["warped_chips"] = warp_chips
         results["warped_shape"] = [int(eager_warp.result.sizes[d]) for d in ("y", "x")]
@@ -221,7 +223,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                 xr.testing.assert_identical(warped.compute(), eager_warp.result)  # exact
                 settle(client, list(dict(warped.__dask_graph__())))
                 warp_run = _common.measure(
-                    functools.partial(in_workers, client, lazy_warped), repeat=args.repeat, warmup=0
+                    functools.partial(in_workers, client, lazy_warped),
+                    repeat=args.repeat,
+                    warmup=0,
+                    before=lambda: client.run(clear_nearest_maps),
                 )
             results[f"workers_{workers}"] = {
                 "threads_per_worker": THREADS,
