@@ -317,17 +317,24 @@ class ServerProcess:
     Args:
         root: Folder to serve.
         latency: Seconds slept before answering each request.
+        bandwidth: Bytes per second each response is sent at, at most (None: as fast as
+            loopback goes). Object stores cap a single connection (S3: tens to ~100 MB/s),
+            so large ranged GETs take time in transfer, not only in first-byte latency.
     """
 
-    def __init__(self, root: str | Path, *, latency: float = 0.02) -> None:
+    def __init__(
+        self, root: str | Path, *, latency: float = 0.02, bandwidth: float | None = None
+    ) -> None:
         self.root = Path(root)
         self.latency = latency
+        self.bandwidth = bandwidth
         self._proc: subprocess.Popen[str] | None = None
         self.url = ""
 
     def start(self) -> Self:
+        command = [sys.executable, __file__, "serve", str(self.root), repr(self.latency)]
         self._proc = subprocess.Popen(
-            [sys.executable, __file__, "serve", str(self.root), repr(self.latency)],
+            [*command, repr(self.bandwidth or 0.0)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -391,9 +398,35 @@ class ServerProcess:
         return line.strip()
 
 
-def _serve(root: str, latency: float) -> None:
+_THROTTLE_CHUNK = 256 * 1024
+"""Bytes a throttled response sends between two checks of its pace."""
+
+
+def _throttle(bandwidth: float) -> None:
+    """Make this process's range server send each response at ``bandwidth`` bytes/s at most
+    (in :data:`_THROTTLE_CHUNK` pieces, sleeping whenever a response runs ahead of its pace)."""
+    from rasteret.testing import servers
+
+    plain = servers._Handler._write
+
+    def write(self: Any, body: Any, start: int = 0, stop: int | None = None) -> None:
+        stop = len(body) if stop is None else stop
+        began = time.perf_counter()
+        for at in range(start, stop, _THROTTLE_CHUNK):
+            end = min(at + _THROTTLE_CHUNK, stop)
+            plain(self, body, at, end)
+            ahead = (end - start) / bandwidth - (time.perf_counter() - began)
+            if ahead > 0:
+                time.sleep(ahead)
+
+    servers._Handler._write = write  # type: ignore[method-assign]
+
+
+def _serve(root: str, latency: float, bandwidth: float = 0.0) -> None:
     from rasteret.testing.servers import RangeHTTPServer
 
+    if bandwidth > 0:
+        _throttle(bandwidth)
     with RangeHTTPServer(root, latency=latency) as server:
         print(server.url, flush=True)
         for line in sys.stdin:
@@ -683,4 +716,4 @@ def arrival_floor(
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["serve"]:
-    _serve(sys.argv[2], float(sys.argv[3]))
+    _serve(sys.argv[2], float(sys.argv[3]), float(sys.argv[4]) if len(sys.argv) > 4 else 0.0)
