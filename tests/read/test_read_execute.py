@@ -14,6 +14,7 @@ import shapely
 from rasterio.windows import Window
 from read_support import X0, Y0, box, record, write_cog
 
+import rasteret.read.execute as execute_mod
 from rasteret.errors import ObjectNotFoundError
 from rasteret.read import ReadOptions, plan_read, read_chips, read_chips_async
 from rasteret.read.cache import TileCache, clear_tile_cache, get_tile_cache
@@ -52,7 +53,46 @@ def test_every_needed_tile_is_fetched_exactly_once(files: dict[str, Path]) -> No
     assert len(set(requested)) == len(requested)
 
 
-def test_coalescing_merges_neighbouring_tiles(files: dict[str, Path]) -> None:
+def test_a_larger_read_is_spread_over_parallel_requests(
+    files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Merged requests stop growing at the call's bytes / SPREAD_REQUESTS: the same pixels
+    and samples, the same bytes, more requests (here the 24 tiles would fit one request)."""
+    rec = record("c", files["chunky"], 3)
+    aoi = [box(0, 0, 700, 500)]
+    whole = read_chips([rec], aoi, 32633, ["b1"], ReadOptions(cache_mb=0))
+    plan = plan_read([rec], aoi, 32633, ["b1"], ReadOptions())
+    tile = max(t.end - t.start for t in plan.tiles.values())
+    xs = np.random.default_rng(3).uniform(X0, X0 + 7000, 500)
+    ys = np.random.default_rng(4).uniform(Y0 - 5000, Y0, 500)
+    points = read_points([rec], xs, ys, 32633, ["b1", "b2"], read_options=ReadOptions(cache_mb=0))
+    monkeypatch.setattr(execute_mod, "SPREAD_REQUESTS", 6)
+    monkeypatch.setattr(execute_mod, "MIN_SPREAD_SIZE", 1)
+    for read in ("chips", "points"):
+        clear_tile_cache()
+        counting = CountingReader(URLReader())
+        opts = ReadOptions(backend=counting, cache_mb=0)
+        if read == "chips":
+            spread = read_chips([rec], aoi, 32633, ["b1"], opts)
+            np.testing.assert_array_equal(spread.chips[0].data, whole.chips[0].data)
+            np.testing.assert_array_equal(spread.chips[0].valid, whole.chips[0].valid)
+        else:
+            got = read_points([rec], xs, ys, 32633, ["b1", "b2"], read_options=opts)
+            for a, b in zip(got.values + got.valid, points.values + points.valid, strict=True):
+                np.testing.assert_array_equal(a, b)
+        requested = [(s, e) for call in counting.calls for s, e in call.ranges]
+        assert len(set(requested)) == len(requested)  # no range asked twice
+        assert counting.requests() >= 6, read
+        # a merged request stops growing at a sixth of the bytes: it passes that by less
+        # than the one tile that made it grow past
+        largest = max(e - s for s, e in requested)
+        assert largest < counting.bytes_read() / 6 + tile, read
+
+
+def test_coalescing_merges_neighbouring_tiles(
+    files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(execute_mod, "SPREAD_REQUESTS", 1)  # coalescing alone (a 1.2 MB read)
     rec = record("c", files["chunky"], 3)
     counting = CountingReader(URLReader())
     read_chips(

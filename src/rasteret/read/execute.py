@@ -38,7 +38,7 @@ import threading
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -81,6 +81,31 @@ def decode_pool() -> ThreadPoolExecutor:
 def _threads() -> int:
     """Threads of the decode pool: one per core."""
     return os.cpu_count() or 1
+
+
+SPREAD_REQUESTS = 16
+"""A call's bytes go out in at least this many requests when they fill them: merged requests
+stop growing at the call's bytes / SPREAD_REQUESTS (never below :data:`MIN_SPREAD_SIZE`).
+An object store serves one connection at tens to ~100 MB/s, so a few large requests arrive
+later than the same bytes in parallel ones, and decoding waits for each request's end."""
+MIN_SPREAD_SIZE = 1024 * 1024
+"""Merged requests may always grow to this many bytes (small reads stay one request)."""
+
+
+def spread(fopts: FetchOptions, total: int) -> FetchOptions:
+    """``fopts`` for a call fetching ``total`` bytes: its merged requests stop growing at
+    ``total / SPREAD_REQUESTS`` bytes (at least :data:`MIN_SPREAD_SIZE`) when that is below
+    ``fopts.max_coalesced_size``.
+
+    >>> spread(FetchOptions(), 11_000_000).max_coalesced_size
+    1048576
+    >>> spread(FetchOptions(), 400_000_000).max_coalesced_size == FetchOptions().max_coalesced_size
+    True
+    """
+    size = max(MIN_SPREAD_SIZE, total // SPREAD_REQUESTS)
+    if size >= fopts.max_coalesced_size:
+        return fopts
+    return replace(fopts, max_coalesced_size=size)
 
 
 def fetch_options(options: ReadOptions) -> FetchOptions:
@@ -240,7 +265,8 @@ async def execute_plan_async(
             to_resume.append((source, partial))
         else:
             to_fetch[key.href].append(source)
-    fopts = fetch_options(options)
+    fetched = sum(s.end - s.start for sources in to_fetch.values() for s in sources)
+    fopts = spread(fetch_options(options), fetched)
     masks: dict[int, asyncio.Future[np.ndarray]] = {}
 
     jobs = PoolJobs(pool)

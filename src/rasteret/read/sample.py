@@ -44,6 +44,7 @@ import numpy as np
 
 from rasteret._pools import ELASTIC, shared_pool
 from rasteret._sync import run
+from rasteret.io.fetch import FetchOptions
 from rasteret.read.bands import TileKey, TileSource
 from rasteret.read.cache import get_tile_cache
 from rasteret.read.execute import (
@@ -52,6 +53,7 @@ from rasteret.read.execute import (
     _groups,
     decode_pool,
     fetch_options,
+    spread,
 )
 from rasteret.read.grid import crs_key
 from rasteret.read.locate import pixel_of, point_array, spatial_order
@@ -219,7 +221,7 @@ async def _execute(
         await loop.run_in_executor(gatherers, gatherer.gather, key, tile)
         del futures[key]
 
-    async def fetch_group(href: str, members: list[TileSource]) -> None:
+    async def fetch_group(href: str, members: list[TileSource], fopts: FetchOptions) -> None:
         need = sum(_decoded_nbytes(s) for s in members)
         await budget.acquire(need)
         try:  # each tile is gathered as soon as it is decoded, while the others decode
@@ -247,9 +249,11 @@ async def _execute(
                 group.create_task(gather_tile(key))
             else:
                 to_fetch[key.href].append(source)
+        fetched = sum(s.end - s.start for sources in to_fetch.values() for s in sources)
+        spread_fopts = spread(fopts, fetched)  # this wave's requests, spread over connections
         for href, sources in to_fetch.items():
-            for members in _groups(sources, fopts):
-                group.create_task(fetch_group(href, members))
+            for members in _groups(sources, spread_fopts):
+                group.create_task(fetch_group(href, members, spread_fopts))
 
     async def read_the_rest(group: asyncio.TaskGroup) -> None:
         assert every_tile is not None
