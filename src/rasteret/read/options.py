@@ -83,7 +83,9 @@ class ReadOptions:
     max_gap: int | None = None
     """Largest byte gap merged into one request (default: :mod:`rasteret.io.ranges`)."""
     max_coalesced_size: int | None = None
-    """Largest merged request in bytes (default: :mod:`rasteret.io.ranges`)."""
+    """Largest merged request in bytes (default: :mod:`rasteret.io.ranges`); a read also
+    keeps its merged requests below its bytes / 16 (at least 1 MiB), so its bytes travel
+    over parallel connections (:func:`rasteret.read.execute.spread`)."""
     on_missing: OnMissing = "raise"
     """A requested band without metadata: ``raise`` BandResolutionError, or ``skip`` the
     record and list it in ``ChipSet.skipped``."""
