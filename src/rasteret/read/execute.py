@@ -36,7 +36,7 @@ import itertools
 import os
 import threading
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -63,6 +63,7 @@ __all__ = [
     "TileDecodes",
     "decode_pool",
     "execute_plan_async",
+    "fetch_groups",
     "fetch_options",
     "stack_shape",
 ]
@@ -265,8 +266,6 @@ async def execute_plan_async(
             to_resume.append((source, partial))
         else:
             to_fetch[key.href].append(source)
-    fetched = sum(s.end - s.start for sources in to_fetch.values() for s in sources)
-    fopts = spread(fetch_options(options), fetched)
     masks: dict[int, asyncio.Future[np.ndarray]] = {}
 
     jobs = PoolJobs(pool)
@@ -328,9 +327,8 @@ async def execute_plan_async(
 
     try:
         async with asyncio.TaskGroup() as group:
-            for href, sources in to_fetch.items():
-                for members in _groups(sources, fopts):
-                    group.create_task(decodes.fetch(href, members, fopts))
+            for href, members, fopts in fetch_groups(to_fetch, fetch_options(options)):
+                group.create_task(decodes.fetch(href, members, fopts))
             for source, partial in to_resume:
                 group.create_task(decodes.resume(source, partial))
             chip_tasks = [group.create_task(one_chip(i, c)) for i, c in enumerate(plan.chips)]
@@ -394,6 +392,18 @@ def _first_error(eg: BaseExceptionGroup[Any]) -> BaseException:
         if not isinstance(exc, asyncio.CancelledError):
             return exc
     return eg.exceptions[0]
+
+
+def fetch_groups(
+    to_fetch: Mapping[str, list[TileSource]], fopts: FetchOptions
+) -> Iterator[tuple[str, list[TileSource], FetchOptions]]:
+    """The requests of one call's tiles (``to_fetch``: per file): ``(href, tiles, options)``
+    per coalesced request, the options :func:`spread` over the call's bytes."""
+    fetched = sum(s.end - s.start for sources in to_fetch.values() for s in sources)
+    fopts = spread(fopts, fetched)
+    for href, sources in to_fetch.items():
+        for members in _groups(sources, fopts):
+            yield href, members, fopts
 
 
 def _groups(sources: list[TileSource], fopts: FetchOptions) -> list[list[TileSource]]:

@@ -50,10 +50,9 @@ from rasteret.read.cache import get_tile_cache
 from rasteret.read.execute import (
     TileDecodes,
     _first_error,
-    _groups,
     decode_pool,
+    fetch_groups,
     fetch_options,
-    spread,
 )
 from rasteret.read.grid import crs_key
 from rasteret.read.locate import pixel_of, point_array, spatial_order
@@ -249,11 +248,8 @@ async def _execute(
                 group.create_task(gather_tile(key))
             else:
                 to_fetch[key.href].append(source)
-        fetched = sum(s.end - s.start for sources in to_fetch.values() for s in sources)
-        spread_fopts = spread(fopts, fetched)  # this wave's requests, spread over connections
-        for href, sources in to_fetch.items():
-            for members in _groups(sources, spread_fopts):
-                group.create_task(fetch_group(href, members, spread_fopts))
+        for href, members, wave_fopts in fetch_groups(to_fetch, fopts):
+            group.create_task(fetch_group(href, members, wave_fopts))
 
     async def read_the_rest(group: asyncio.TaskGroup) -> None:
         assert every_tile is not None
