@@ -112,6 +112,26 @@ def parse_args(
     return args
 
 
+def add_bandwidth_option(parser: argparse.ArgumentParser) -> None:
+    """``--bandwidth MBPS``: the store sends each response at that rate at most (see
+    :class:`ServerProcess`); read it back with :func:`store_bandwidth`."""
+    parser.add_argument(
+        "--bandwidth",
+        type=float,
+        default=0.0,
+        help="MB/s per response the store sends at most (default: unlimited; not saved)",
+    )
+
+
+def store_bandwidth(args: argparse.Namespace) -> float | None:
+    """The ``--bandwidth`` of ``args`` in bytes/s for :class:`ServerProcess` (None: no cap).
+    A throttled run never replaces the saved figures: it clears ``args.save``."""
+    if not args.bandwidth:
+        return None
+    args.save = False
+    return float(args.bandwidth) * 1e6
+
+
 def data_dir(*parts: str) -> Path:
     """``DATA_DIR / parts``, created if missing."""
     path = DATA_DIR.joinpath(*parts)

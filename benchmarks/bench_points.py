@@ -30,7 +30,6 @@ is reported on its own row. rasterio runs take seconds to minutes and get no ext
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import functools
 import os
@@ -289,24 +288,13 @@ def run_scenario(
     return rows, raw
 
 
-def _options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--bandwidth",
-        type=float,
-        default=0.0,
-        help="MB/s per response the store sends at most (default: unlimited; not saved)",
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> None:
-    args = _common.parse_args(__doc__.splitlines()[0], argv, configure=_options)
-    if args.bandwidth:
-        args.save = False  # a throttled run never replaces the saved figures
+    args = _common.parse_args(__doc__.splitlines()[0], argv, configure=_common.add_bandwidth_option)
+    bandwidth = _common.store_bandwidth(args)
     count, n_a, n_b = (3, 1_000, 50_000) if args.quick else (15, 10_000, 1_000_000)
     root, specs = scenes(count, 2048)
     rows: list[list[Any]] = []
     raw: list[dict[str, Any]] = []
-    bandwidth = args.bandwidth * 1e6 if args.bandwidth else None
     with _common.ServerProcess(root, latency=LATENCY, bandwidth=bandwidth) as server:
         hrefs = {
             s.scene_id: {b: server.url_for(f"{s.scene_id}_{b}.tif") for b in BANDS} for s in specs

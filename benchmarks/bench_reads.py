@@ -291,22 +291,17 @@ def _options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-rasterio", action="store_true", help="time rasteret and the floor only (not saved)"
     )
-    parser.add_argument(
-        "--bandwidth",
-        type=float,
-        default=0.0,
-        help="MB/s per response the store sends at most (default: unlimited; not saved)",
-    )
+    _common.add_bandwidth_option(parser)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = _common.parse_args(__doc__.splitlines()[0], argv, configure=_options)
     wanted = {k.strip() for k in args.scenario.split(",") if k.strip()}
-    if wanted or args.no_rasterio or args.bandwidth:
-        args.save = False  # a partial or throttled run never replaces the saved figures
+    if wanted or args.no_rasterio:
+        args.save = False  # a partial run never replaces the saved figures
+    bandwidth = _common.store_bandwidth(args)
     corpus = _common.scene_corpus(args.quick)
     results = []
-    bandwidth = args.bandwidth * 1e6 if args.bandwidth else None
     with _common.ServerProcess(corpus.root, latency=LATENCY, bandwidth=bandwidth) as server:
         table = record_table(list(corpus.specs), corpus.hrefs(server.url))
         collection = rasteret.build_from_table(table, enrich_cog=True, progress=False)
