@@ -17,11 +17,16 @@ True
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from typing import Any, TypeVar
 
-__all__ = ["ELASTIC", "shared_pool"]
+__all__ = ["ELASTIC", "run_on", "shared_pool"]
+
+T = TypeVar("T")
 
 ELASTIC = 32
 """Threads at most of a pool whose jobs may wait a little (for requests to go out): a
@@ -41,6 +46,53 @@ def shared_pool(name: str, workers: int) -> ThreadPoolExecutor:
             pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"rasteret-{name}")
             _pools[name] = pool
         return pool
+
+
+async def run_on(
+    pool: Executor,
+    fn: Callable[..., T],
+    *args: Any,
+    started: Callable[[Future[T]], None] | None = None,
+) -> T:
+    """``fn(*args)`` on ``pool``, awaited from the event loop; ``started`` is given the pool's
+    future once submitted.
+
+    As ``loop.run_in_executor``, with one call back into the loop per job instead of two (a
+    read runs a few jobs per tile, and each call back costs the loop thread a turn). A
+    cancelled await cancels the job if it has not started.
+
+    >>> asyncio.run(run_on(shared_pool("doctest", 2), sum, [1, 2]))
+    3
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def finished(job: Future[T]) -> None:  # in the pool's thread (or here, if cancelled)
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(_copy_outcome, job, done)
+
+    job = pool.submit(fn, *args)
+    if started is not None:
+        started(job)
+    job.add_done_callback(finished)
+    try:
+        return await done
+    except asyncio.CancelledError:
+        job.cancel()  # not started yet: never starts
+        raise
+
+
+def _copy_outcome(job: Future[T], done: asyncio.Future[T]) -> None:
+    if done.done():  # the await was cancelled
+        return
+    if job.cancelled():
+        done.cancel()
+        return
+    error = job.exception()
+    if error is not None:
+        done.set_exception(error)
+    else:
+        done.set_result(job.result())
 
 
 def _reset_after_fork() -> None:

@@ -306,7 +306,13 @@ async def _with_retries(
 
 
 async def _all_or_nothing(coros: Iterable[Coroutine[Any, Any, T]]) -> list[T]:
-    """Run ``coros`` concurrently; on the first failure cancel the rest and raise it."""
+    """Run ``coros`` concurrently; on the first failure cancel the rest and raise it.
+
+    One coroutine is awaited in place: no task, no wait (most tile requests are one range).
+    """
+    coros = list(coros)
+    if len(coros) == 1:
+        return [await coros[0]]
     tasks = [asyncio.ensure_future(c) for c in coros]
     if not tasks:
         return []

@@ -43,7 +43,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from rasteret._pools import shared_pool
+from rasteret._pools import run_on, shared_pool
 from rasteret.errors import RasteretError, SchemaError
 from rasteret.io.fetch import FetchOptions, fetch_ranges
 from rasteret.io.ranges import ByteRange, coalesce
@@ -196,10 +196,11 @@ class PoolJobs:
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` on the pool."""
-        future = self._pool.submit(fn, *args)
-        self._running.add(future)
-        future.add_done_callback(self._running.discard)  # set operations hold the GIL
-        return await asyncio.wrap_future(future)
+        return await run_on(self._pool, fn, *args, started=self._track)
+
+    def _track(self, job: concurrent.futures.Future[Any]) -> None:
+        self._running.add(job)
+        job.add_done_callback(self._running.discard)  # set operations hold the GIL
 
     async def settle(self) -> None:
         """Wait until every job started so far has finished (their outcomes are dropped)."""
@@ -451,12 +452,14 @@ class TileDecodes:
                 self._fail(source, exc)
             return
         whole = self.options.whole_tiles
-        await asyncio.gather(
-            *(
-                self._run(source, _decode, (source, view, None if whole else source.needed_rows))
-                for source, view in zip(sources, views, strict=True)
-            )
-        )
+        runs = [
+            self._run(source, _decode, (source, view, None if whole else source.needed_rows))
+            for source, view in zip(sources, views, strict=True)
+        ]
+        if len(runs) == 1:  # one tile: awaited in place (no task, no gather)
+            await runs[0]
+        else:
+            await asyncio.gather(*runs)
 
     async def resume(self, source: TileSource, partial: PartialTile) -> None:
         """Decode the rows the read needs below those of a cached partial decode (no fetch)."""
@@ -468,8 +471,7 @@ class TileDecodes:
     ) -> None:
         try:
             if self.queue is None:
-                loop = asyncio.get_running_loop()
-                arr, partial = await loop.run_in_executor(self.pool, job, *args)
+                arr, partial = await run_on(self.pool, job, *args)
             else:
                 rank = 0 if self.priority is None else self.priority.get(source.key, 0)
                 arr, partial = await self.queue.run(rank, job, *args)

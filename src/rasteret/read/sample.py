@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from rasteret._pools import ELASTIC, shared_pool
+from rasteret._pools import ELASTIC, run_on, shared_pool
 from rasteret._sync import run
 from rasteret.io.fetch import FetchOptions
 from rasteret.read.bands import TileKey, TileSource
@@ -217,7 +217,7 @@ async def _execute(
     async def gather_tile(key: TileKey) -> None:
         tile = await futures[key]  # decoded
         gatherer = await asyncio.shield(gathering)
-        await loop.run_in_executor(gatherers, gatherer.gather, key, tile)
+        await run_on(gatherers, gatherer.gather, key, tile)
         del futures[key]
 
     async def fetch_group(href: str, members: list[TileSource], fopts: FetchOptions) -> None:
