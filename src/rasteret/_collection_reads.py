@@ -21,7 +21,13 @@ from rasteret.errors import SchemaError
 from rasteret.ingest.metadata import BandMetadata
 from rasteret.ingest.schema import DATETIME, ID, metadata_column
 from rasteret.read import ChipSet, ReadOptions, RecordRef, read_chips
-from rasteret.types import aoi_bounds_crs84, crs_, geometries_to_shapely, geometry_crs
+from rasteret.types import (
+    aoi_bounds_crs84,
+    crs_,
+    geometries_to_shapely,
+    geometry_crs,
+    is_column_like,
+)
 
 if TYPE_CHECKING:
     import pyproj
@@ -69,6 +75,9 @@ class AOIs:
 
 
 def _is_table(value: Any) -> bool:
+    """A table of AOIs or points (columns kept in the output), not one geometry column."""
+    if is_column_like(value):
+        return False
     return (
         isinstance(value, pa.Table | pa.RecordBatch | pa.RecordBatchReader)
         or hasattr(value, "__arrow_c_stream__")

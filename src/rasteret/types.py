@@ -41,12 +41,14 @@ __all__ = [
     "aoi_bounds_crs84",
     "arrow_to_shapely",
     "bbox_",
+    "classic_arrow_types",
     "crs_",
     "field_geometry_encoding",
     "geoarrow_wkb_field",
     "geometries_to_shapely",
     "geometries_to_wkb",
     "geometry_crs",
+    "is_column_like",
     "is_crs84",
     "to_crs84",
 ]
@@ -203,6 +205,66 @@ def field_geometry_encoding(
     if "crs" not in column:  # GeoParquet: an absent crs means OGC:CRS84, a null one unknown
         return encoding, CRS84
     return encoding, (crs_(column["crs"]) if column["crs"] else None)
+
+
+def is_column_like(value: Any) -> bool:
+    """Whether ``value`` is one column rather than a table: an Arrow array or chunked array,
+    a pandas, Polars or GeoPandas Series, or a GeoPandas GeometryArray. (Some of these have
+    ``__arrow_c_stream__`` too, but stream arrays, not record batches.)
+
+    >>> import pandas as pd
+    >>> is_column_like(pa.chunked_array([[1]])), is_column_like(pd.Series([1]))
+    (True, True)
+    >>> is_column_like(pa.table({"a": [1]})), is_column_like(pd.DataFrame({"a": [1]}))
+    (False, False)
+    """
+    if isinstance(value, pa.Array | pa.ChunkedArray):
+        return True
+    module = type(value).__module__
+    return module.startswith(("pandas", "geopandas", "polars")) and not hasattr(value, "columns")
+
+
+def classic_arrow_types(table: pa.Table) -> pa.Table:
+    """``table`` with Arrow's view types cast to their classic layouts: ``string_view`` to
+    ``large_string``, ``binary_view`` to ``large_binary``, list views to lists, at any depth
+    (struct fields, list items, map keys and values, dictionary values); field and schema
+    metadata kept. Polars hands text over as ``string_view``, which many Arrow kernels
+    (``take``, ``sort_by``, Parquet writing in older readers) do not accept.
+
+    >>> table = pa.table({"s": pa.array(["a"], pa.string_view()), "n": [1]})
+    >>> classic_arrow_types(table).schema.types
+    [DataType(large_string), DataType(int64)]
+    """
+    fields = [field.with_type(_classic_type(field.type)) for field in table.schema]
+    if all(new.type == old.type for new, old in zip(fields, table.schema, strict=True)):
+        return table
+    return table.cast(pa.schema(fields, metadata=table.schema.metadata))
+
+
+def _classic_type(dtype: pa.DataType) -> pa.DataType:
+    types = pa.types
+    if types.is_string_view(dtype):
+        return pa.large_string()
+    if types.is_binary_view(dtype):
+        return pa.large_binary()
+    if types.is_list_view(dtype) or types.is_list(dtype):
+        return pa.list_(_classic_field(dtype.value_field))
+    if types.is_large_list_view(dtype) or types.is_large_list(dtype):
+        return pa.large_list(_classic_field(dtype.value_field))
+    if types.is_fixed_size_list(dtype):
+        return pa.list_(_classic_field(dtype.value_field), dtype.list_size)
+    if types.is_map(dtype):
+        key, item = _classic_field(dtype.key_field), _classic_field(dtype.item_field)
+        return pa.map_(key, item, keys_sorted=dtype.keys_sorted)
+    if types.is_struct(dtype):
+        return pa.struct([_classic_field(dtype.field(i)) for i in range(dtype.num_fields)])
+    if types.is_dictionary(dtype):
+        return pa.dictionary(dtype.index_type, _classic_type(dtype.value_type), dtype.ordered)
+    return dtype
+
+
+def _classic_field(field: pa.Field) -> pa.Field:
+    return field.with_type(_classic_type(field.type))
 
 
 def arrow_to_shapely(array: pa.Array | pa.ChunkedArray, encoding: str | None = None) -> np.ndarray:
@@ -428,12 +490,19 @@ def _shapely_and_crs(
     value: Any, column: str | None, *, decode: bool = True
 ) -> tuple[np.ndarray, pyproj.CRS | None]:
     empty = np.empty(0, dtype=object)
-    if type(value).__module__.startswith("geopandas"):
+    module = type(value).__module__
+    if module.startswith("geopandas"):  # GeoDataFrame, GeoSeries, GeometryArray
         series = value
         if hasattr(value, "columns"):  # a GeoDataFrame: the named or the active geometry column
             series = value[column] if column else value.geometry
-        return (np.asarray(series.values, dtype=object) if decode else empty), series.crs
+        return (np.asarray(series, dtype=object) if decode else empty), series.crs
+    if is_column_like(value) and not isinstance(value, pa.ChunkedArray | pa.Array):
+        if module.startswith("pandas"):  # shapely objects, WKB or WKT in a Series
+            return (_python_to_shapely(value.to_numpy(dtype=object)) if decode else empty), None
+        value = value.to_arrow()  # a Polars Series
     if isinstance(value, pa.ChunkedArray | pa.Array):
+        if pa.types.is_binary_view(value.type) or pa.types.is_string_view(value.type):
+            value = value.cast(_classic_type(value.type))
         return (arrow_to_shapely(value) if decode else empty), None
     if hasattr(value, "__arrow_c_array__") and not hasattr(value, "__arrow_c_stream__"):
         schema_capsule, array_capsule = value.__arrow_c_array__()

@@ -40,7 +40,12 @@ from rasteret.errors import (
     UnsupportedFormatError,
 )
 from rasteret.ingest.filesystems import filesystem_for_uri
-from rasteret.types import EXTENSION_NAME_KEY, GEOARROW_WKB, geoarrow_wkb_field
+from rasteret.types import (
+    EXTENSION_NAME_KEY,
+    GEOARROW_WKB,
+    classic_arrow_types,
+    geoarrow_wkb_field,
+)
 
 __all__ = ["FilterLike", "PathLike", "read_source"]
 
@@ -75,6 +80,15 @@ def read_source(
         UnsupportedFormatError: plain HTTP(S) Parquet URLs or unknown source types.
         SchemaError: unknown columns in ``columns``/``filter_expr`` or an unreadable table.
     """
+    return classic_arrow_types(_read(source, filesystem, columns, filter_expr))
+
+
+def _read(
+    source: Any,
+    filesystem: pafs.FileSystem | None,
+    columns: Sequence[str] | None,
+    filter_expr: FilterLike | None,
+) -> pa.Table:
     expr = _expression(filter_expr)
     cols = list(columns) if columns is not None else None
     if isinstance(source, str | os.PathLike) or (

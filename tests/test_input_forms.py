@@ -1,0 +1,195 @@
+"""Inputs as users hand them over: Polars frames with text columns (Arrow view types) and one
+geometry column on its own (Arrow chunked array, GeoSeries, GeometryArray, pandas and Polars
+Series) as AOIs and points. Each gives what the same data as a plain Arrow table gives."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import shapely
+
+import rasteret
+from rasteret.testing.scenes import SceneSpec, record_table, scene_footprint, write_scene
+from rasteret.types import classic_arrow_types
+
+pl = pytest.importorskip("polars")
+gpd = pytest.importorskip("geopandas")
+pd = pytest.importorskip("pandas")
+
+SPECS = [
+    SceneSpec(
+        f"scene-{i}",
+        32633,
+        (500000.0 + 1000 * i, 4600000.0),
+        size=300,
+        tile=128,
+        datetime=dt.datetime(2024, 1 + i, 10, tzinfo=dt.UTC),
+        seed=i,
+    )
+    for i in range(2)
+]
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory: pytest.TempPathFactory) -> pa.Table:
+    folder = tmp_path_factory.mktemp("scenes")
+    for spec in SPECS:
+        write_scene(spec, folder)
+    hrefs = {
+        s.scene_id: {b: str(Path(folder) / f"{s.scene_id}_{b}.tif") for b in ("B04", "B08")}
+        for s in SPECS
+    }
+    return record_table(SPECS, hrefs)
+
+
+@pytest.fixture(scope="module")
+def collection(records: pa.Table) -> Any:
+    return rasteret.build_from_table(records, enrich_cog=True, progress=False)
+
+
+def _aoi() -> shapely.Polygon:
+    c = scene_footprint(SPECS[0]).centroid
+    return shapely.box(c.x - 0.002, c.y - 0.002, c.x + 0.002, c.y + 0.002)
+
+
+def _points() -> list[shapely.Point]:
+    c = scene_footprint(SPECS[0]).centroid
+    return [shapely.Point(c.x + d, c.y - d) for d in (0.0, 0.001, 0.002)]
+
+
+# -- Arrow view types ----------------------------------------------------------------------------
+
+
+def test_view_types_become_classic_at_any_depth() -> None:
+    table = pa.table(
+        {
+            "s": pa.array(["a", None], pa.string_view()),
+            "b": pa.array([b"x", b"y"], pa.binary_view()),
+            "l": pa.array([["p"], ["q", "r"]], pa.large_list(pa.string_view())),
+            "st": pa.array([{"k": "v"}, {"k": None}], pa.struct([("k", pa.string_view())])),
+            "n": [1, 2],
+        }
+    ).replace_schema_metadata({"origin": "polars"})
+    out = classic_arrow_types(table)
+    assert out.schema.types == [
+        pa.large_string(),
+        pa.large_binary(),
+        pa.large_list(pa.large_string()),
+        pa.struct([("k", pa.large_string())]),
+        pa.int64(),
+    ]
+    assert out.schema.metadata == {b"origin": b"polars"}
+    assert out.to_pylist() == table.to_pylist()
+    plain = pa.table({"n": [1]})
+    assert classic_arrow_types(plain) is plain  # nothing to cast: the same table
+
+
+@pytest.mark.parametrize("persisted", [False, True])
+def test_a_polars_record_table_with_text_columns_builds(
+    records: pa.Table, persisted: bool, tmp_path: Path
+) -> None:
+    frame = pl.from_arrow(records.append_column("note", pa.array(["clear", "hazy"])))
+    assert pa.table(frame).schema.field("note").type == pa.string_view()  # what Polars hands over
+    where = {"name": "polars", "workspace_dir": tmp_path} if persisted else {}
+    built = rasteret.build_from_table(frame, enrich_cog=True, progress=False, **where)
+    assert len(built) == len(SPECS)
+    rows = built.to_table(columns=["id", "note"]).sort_by("id").to_pylist()
+    assert rows == [{"id": "scene-0", "note": "clear"}, {"id": "scene-1", "note": "hazy"}]
+
+
+def test_get_gdf_keeps_the_text_columns_of_a_polars_aoi_table(collection: Any) -> None:
+    frame = pl.DataFrame({"parcel_id": ["p1"], "crop": ["wheat"], "geometry": [_aoi().wkb]})
+    gdf = collection.get_gdf(frame, ["B04"])
+    expected = collection.get_gdf(
+        pa.table(frame.to_arrow()).cast(
+            pa.schema(
+                [("parcel_id", pa.string()), ("crop", pa.string()), ("geometry", pa.binary())]
+            )
+        ),
+        ["B04"],
+    )
+    assert list(gdf["parcel_id"]) == ["p1"] * len(gdf)
+    assert list(gdf["crop"]) == ["wheat"] * len(gdf)
+    assert len(gdf) == len(expected) > 0
+    for a, b in zip(gdf["B04"], expected["B04"], strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_sample_points_keeps_the_text_columns_of_a_polars_point_table(collection: Any) -> None:
+    pts = _points()
+    frame = pl.DataFrame(
+        {"site": ["a", "b", "c"], "lon": [p.x for p in pts], "lat": [p.y for p in pts]}
+    )
+    table = collection.sample_points(frame, ["B04"], geometry_crs="EPSG:4326")
+    plain = collection.sample_points(
+        pa.table(
+            {"site": ["a", "b", "c"], "lon": frame["lon"].to_list(), "lat": frame["lat"].to_list()}
+        ),
+        ["B04"],
+        geometry_crs="EPSG:4326",
+    )
+    assert table.num_rows == plain.num_rows > 0
+    assert table.column("site").to_pylist() == plain.column("site").to_pylist()
+    assert table.column("B04").to_pylist() == plain.column("B04").to_pylist()
+
+
+def test_a_polars_text_label_field_feeds_torchgeo(records: pa.Table) -> None:
+    pytest.importorskip("torchgeo")
+    frame = pl.from_arrow(records.append_column("label", pa.array(["crop", "forest"])))
+    built = rasteret.build_from_table(frame, enrich_cog=True, progress=False)
+    dataset = built.to_torchgeo_dataset(bands=["B04"], label_field="label")
+    assert len(dataset) == len(SPECS)
+
+
+# -- one geometry column as AOIs or points -------------------------------------------------------
+
+
+def _aoi_forms() -> dict[str, Any]:
+    aoi = _aoi()
+    series = gpd.GeoSeries([aoi], crs="EPSG:4326")
+    return {
+        "chunked WKB array": pa.chunked_array([[aoi.wkb]]),
+        "GeoSeries": series,
+        "GeometryArray": series.values,
+        "pandas Series of shapely": pd.Series([aoi]),
+        "pandas Series of WKB": pd.Series([aoi.wkb]),
+        "Polars Series of WKB": pl.Series("geometry", [aoi.wkb]),
+    }
+
+
+@pytest.mark.parametrize("form", list(_aoi_forms()))
+def test_one_geometry_column_is_an_aoi_list(form: str, collection: Any) -> None:
+    expected, index = collection.get_numpy([_aoi()], ["B04"], return_index=True)
+    got, got_index = collection.get_numpy(_aoi_forms()[form], ["B04"], return_index=True)
+    np.testing.assert_array_equal(got, expected)
+    assert list(got_index.record_id) == list(index.record_id)
+
+
+def test_a_geoseries_brings_its_crs(collection: Any) -> None:
+    utm = gpd.GeoSeries([_aoi()], crs="EPSG:4326").to_crs(32633)
+    expected = collection.get_numpy([utm.iloc[0]], ["B04"], geometry_crs="EPSG:32633")
+    np.testing.assert_array_equal(collection.get_numpy(utm, ["B04"]), expected)
+
+
+def _point_forms() -> dict[str, Any]:
+    pts = _points()
+    return {
+        "chunked WKB array": pa.chunked_array([[p.wkb for p in pts]]),
+        "GeoSeries": gpd.GeoSeries(pts, crs="EPSG:4326"),
+        "pandas Series of shapely": pd.Series(pts),
+        "Polars Series of WKB": pl.Series("geometry", [p.wkb for p in pts]),
+    }
+
+
+@pytest.mark.parametrize("form", list(_point_forms()))
+def test_one_geometry_column_is_a_point_list(form: str, collection: Any) -> None:
+    expected = collection.sample_points(_points(), ["B04"])
+    got = collection.sample_points(_point_forms()[form], ["B04"])
+    assert got.num_rows == expected.num_rows > 0
+    assert got.column("B04").to_pylist() == expected.column("B04").to_pylist()
+    assert got.column("record_id").to_pylist() == expected.column("record_id").to_pylist()
