@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -87,17 +87,17 @@ def build_from_table(
         The collection. Assets whose header could not be read are listed in
         ``collection.enrichment_errors`` and reported with a :class:`RasteretWarning`.
     """
-    cloud = _cloud_config(cloud_config, url_rewrite_patterns)
+    cloud = _cloud_config(cloud_config, data_source, url_rewrite_patterns)
     source = read_source(path, filesystem=filesystem, columns=columns, filter_expr=filter_expr)
     table = normalize_records(
         source,
         column_map=column_map,
         href_column=href_column,
         band_index_map=band_index_map,
-        url_rewrite_patterns=url_rewrite_patterns,
+        url_rewrite_patterns=cloud.url_rewrite_patterns if cloud else None,
     )
     if data_source:
-        table, cloud = _apply_data_source(table, data_source, cloud)
+        table = _apply_band_map(table, data_source)
     options = {
         "data_source": data_source,
         "enrich_cog": enrich_cog,
@@ -153,22 +153,37 @@ def _maybe_enrich(
 
 
 def _cloud_config(
-    config: CloudConfig | Mapping[str, Any] | None, patterns: Mapping[str, str] | None
+    config: CloudConfig | Mapping[str, Any] | None,
+    data_source: str,
+    patterns: Mapping[str, str] | None,
 ) -> CloudConfig | None:
+    """A build's cloud settings: ``cloud_config=``, else the data source's (catalog), with
+    ``url_rewrite_patterns=`` added (winning for a prefix in both).
+
+    Their URL rewrites are applied to the hrefs the build stores, as
+    :func:`rasteret.build_from_stac` does: the collection then reads from the rewritten URLs
+    with no cloud settings passed again (a read that passes them rewrites nothing twice, see
+    :func:`rasteret.io.urls.rewrite_url`).
+
+    >>> config = _cloud_config({"requester_pays": True}, "", {"s3://a/": "https://a/"})
+    >>> config.requester_pays, config.url_rewrite_patterns
+    (True, {'s3://a/': 'https://a/'})
+    """
     if isinstance(config, Mapping):
         config = CloudConfig(**config)
-    if patterns and (config is None or not config.url_rewrite_patterns):
-        base = asdict(config) if config is not None else {}
-        base["url_rewrite_patterns"] = dict(patterns)
-        config = CloudConfig(**base)
+    if config is None and data_source:
+        from rasteret.catalog import cloud_config_for
+
+        config = cloud_config_for(data_source)
+    if patterns:
+        merged = {**((config.url_rewrite_patterns or {}) if config else {}), **patterns}
+        config = replace(config or CloudConfig(), url_rewrite_patterns=merged)
     return config
 
 
-def _apply_data_source(
-    table: pa.Table, data_source: str, cloud: CloudConfig | None
-) -> tuple[pa.Table, CloudConfig | None]:
-    """Re-key assets by the registered band map of ``data_source`` and take its cloud settings."""
-    from rasteret.catalog import band_map_for, cloud_config_for
+def _apply_band_map(table: pa.Table, data_source: str) -> pa.Table:
+    """Re-key assets by the registered band map of ``data_source``."""
+    from rasteret.catalog import band_map_for
     from rasteret.stac.tables import remap_assets_column
 
     mapping = band_map_for(data_source)
@@ -180,7 +195,7 @@ def _apply_data_source(
             require_all=False,
             where=f"data_source={data_source!r}",
         )
-    return table, cloud if cloud is not None else cloud_config_for(data_source)
+    return table
 
 
 def _show_progress(progress: bool | None) -> bool:

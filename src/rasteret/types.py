@@ -217,11 +217,17 @@ def is_column_like(value: Any) -> bool:
     (True, True)
     >>> is_column_like(pa.table({"a": [1]})), is_column_like(pd.DataFrame({"a": [1]}))
     (False, False)
+    >>> import geopandas as gpd, shapely
+    >>> frame = gpd.GeoDataFrame(geometry=[shapely.Point(0, 0)])
+    >>> is_column_like(frame.geometry), is_column_like(frame.to_arrow())  # the latter: a table
+    (True, False)
     """
     if isinstance(value, pa.Array | pa.ChunkedArray):
         return True
-    module = type(value).__module__
-    return module.startswith(("pandas", "geopandas", "polars")) and not hasattr(value, "columns")
+    kind = type(value)
+    if kind.__module__.startswith(("pandas", "geopandas")):  # Series and subclasses
+        return any(c.__name__ in ("Series", "GeometryArray") for c in kind.__mro__)
+    return kind.__module__.startswith("polars") and kind.__name__ == "Series"
 
 
 def classic_arrow_types(table: pa.Table) -> pa.Table:

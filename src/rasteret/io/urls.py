@@ -71,15 +71,24 @@ class Location:
 def rewrite_url(url: str, patterns: Mapping[str, str] | None) -> str:
     """Replace the longest matching prefix of ``url`` from ``patterns`` (applied once).
 
+    Idempotent: a URL that already starts with the replacement is left as it is, so hrefs
+    rewritten when a collection was built are not rewritten again by a read given the same
+    patterns (which matters when a replacement extends its own prefix).
+
     >>> rewrite_url("s3://a/x.tif", {"s3://a/": "https://cdn.example/a/"})
     'https://cdn.example/a/x.tif'
     >>> rewrite_url("s3://b/x.tif", {"s3://a/": "https://cdn.example/a/"})
     's3://b/x.tif'
+    >>> mirror = {"https://h/": "https://h/mirror/"}
+    >>> rewrite_url(rewrite_url("https://h/x.tif", mirror), mirror)
+    'https://h/mirror/x.tif'
     """
     if not patterns:
         return url
     best = max((p for p in patterns if url.startswith(p)), key=len, default=None)
-    return url if best is None else patterns[best] + url[len(best) :]
+    if best is None or url.startswith(patterns[best]):
+        return url
+    return patterns[best] + url[len(best) :]
 
 
 def redact_url(url: str) -> str:
