@@ -97,6 +97,11 @@ class ReadError(RasteretError, RuntimeError):
     """A pixel read could not produce the requested result."""
 
 
+class StaleIndexError(ReadError):
+    """A file changed since it was indexed (its size or ETag differs from the collection's),
+    so the stored tile offsets no longer point at its tiles; rebuild or re-enrich."""
+
+
 class MissingDependencyError(RasteretError, ImportError):
     """An optional dependency is needed; the message names the extra to install."""
 

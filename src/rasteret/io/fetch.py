@@ -49,6 +49,7 @@ __all__ = [
     "DEFAULT_RETRY_TIME_LIMIT",
     "FetchOptions",
     "Prefix",
+    "fetch_head",
     "fetch_many",
     "fetch_prefix",
     "fetch_ranges",
@@ -186,6 +187,37 @@ async def fetch_prefix(
         if head.object_size != 0:
             raise
         return head  # an empty object: stores refuse any range of it
+
+
+async def fetch_head(
+    url: str,
+    *,
+    options: FetchOptions | None = None,
+    backend: Any = None,
+    cloud_config: CloudConfig | None = None,
+) -> Prefix | None:
+    """The size and ETag of an object (one HEAD, retried as any request; ``data`` is empty),
+    or None for a custom reader that cannot HEAD.
+
+    Raises:
+        ObjectNotFoundError, AccessDeniedError, FetchError: as :func:`fetch_ranges`.
+
+    >>> import tempfile, pathlib
+    >>> from rasteret._sync import run
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "a.bin"
+    >>> _ = path.write_bytes(b"12345")
+    >>> run(fetch_head(str(path))).object_size
+    5
+    """
+    options = options or FetchOptions()
+    target = open_target(url, backend=backend, cloud_config=cloud_config)
+    reader = target.reader
+    if not hasattr(reader, "head"):
+        return None
+    head: Prefix = await _with_retries(
+        target, "the object size (HEAD)", options, lambda: reader.head(target.path)
+    )
+    return head
 
 
 @overload

@@ -38,15 +38,24 @@ import threading
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import numpy as np
 
 from rasteret._pools import run_on, shared_pool
-from rasteret.errors import RasteretError, SchemaError
-from rasteret.io.fetch import FetchOptions, fetch_ranges
+from rasteret.errors import (
+    AccessDeniedError,
+    DecodeError,
+    FetchError,
+    ObjectNotFoundError,
+    RasteretError,
+    SchemaError,
+    StaleIndexError,
+)
+from rasteret.io.fetch import FetchOptions, Prefix, fetch_head, fetch_ranges
 from rasteret.io.ranges import ByteRange, coalesce
+from rasteret.io.urls import redact_url
 from rasteret.read.assemble import assemble_band
 from rasteret.read.bands import TileKey, TileSource
 from rasteret.read.buffers import decoded_buffers, recycled_array
@@ -435,6 +444,8 @@ class TileDecodes:
     errors: dict[TileKey, str] | None = None
     queue: DecodeQueue | None = None
     priority: Mapping[TileKey, int] | None = None
+    _heads: dict[str, asyncio.Future[Prefix | None]] = field(default_factory=dict)
+    """Per file: the HEAD that tells a stale index from a corrupt tile (error path only)."""
 
     async def fetch(self, href: str, sources: list[TileSource], fopts: FetchOptions) -> None:
         """Fetch one coalesced group of ``href`` and decode its tiles."""
@@ -449,7 +460,7 @@ class TileDecodes:
             )
         except RasteretError as exc:
             for source in sources:
-                self._fail(source, exc)
+                self._fail(source, await self._explained(source, exc))
             return
         whole = self.options.whole_tiles
         runs = [
@@ -476,12 +487,50 @@ class TileDecodes:
                 rank = 0 if self.priority is None else self.priority.get(source.key, 0)
                 arr, partial = await self.queue.run(rank, job, *args)
         except RasteretError as exc:
-            self._fail(source, exc)
+            self._fail(source, await self._explained(source, exc))
             return
         self.cache.put(source.key, arr, partial=partial)
         future = self.tiles.get(source.key)
         if future is not None and not future.done():
             future.set_result(arr)
+
+    async def _explained(self, source: TileSource, exc: RasteretError) -> RasteretError:
+        """``exc``, or a :class:`~rasteret.errors.StaleIndexError` when the tile's file is
+        no longer the one indexed: a decode failure, a short body or a refused range of a
+        file whose ETag (or size, when no ETag was stored) differs now. One HEAD per file
+        and read, on the error path only."""
+        version, href = source.key.version, source.key.href
+        if not version or not isinstance(exc, DecodeError | FetchError):
+            return exc
+        if isinstance(exc, ObjectNotFoundError | AccessDeniedError):
+            return exc  # already says what happened
+        if href not in self._heads:
+            self._heads[href] = asyncio.ensure_future(self._head(href))
+        head = await self._heads[href]
+        if head is None:
+            return exc
+        now = str(head.object_size) if version.isdigit() else head.etag
+        if now is None or now == version:
+            return exc
+        stale = StaleIndexError(
+            f"expected {redact_url(href)} as indexed ({'size' if version.isdigit() else 'ETag'} "
+            f"{version}), got a changed file (ETag {head.etag}, {head.object_size} bytes) at "
+            f"tile {source.key.tile}: the collection's tile offsets no longer match it; build "
+            f"the collection again (force=True) or enrich its headers again ({exc})"
+        )
+        stale.__cause__ = exc
+        return stale
+
+    async def _head(self, href: str) -> Prefix | None:
+        try:
+            return await fetch_head(
+                href,
+                options=fetch_options(self.options),
+                backend=self.options.backend,
+                cloud_config=self.options.cloud_config,
+            )
+        except RasteretError:
+            return None
 
     def _fail(self, source: TileSource, exc: RasteretError) -> None:
         """Record a failed tile (``on_error="skip"``), or raise its error."""
