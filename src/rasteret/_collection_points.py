@@ -28,6 +28,7 @@ from rasteret._collection_reads import (
     _crs_string,
     _geometry_column_name,
     _is_table,
+    read_cloud_config,
     records_for,
 )
 from rasteret.errors import SchemaError
@@ -314,11 +315,13 @@ class PointSamplingMixin:
                 ``(2r+1)²`` window as a ``{band}_neighbourhood`` list column.
             neighbourhood_radius: ``r`` of that window.
             keep_missing: Keep points outside every record as a row of nulls.
-            data_source: Accepted for API symmetry with the other reads.
+            data_source: A registered catalog source whose cloud settings
+                (requester-pays, URL rewrites) apply to the read; default: the
+                collection's own ``data_source``. An explicit ``cloud_config=`` wins.
             **kwargs: Filters of :meth:`Collection.subset` and I/O options
-                (``max_concurrent``, ``backend``, ``cache_mb``, ``max_gap``,
-                ``max_coalesced_size``, ``on_missing``, ``progress``, ``batch_size``,
-                ``max_decoded_mb``).
+                (``max_concurrent``, ``backend``, ``cloud_config``, ``cache_mb``,
+                ``max_gap``, ``max_coalesced_size``, ``on_missing``, ``progress``,
+                ``batch_size``, ``max_decoded_mb``).
 
         Returns:
             A ``pyarrow.Table``; columns as in :mod:`rasteret.outputs.points`, rows
@@ -350,9 +353,9 @@ class PointSamplingMixin:
                 return_neighbourhood=return_neighbourhood,
                 neighbourhood_radius=neighbourhood_radius,
                 keep_missing=keep_missing,
+                data_source=data_source,
                 **kwargs,
             )
-        del data_source
         allowed = {*_FILTER_KEYWORDS, *_OPTION_KEYWORDS, *_POINT_KEYWORDS}
         unknown = sorted(set(kwargs) - allowed)
         if unknown:
@@ -370,7 +373,11 @@ class PointSamplingMixin:
             neighbourhood_radius=neighbourhood_radius,
             **{k: kwargs[k] for k in _POINT_KEYWORDS if k in kwargs},
         )
-        read_options = ReadOptions(**{k: kwargs[k] for k in _OPTION_KEYWORDS if k in kwargs})
+        io = {k: kwargs[k] for k in _OPTION_KEYWORDS if k in kwargs}
+        io["cloud_config"] = read_cloud_config(
+            io.get("cloud_config"), data_source, self.data_source
+        )
+        read_options = ReadOptions(**io)
         pts = normalize_points(
             points,
             geometry_column=geometry_column,

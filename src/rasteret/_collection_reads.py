@@ -33,8 +33,16 @@ if TYPE_CHECKING:
     import pyproj
 
     from rasteret.collection import Collection
+    from rasteret.io.stores import CloudConfig
 
-__all__ = ["IO_KEYWORDS", "AOIs", "PixelReadsMixin", "normalize_aois", "records_for"]
+__all__ = [
+    "IO_KEYWORDS",
+    "AOIs",
+    "PixelReadsMixin",
+    "normalize_aois",
+    "read_cloud_config",
+    "records_for",
+]
 
 DEFAULT_AOI_CRS = "EPSG:4326"
 _FILTER_KEYWORDS = ("cloud_cover_lt", "date_range", "bbox", "split", "split_column")
@@ -182,6 +190,39 @@ def _record(record_id: Any, datetime: Any, cells: dict[str, Any]) -> RecordRef:
     return RecordRef(str(record_id), datetime, metas)
 
 
+def read_cloud_config(
+    cloud_config: CloudConfig | None, data_source: str | None, collection_source: str
+) -> CloudConfig | None:
+    """The ``cloud_config`` of one read: the explicit one, else the data source's settings.
+
+    An explicit ``cloud_config`` wins. Otherwise the read's source is ``data_source`` when
+    given (``""`` turns the collection's off), else the collection's own
+    (``collection_source``), and its cloud settings (requester-pays, region, URL rewrites)
+    come from the catalog (:func:`rasteret.catalog.cloud_config_for`; None for ``""`` and
+    unregistered names). The result is a plain, picklable value, resolved where the read is
+    asked for, so Dask workers and ``DataLoader`` workers need no catalog of their own.
+
+    >>> read_cloud_config(None, None, "") is None
+    True
+    >>> from rasteret.io.stores import CloudConfig
+    >>> explicit = CloudConfig(region="eu-west-1")
+    >>> read_cloud_config(explicit, "earthsearch/naip", "earthsearch/naip") is explicit
+    True
+    >>> read_cloud_config(None, None, "earthsearch/naip").requester_pays
+    True
+    >>> read_cloud_config(None, "", "earthsearch/naip") is None
+    True
+    """
+    if cloud_config is not None:
+        return cloud_config
+    source = data_source if data_source is not None else collection_source
+    if not source:
+        return None
+    from rasteret.catalog import cloud_config_for
+
+    return cloud_config_for(source)
+
+
 class PixelReadsMixin:
     """``get_numpy``, ``get_xarray`` and ``get_gdf`` for :class:`rasteret.Collection`."""
 
@@ -231,11 +272,9 @@ class PixelReadsMixin:
         bounds = aoi_bounds_crs84(aois.geometries, geometry_crs=aois.crs)
         selected = self.subset(**filters).subset(bbox=bounds)
         option_values = {k: kwargs[k] for k in _OPTION_KEYWORDS if k in kwargs}
-        source = data_source if data_source is not None else self.data_source
-        if source and option_values.get("cloud_config") is None:
-            from rasteret.catalog import cloud_config_for
-
-            option_values["cloud_config"] = cloud_config_for(source)
+        option_values["cloud_config"] = read_cloud_config(
+            option_values.get("cloud_config"), data_source, self.data_source
+        )
         options = ReadOptions(**option_values)
         return records_for(selected, bands), aois, bands, options
 

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from rasteret._collection_reads import IO_KEYWORDS, records_for
+from rasteret._collection_reads import IO_KEYWORDS, read_cloud_config, records_for
 from rasteret._warn import warn
 from rasteret.errors import BandResolutionError, SchemaError
 from rasteret.ingest.schema import DATETIME, ID
@@ -67,6 +67,8 @@ class TorchGeoMixin:
         resampling: str | None = None,
         dtype: Any = None,
         on_missing: str = "raise",
+        data_source: str | None = None,
+        progress: bool = False,
         **kwargs: Any,
     ) -> Any:
         """A TorchGeo ``GeoDataset`` whose samples rasteret reads from the COGs.
@@ -104,6 +106,15 @@ class TorchGeoMixin:
             dtype: Output ``torch.dtype``; ``"native"`` keeps the bands' dtype; default as
                 TorchGeo (float32 images, int64 masks).
             on_missing: A record without metadata for a band: ``"raise"`` or ``"skip"``.
+            data_source: A registered catalog source whose cloud settings (requester-pays,
+                URL rewrites) apply to every sample's read; default: the collection's own
+                ``data_source``. An explicit ``cloud_config=`` wins. The settings are
+                resolved here and travel with the dataset (to ``DataLoader`` workers too).
+            progress: Accepted for symmetry with the other reads; shows no bar. Building
+                the dataset reads no pixels (only the index, from headers already
+                parsed), and each sample is read when a sampler asks for it, per sample:
+                a bar per ``__getitem__`` would only clutter a training loop (wrap the
+                ``DataLoader`` in ``tqdm`` for one over an epoch).
             **kwargs: Filters of :meth:`Collection.subset` (``date_range``, ``bbox``,
                 ``cloud_cover_lt``, ``geometries``, ``split``, ``split_column``) and I/O
                 options (``max_concurrent``, ``backend``, ``cloud_config``, ``cache_mb``,
@@ -123,6 +134,7 @@ class TorchGeoMixin:
         from rasteret.outputs import torchgeo as tg_output
 
         assert isinstance(self, Collection)
+        del progress  # nothing up front to show a bar for (see above)
         unknown = sorted(set(kwargs) - set(_FILTER_KEYWORDS) - set(_IO_KEYWORDS))
         if unknown:
             raise TypeError(f"unexpected keyword arguments {unknown}")
@@ -145,6 +157,9 @@ class TorchGeoMixin:
         crs = dataset_crs(records, names[0], target_crs)
         io = {k: kwargs[k] for k in _IO_KEYWORDS if k in kwargs}
         io.setdefault("cache_mb", dataset_cache_mb())
+        io["cloud_config"] = read_cloud_config(
+            io.get("cloud_config"), data_source, self.data_source
+        )
         options = ReadOptions(**io)
         kernel = _kernel(resampling)
         return tg_output.RasteretGeoDataset(

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = ["ParquetPart", "is_dask_collection", "sample_partition", "sample_points_dask"]
 
 _DRIVER_ONLY = ("data_source", "progress")
+"""Keywords the driver consumes: ``data_source`` becomes the tasks' ``cloud_config``."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -237,7 +238,11 @@ def sample_points_dask(
         output: A folder (path or URI) to write one Parquet file per partition into, with
             the eager Arrow schema; the files are written now and their URIs returned.
         **kwargs: Every keyword of :meth:`Collection.sample_points` (filters, point options,
-            I/O options); ``backend=`` must pickle to reach the workers.
+            I/O options); ``backend=`` must pickle to reach the workers. The read's
+            ``cloud_config`` (explicit, else that of ``data_source=``, else of the
+            collection's own data source) is resolved here, on the driver, and shipped to
+            the tasks as a value: workers need no catalog registration of their own.
+            ``progress=`` shows no bar (tasks run on the workers).
 
     Returns:
         A lazy Dask DataFrame (one partition per input partition, rows in eager order), or
@@ -254,9 +259,12 @@ def sample_points_dask(
     dd = import_optional("dask.dataframe", extra="dask")
     bands = collection._require_bands([bands] if isinstance(bands, str) else list(bands))
     _check_keywords(kwargs)
-    from rasteret._collection_reads import _FILTER_KEYWORDS
+    from rasteret._collection_reads import _FILTER_KEYWORDS, read_cloud_config
 
     filters = {k: kwargs.pop(k) for k in _FILTER_KEYWORDS if k in kwargs}
+    kwargs["cloud_config"] = read_cloud_config(
+        kwargs.get("cloud_config"), kwargs.get("data_source"), collection.data_source
+    )
     for key in _DRIVER_ONLY:
         kwargs.pop(key, None)
     columns = [ID, DATETIME, BBOX, *(metadata_column(b) for b in bands)]
