@@ -34,9 +34,12 @@ def warn(message: str, category: type[Warning], *, stacklevel: int = 1) -> None:
     """``warnings.warn`` while no rasteret thread has every warning filtered out.
 
     ``stacklevel`` counts as in ``warnings.warn`` from the caller (1: the caller's line).
+    URLs in ``message`` lose their credentials (:func:`rasteret.io.urls.redact_text`).
     """
+    from rasteret.io.urls import redact_text
+
     with _lock:
-        warnings.warn(message, category, stacklevel=stacklevel + 1)
+        warnings.warn(redact_text(message), category, stacklevel=stacklevel + 1)
 
 
 def _reset_after_fork() -> None:

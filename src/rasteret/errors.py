@@ -17,13 +17,16 @@ working in code that does not know rasteret::
      ├── EnrichmentError(RuntimeError)      every COG header of a build failed
      ├── WorkspaceError(ValueError)         refused collection names, unreadable workspaces
      ├── ReadError(RuntimeError)            a pixel read that could not produce a result
+     │    └── StaleIndexError               a file changed since it was indexed
      └── MissingDependencyError(ImportError)
                                             an optional extra is not installed
 
     RasteretWarning(UserWarning)            something was skipped or guessed (unreadable
                                             headers, records or tiles left out of a read)
 
-Messages say what was expected, what came, and where (URL, band, IFD, tile).
+Messages say what was expected, what came, and where (URL, band, IFD, tile). URLs in them
+never carry credentials: signature query parameters and ``user:password@`` are taken out of
+every message a :class:`RasteretError` is made with, wherever it was written.
 """
 
 from __future__ import annotations
@@ -41,13 +44,26 @@ __all__ = [
     "RasteretWarning",
     "ReadError",
     "SchemaError",
+    "StaleIndexError",
     "UnsupportedFormatError",
     "WorkspaceError",
 ]
 
 
 class RasteretError(Exception):
-    """Root of every error rasteret raises on purpose."""
+    """Root of every error rasteret raises on purpose.
+
+    Text arguments are redacted (:func:`rasteret.io.urls.redact_text`): a signed URL
+    named in a message keeps its path and harmless parameters only.
+
+    >>> str(RasteretError("bad tile in https://h/a.tif?X-Amz-Signature=abc&v=1"))
+    'bad tile in https://h/a.tif?v=1'
+    """
+
+    def __init__(self, *args: object) -> None:
+        from rasteret.io.urls import redact_text
+
+        super().__init__(*(redact_text(a) if isinstance(a, str) else a for a in args))
 
 
 class HeaderError(RasteretError, ValueError):

@@ -282,7 +282,8 @@ def test_reads_skip_unreadable_tiles_when_asked(served: Any, tmp_path: Path) -> 
     bounds = collection.subset(date_range=("2024-01-01", "2024-01-31")).bounds
     assert bounds is not None
     (tmp_path / "cogs" / f"{specs[0].scene_id}_B04.tif").write_bytes(b"gone")
-    with pytest.raises(rasteret.errors.FetchError):
+    # the refused range of a file replaced since it was indexed: a stale index, and said so
+    with pytest.raises(rasteret.errors.StaleIndexError, match="force=True"):
         collection.get_numpy(
             bounds, ["B04"], retries=0, cache_mb=0, date_range=("2024-01-01", "2024-01-31")
         )

@@ -198,7 +198,7 @@ async def enrich_table_async(
             meta = band_metadata_from_header(
                 result.header,
                 band_index=band_index,
-                href=redact_url(href),
+                href=href,  # signed URLs keep their signature in memory (never stored)
                 object_size=result.object_size,
                 etag=result.etag,
             )

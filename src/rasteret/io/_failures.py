@@ -20,7 +20,7 @@ from obstore import exceptions as obstore_errors
 
 from rasteret.errors import AccessDeniedError, FetchError, ObjectNotFoundError
 from rasteret.io._s3region import wrong_region
-from rasteret.io.urls import _is_secret, redact_url
+from rasteret.io.urls import redact_text
 
 __all__ = [
     "Failure",
@@ -37,8 +37,6 @@ FailureKind = Literal[
 ]
 
 _STATUS_RE = re.compile(r"(?:status code: |status: )(\d{3})")
-_URL_RE = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]+")
-_PARAM_RE = re.compile(r"([A-Za-z][A-Za-z0-9_.-]*)=([^&\s\"'<>]*)")
 _UNSATISFIABLE = ("StartTooLarge", "Range Not Satisfiable", "InvalidRange")
 _FINAL_OBSTORE = (
     obstore_errors.InvalidPathError,
@@ -109,18 +107,6 @@ def classify(exc: BaseException) -> Failure:
 def _status(text: str) -> int | None:
     match = _STATUS_RE.search(text)
     return int(match.group(1)) if match else None
-
-
-def redact_text(text: str) -> str:
-    """``text`` with credentials taken out of every URL and ``name=value`` pair in it.
-
-    >>> redact_text("GET https://h/a.tif?X-Amz-Signature=abc&v=1 failed; sig=xyz")
-    'GET https://h/a.tif?v=1 failed; sig=[redacted]'
-    """
-    text = _URL_RE.sub(lambda m: redact_url(m.group(0)), text)
-    return _PARAM_RE.sub(
-        lambda m: f"{m.group(1)}=[redacted]" if _is_secret(m.group(1)) else m.group(0), text
-    )
 
 
 def scrub(exc: BaseException) -> None:

@@ -20,7 +20,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["Location", "StoreKind", "aws_endpoint", "parse_location", "redact_url", "rewrite_url"]
+__all__ = [
+    "Location",
+    "StoreKind",
+    "aws_endpoint",
+    "parse_location",
+    "redact_text",
+    "redact_url",
+    "rewrite_url",
+]
 
 StoreKind = Literal["s3", "gs", "az", "http", "file"]
 
@@ -185,3 +193,19 @@ def _http_location(url: str, split: urllib.parse.SplitResult) -> Location:
 def aws_endpoint(region: str | None) -> str:
     """The AWS S3 endpoint of ``region`` (the global one for None)."""
     return f"https://s3.{region}.amazonaws.com" if region else "https://s3.amazonaws.com"
+
+
+_URL_RE = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]+")
+_PARAM_RE = re.compile(r"([A-Za-z][A-Za-z0-9_.-]*)=([^&\s\"'<>]*)")
+
+
+def redact_text(text: str) -> str:
+    """``text`` with credentials taken out of every URL and ``name=value`` pair in it.
+
+    >>> redact_text("GET https://h/a.tif?X-Amz-Signature=abc&v=1 failed; sig=xyz")
+    'GET https://h/a.tif?v=1 failed; sig=[redacted]'
+    """
+    text = _URL_RE.sub(lambda m: redact_url(m.group(0)), text)
+    return _PARAM_RE.sub(
+        lambda m: f"{m.group(1)}=[redacted]" if _is_secret(m.group(1)) else m.group(0), text
+    )
