@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import shapely
+import shapely.affinity
 
 import rasteret
 from rasteret.testing.scenes import SceneSpec, record_table, scene_footprint, write_scene
@@ -193,3 +194,23 @@ def test_one_geometry_column_is_a_point_list(form: str, collection: Any) -> None
     assert got.num_rows == expected.num_rows > 0
     assert got.column("B04").to_pylist() == expected.column("B04").to_pylist()
     assert got.column("record_id").to_pylist() == expected.column("record_id").to_pylist()
+
+
+# -- AOIs of different sizes ---------------------------------------------------------------------
+
+
+def test_aois_of_different_sizes_are_refused_with_the_remedies(collection: Any) -> None:
+    """``get_numpy`` stacks equal chips only: parcels of different sizes are refused with
+    what to do instead, and both remedies it names work."""
+    from rasteret.errors import ReadError
+
+    small = _aoi()
+    large = shapely.affinity.scale(small, 3.0, 3.0)
+    with pytest.raises(ReadError, match=r"out_shape=\(H, W\).*get_gdf"):
+        collection.get_numpy([small, large], ["B04"])
+    equal = collection.get_numpy([small, large], ["B04"], out_shape=(16, 16))
+    assert equal.shape[1:] == (16, 16)
+    per_aoi = collection.get_gdf([small, large], ["B04"])
+    assert {a.shape for a in per_aoi["B04"]} == {
+        a.shape for a in collection.get_numpy([small], ["B04"])
+    } | {a.shape for a in collection.get_numpy([large], ["B04"])}
