@@ -214,3 +214,12 @@ def test_aois_of_different_sizes_are_refused_with_the_remedies(collection: Any) 
     assert {a.shape for a in per_aoi["B04"]} == {
         a.shape for a in collection.get_numpy([small], ["B04"])
     } | {a.shape for a in collection.get_numpy([large], ["B04"])}
+
+
+@pytest.mark.parametrize("keyword", ["all_touched", "target_crs", "resampling", "dtype"])
+def test_sample_points_says_why_an_area_keyword_does_not_apply(
+    keyword: str, collection: Any
+) -> None:
+    value = {"all_touched": True, "target_crs": "EPSG:3857", "resampling": "bilinear"}
+    with pytest.raises(TypeError, match=f"{keyword}= does not apply"):
+        collection.sample_points(_points(), ["B04"], **{keyword: value.get(keyword, "float32")})

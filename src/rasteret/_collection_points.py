@@ -275,6 +275,29 @@ def points_bounds_crs84(points: Points) -> tuple[float, float, float, float] | N
     return xmin, ymin, xmax, ymax
 
 
+_AREA_ONLY = {
+    "all_touched": "a point lies in one pixel (no polygon to rasterize)",
+    "target_crs": "values come from each raster's own grid (raster_crs column)",
+    "resampling": "values are the nearest pixel's, as rasterio's sample()",
+    "resolution": "values are full-resolution pixels, as rasterio's sample()",
+    "out_shape": "values are full-resolution pixels, as rasterio's sample()",
+    "fill_value": "nodata comes back as null (pyarrow.compute.fill_null fills it)",
+    "dtype": "band columns keep their native dtype (Table.cast converts them)",
+}
+"""Keywords of the area reads that sampling points has no use for, and why."""
+
+
+def _unexpected(names: list[str]) -> str:
+    """The message of a TypeError for keywords ``sample_points`` does not take.
+
+    >>> print(_unexpected(["resampling"]))  # doctest: +ELLIPSIS
+    sample_points() got unexpected keyword arguments ['resampling']: resampling= does not ...
+    """
+    why = [f"{n}= does not apply: {_AREA_ONLY[n]}" for n in names if n in _AREA_ONLY]
+    message = f"sample_points() got unexpected keyword arguments {names}"
+    return f"{message}: {'; '.join(why)}" if why else message
+
+
 class PointSamplingMixin:
     """``sample_points`` for :class:`rasteret.Collection`."""
 
@@ -359,7 +382,7 @@ class PointSamplingMixin:
         allowed = {*_FILTER_KEYWORDS, *_OPTION_KEYWORDS, *_POINT_KEYWORDS}
         unknown = sorted(set(kwargs) - allowed)
         if unknown:
-            raise TypeError(f"unexpected keyword arguments {unknown} for sample_points()")
+            raise TypeError(_unexpected(unknown))
         if points is None:
             raise SchemaError(
                 "expected points (a table with a point geometry or x/y columns, shapely "
