@@ -4,7 +4,6 @@ Series) as AOIs and points. Each gives what the same data as a plain Arrow table
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -15,25 +14,14 @@ import shapely
 import shapely.affinity
 
 import rasteret
-from rasteret.testing.scenes import SceneSpec, record_table, scene_footprint, write_scene
+from rasteret.testing.scenes import monthly_series, record_table, scene_footprint, write_scene
 from rasteret.types import classic_arrow_types
 
 pl = pytest.importorskip("polars")
 gpd = pytest.importorskip("geopandas")
 pd = pytest.importorskip("pandas")
 
-SPECS = [
-    SceneSpec(
-        f"scene-{i}",
-        32633,
-        (500000.0 + 1000 * i, 4600000.0),
-        size=300,
-        tile=128,
-        datetime=dt.datetime(2024, 1 + i, 10, tzinfo=dt.UTC),
-        seed=i,
-    )
-    for i in range(2)
-]
+SPECS = monthly_series("scene", 2, size=300)
 
 
 @pytest.fixture(scope="module")

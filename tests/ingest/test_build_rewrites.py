@@ -5,7 +5,6 @@ twice."""
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +17,10 @@ import rasteret
 from rasteret import catalog
 from rasteret.builders import _cloud_config
 from rasteret.io.stores import CloudConfig
-from rasteret.testing.scenes import SceneSpec, record_table, scene_footprint, write_scene
+from rasteret.testing.scenes import monthly_series, record_table, scene_footprint, write_scene
 
 FAKE = "https://fake.example/"
-SPECS = [
-    SceneSpec(
-        f"scene-{i}",
-        32633,
-        (500000.0 + 1000 * i, 4600000.0),
-        size=200,
-        tile=128,
-        datetime=dt.datetime(2024, 1 + i, 10, tzinfo=dt.UTC),
-        seed=i,
-    )
-    for i in range(2)
-]
+SPECS = monthly_series("scene", 2, size=200)
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,6 @@ still a DecodeError."""
 
 from __future__ import annotations
 
-import datetime as dt
 import shutil
 from pathlib import Path
 from typing import Any
@@ -17,20 +16,9 @@ import shapely
 import rasteret
 from rasteret.errors import DecodeError, RasteretWarning, StaleIndexError
 from rasteret.read.cache import clear_tile_cache
-from rasteret.testing.scenes import SceneSpec, record_table, scene_footprint, write_scene
+from rasteret.testing.scenes import monthly_series, record_table, scene_footprint, write_scene
 
-SPECS = [
-    SceneSpec(
-        f"scene-{i}",
-        32633,
-        (500000.0 + 1000 * i, 4600000.0),
-        size=300,
-        tile=128,
-        datetime=dt.datetime(2024, 1 + i, 10, tzinfo=dt.UTC),
-        seed=i,
-    )
-    for i in range(2)
-]
+SPECS = monthly_series("scene", 2, size=300)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ what is stored (a named build, export) and every message and warning go without 
 
 from __future__ import annotations
 
-import datetime as dt
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,23 +15,12 @@ import shapely
 import rasteret
 from rasteret.errors import RasteretError, RasteretWarning
 from rasteret.read.cache import clear_tile_cache
-from rasteret.testing.scenes import SceneSpec, record_table, scene_footprint, write_scene
+from rasteret.testing.scenes import monthly_series, record_table, scene_footprint, write_scene
 from rasteret.testing.servers import RangeHTTPServer
 
 SIGNATURE = "c0ffee00deadbeef1234"
 QUERY = f"X-Amz-Date=20240101T000000Z&X-Amz-Expires=3600&X-Amz-Signature={SIGNATURE}"
-SPECS = [
-    SceneSpec(
-        f"signed-{i}",
-        32633,
-        (500000.0 + 1000 * i, 4600000.0),
-        size=256,
-        tile=128,
-        datetime=dt.datetime(2024, 1 + i, 10, tzinfo=dt.UTC),
-        seed=i,
-    )
-    for i in range(2)
-]
+SPECS = monthly_series("signed", 2, size=256)
 
 
 @pytest.fixture

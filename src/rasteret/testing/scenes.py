@@ -25,7 +25,14 @@ import rasterio
 import shapely
 from pyproj import Transformer
 
-__all__ = ["SceneSpec", "record_table", "scene_footprint", "write_multiband_scene", "write_scene"]
+__all__ = [
+    "SceneSpec",
+    "monthly_series",
+    "record_table",
+    "scene_footprint",
+    "write_multiband_scene",
+    "write_scene",
+]
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,29 @@ class SceneSpec:
         return rasterio.Affine(
             self.resolution, 0.0, self.origin[0], 0.0, -self.resolution, self.origin[1]
         )
+
+
+def monthly_series(
+    prefix: str, count: int, *, size: int = 300, tile: int = 128, epsg: int = 32633
+) -> list[SceneSpec]:
+    """``count`` small scenes ``{prefix}-0``, ``{prefix}-1``, ... one a month from January
+    2024 (the 10th), each 1 km east of the one before, so neighbours overlap; seeds differ.
+
+    >>> [(s.scene_id, s.datetime.month, s.origin) for s in monthly_series("s", 2)]
+    [('s-0', 1, (500000.0, 4600000.0)), ('s-1', 2, (501000.0, 4600000.0))]
+    """
+    return [
+        SceneSpec(
+            f"{prefix}-{i}",
+            epsg,
+            (500000.0 + 1000 * i, 4600000.0),
+            size=size,
+            tile=tile,
+            datetime=_dt.datetime(2024, 1 + i, 10, tzinfo=_dt.UTC),
+            seed=i,
+        )
+        for i in range(count)
+    ]
 
 
 def _field(spec: SceneSpec, band_number: int) -> np.ndarray:
