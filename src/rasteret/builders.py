@@ -24,12 +24,13 @@ import pyarrow.dataset as ds
 from rasteret import _sync
 from rasteret._warn import warn
 from rasteret.collection import Collection
-from rasteret.errors import EnrichmentError, RasteretWarning, SchemaError
+from rasteret.errors import EnrichmentError, RasteretWarning, SchemaError, WorkspaceError
 from rasteret.ingest.enrich import EnrichmentFailure, enrich_table_async, tiff_asset_keys
 from rasteret.ingest.normalize import normalize_records
 from rasteret.ingest.schema import ASSETS, DATETIME, GEOMETRY, ID, metadata_columns
 from rasteret.ingest.sources import read_source
 from rasteret.ingest.store import (
+    MANIFEST,
     fingerprint,
     open_dataset,
     read_manifest,
@@ -287,16 +288,72 @@ def _enrich(
 
 
 def load(path: str | os.PathLike[str]) -> Collection:
-    """Open a stored collection folder (``{name}_records``) lazily."""
-    folder = Path(path).expanduser()
-    manifest = read_manifest(folder) or {}
-    failures = [EnrichmentFailure(**f) for f in manifest.get("enrichment_errors") or ()]
+    """Open a stored collection lazily, or a Parquet/GeoParquet table of records.
+
+    A stored collection is what ``build_from_table(name=...)`` or
+    :meth:`Collection.export` wrote: a folder or object-store prefix with ``_rasteret.json``
+    and every data file it lists (a partial copy is refused). Any other Parquet/GeoParquet
+    file or Hive folder is read as a record table and normalised as by
+    :func:`build_from_table` (no header enrichment; ``{band}_metadata`` columns it already
+    has are kept).
+
+    Args:
+        path: a local folder or file (or ``file://`` URI), or an ``s3://``, ``gs://`` or
+            ``az://`` URI (configured by the standard environment variables, as for
+            :func:`build_from_table`).
+
+    Raises:
+        WorkspaceError: nothing at ``path``, an empty folder, or a collection whose manifest
+            lists files that are missing or of another size.
+        SchemaError: a records table that lacks the record columns.
+
+    >>> import tempfile, pyarrow.parquet as pq
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> pq.write_table(pa.table({"id": ["a"], "datetime": ["2024-05-01"],
+    ...     "geometry": ["POINT (0 0)"], "assets": ['{"B04": {"href": "a.tif"}}']}),
+    ...     f"{tmp.name}/records.parquet")
+    >>> len(load(f"{tmp.name}/records.parquet"))
+    1
+    >>> tmp.cleanup()
+    """
+    from rasteret.ingest.filesystems import collection_root, open_collection_remote
+
+    where = collection_root(path)
+    if not isinstance(where, Path):
+        opened = open_collection_remote(os.fspath(path))
+        if opened is None:
+            return build_from_table(os.fspath(path))
+        return _stored(*opened, os.fspath(path))
+    manifest = read_manifest(where)
+    if manifest is None:
+        if not (where / MANIFEST).exists() and _holds_records(where):
+            return build_from_table(where)
+        if not where.exists():
+            got = "nothing"
+        elif (where / MANIFEST).exists():
+            got = "an incomplete collection (a data file its manifest lists is missing or of "
+            got += "another size)"
+        else:
+            got = "no Parquet file"
+        raise WorkspaceError(
+            f"expected a complete rasteret collection (with {MANIFEST} and every data file it "
+            f"lists) or a Parquet/GeoParquet table of records at {where}, got {got}"
+        )
+    return _stored(open_dataset(where), manifest, where)
+
+
+def _holds_records(where: Path) -> bool:
+    """A file, or a folder with Parquet files in it (a table of records, not a collection)."""
+    return where.is_file() or (where.is_dir() and any(where.rglob("*.parquet")))
+
+
+def _stored(dataset: ds.Dataset, manifest: Mapping[str, Any], path: Path | str) -> Collection:
     return Collection(
-        open_dataset(folder),
+        dataset,
         name=manifest.get("name") or "",
         data_source=manifest.get("data_source") or "",
-        path=folder,
-        enrichment_errors=failures,
+        path=path,
+        enrichment_errors=[EnrichmentFailure(**f) for f in manifest.get("enrichment_errors") or ()],
     )
 
 

@@ -22,11 +22,14 @@ Polars and GeoPandas read it directly.
 from __future__ import annotations
 
 import datetime as _dt
+import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -51,7 +54,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Collection"]
 
-DateLike = str | _dt.date | _dt.datetime
+DateLike = str | _dt.date | _dt.datetime | np.datetime64 | int
+"""A ``date_range`` bound: ISO 8601 string, date, datetime (``pandas.Timestamp`` too),
+``numpy.datetime64`` or integer year."""
 
 
 class Collection(PixelReadsMixin, PointSamplingMixin, TorchGeoMixin):
@@ -64,7 +69,7 @@ class Collection(PixelReadsMixin, PointSamplingMixin, TorchGeoMixin):
         name: str = "",
         data_source: str = "",
         filter: ds.Expression | None = None,
-        path: Path | None = None,
+        path: Path | str | None = None,
         enrichment_errors: Sequence[EnrichmentFailure] = (),
     ) -> None:
         self._dataset = dataset
@@ -77,6 +82,7 @@ class Collection(PixelReadsMixin, PointSamplingMixin, TorchGeoMixin):
         self._boxes: tuple[tuple[float, float, float, float], ...] = ()
         self._records = RecordCache()
         self.path = path
+        """Where the collection was loaded from: a local folder, or an object-store URI."""
         self.enrichment_errors: list[EnrichmentFailure] = list(enrichment_errors)
         """Every asset whose COG header could not be read when the collection was built."""
 
@@ -107,7 +113,7 @@ class Collection(PixelReadsMixin, PointSamplingMixin, TorchGeoMixin):
     def subset(
         self,
         cloud_cover_lt: float | None = None,
-        date_range: tuple[DateLike, DateLike] | None = None,
+        date_range: tuple[DateLike | None, DateLike | None] | None = None,
         bbox: tuple[float, float, float, float] | None = None,
         geometries: Any = None,
         split: str | Sequence[str] | None = None,
@@ -115,8 +121,42 @@ class Collection(PixelReadsMixin, PointSamplingMixin, TorchGeoMixin):
     ) -> Collection:
         """Filter by cloud cover, date range (inclusive), CRS84 bbox, AOI geometries or split.
 
-        ``geometries`` accepts every AOI form of the pixel reads; records whose footprint
-        bbox intersects the AOIs' CRS84 bounds are kept.
+        Args:
+            cloud_cover_lt: keep records whose ``eo:cloud_cover`` (or ``cloud_cover``) is below.
+            date_range: ``(start, end)``, both inclusive; either may be ``None`` (or ``".."``)
+                for an open end. Bounds are ISO 8601 strings, ``datetime.date``/``datetime``,
+                ``pandas.Timestamp``, ``numpy.datetime64`` (any unit) or integer years; naive
+                values are UTC. A bound that names a calendar period (``"2024"``, ``"2024-01"``,
+                ``"2024-01-15"``, a ``date``, a ``datetime64`` in Y/M/W/D units) starts at the
+                period's first instant and, as the end, includes the whole period, as pandas
+                partial-string indexing reads it: ``("2024-01", "2024-02")`` keeps 1 January
+                00:00 through 29 February 23:59:59.999999 UTC, and ``("2024-01-10",
+                "2024-01-10")`` that one day. A bound with a time of day is that instant.
+            bbox: ``(xmin, ymin, xmax, ymax)`` in CRS84; keeps footprints that meet it.
+            geometries: every AOI form of the pixel reads; records whose footprint bbox
+                intersects the AOIs' CRS84 bounds are kept.
+            split: one split value or several, looked up in ``split_column``.
+            split_column: the column holding the split labels.
+
+        Raises:
+            SchemaError: a missing cloud-cover or split column, or a ``date_range`` bound that
+                is not a date.
+
+        >>> import numpy as np
+        >>> from rasteret import as_collection
+        >>> collection = as_collection({
+        ...     "id": ["jan", "feb", "mar"],
+        ...     "datetime": ["2024-01-31T23:00:00Z", "2024-02-29T12:00:00Z", "2024-03-01"],
+        ...     "geometry": ["POINT (0 0)"] * 3,
+        ...     "assets": [{"B04": {"href": f"{m}.tif"}} for m in ("jan", "feb", "mar")],
+        ... }, require_band_metadata=False)
+        >>> def ids(c): return c.to_table(columns=["id"]).column("id").to_pylist()
+        >>> ids(collection.subset(date_range=("2024-01", "2024-02")))
+        ['jan', 'feb']
+        >>> ids(collection.subset(date_range=("2024-02-01", "2024-02-29")))
+        ['feb']
+        >>> ids(collection.subset(date_range=(np.datetime64("2024-03-01"), None)))
+        ['mar']
         """
         parts: list[ds.Expression] = []
         names = self._dataset.schema.names
@@ -129,8 +169,11 @@ class Collection(PixelReadsMixin, PointSamplingMixin, TorchGeoMixin):
                 )
             parts.append(ds.field(column) < cloud_cover_lt)
         if date_range is not None:
-            start, end = (_as_timestamp(d, end=i == 1) for i, d in enumerate(date_range))
-            parts.append((ds.field(DATETIME) >= start) & (ds.field(DATETIME) <= end))
+            start, end = _date_bounds(date_range)
+            if start is not None:
+                parts.append(ds.field(DATETIME) >= start)
+            if end is not None:
+                parts.append(ds.field(DATETIME) <= end)
         if geometries is not None:
             from rasteret.types import aoi_bounds_crs84
 
@@ -251,23 +294,58 @@ class Collection(PixelReadsMixin, PointSamplingMixin, TorchGeoMixin):
         reader = pa.RecordBatchReader.from_batches(self.schema, self.to_batches())
         return reader.__arrow_c_stream__(requested_schema)
 
-    def export(self, path: str | Path) -> Path:
-        """Write the (filtered) records to ``path`` as a collection ``rasteret.load`` opens."""
+    def export(self, path: str | os.PathLike[str]) -> Path | str:
+        """Write the (filtered) records as a collection that :func:`rasteret.load` opens.
+
+        What is at ``path`` afterwards is the complete new collection, or, if the export
+        fails, whatever was there before (an earlier export stays complete): locally the
+        collection is written to a hidden sibling folder and swapped into place; on an object
+        store the data files are uploaded first and the manifest (``_rasteret.json``) last,
+        and the previous export's files are deleted only after that. A path holding anything
+        other than a collection is refused.
+
+        Args:
+            path: a local folder (or ``file://`` URI), or an ``s3://``, ``gs://`` or ``az://``
+                prefix; object stores are configured by the standard environment variables
+                (``AWS_ENDPOINT_URL``, ``AWS_REGION``, credentials, ...), as for
+                ``build_from_table``.
+
+        Returns:
+            The local folder as a ``Path``, or the URI as given.
+
+        Raises:
+            WorkspaceError: ``path`` holds something that is not a rasteret collection, or an
+                object-store URI without a bucket and prefix.
+            UnsupportedFormatError: an ``http(s)://`` URL or another unknown scheme.
+            FetchError: the object store refused or failed a request.
+
+        >>> import tempfile, rasteret
+        >>> scenes = rasteret.as_collection({"id": ["a"], "datetime": ["2024-05"],
+        ...     "geometry": ["POINT (0 0)"], "assets": [{"B04": {"href": "a.tif"}}]},
+        ...     require_band_metadata=False)
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> folder = scenes.export(f"{tmp.name}/scenes_records")
+        >>> len(rasteret.load(folder)), folder.name
+        (1, 'scenes_records')
+        >>> tmp.cleanup()
+        """
+        from rasteret.ingest.filesystems import collection_root, write_collection_remote
         from rasteret.ingest.store import workspace_lock, write_collection
 
-        target = Path(path).expanduser()
-        with workspace_lock(target):
-            write_collection(
-                self.to_table(),
-                target,
-                {
-                    "name": self.name,
-                    "data_source": self.data_source,
-                    "fingerprint": None,
-                    "enrichment_errors": [asdict(e) for e in self.enrichment_errors],
-                },
-            )
-        return target
+        where = collection_root(path)  # refuses unusable URIs before anything is written
+        manifest = {
+            "name": self.name,
+            "data_source": self.data_source,
+            "fingerprint": None,
+            "enrichment_errors": [asdict(e) for e in self.enrichment_errors],
+        }
+        table = self.to_table()  # a failing scan leaves nothing behind
+        if not isinstance(where, Path):
+            write_collection_remote(table, os.fspath(path), manifest)
+            return os.fspath(path)
+        with workspace_lock(where):
+            write_collection(table, where, manifest)
+        return where
 
     # ----------------------------------------------------------------- bands
     def _require_bands(self, bands: Sequence[str]) -> list[str]:
@@ -322,16 +400,102 @@ def _split_expression(
     return ds.field(split_column).isin(values)
 
 
-def _as_timestamp(value: DateLike, *, end: bool) -> pa.Scalar:
-    if isinstance(value, str):
-        parsed = _dt.datetime.fromisoformat(value)
-        date_only = len(value) <= 10
-    elif isinstance(value, _dt.datetime):
-        parsed, date_only = value, False
+_OPEN_BOUNDS = frozenset({"", ".."})
+_CALENDAR_UNITS = frozenset({"Y", "M", "W", "D"})
+"""numpy datetime units that name a calendar period (a whole end bound is included)."""
+_ONE_US = np.timedelta64(1, "us")
+_YEAR = re.compile(r"^\d{4}$")
+_YEAR_MONTH = re.compile(r"^\d{4}-\d{2}$")
+_SUB_MICROSECONDS = re.compile(r"[.,]\d{6}(\d+)")
+
+
+def _date_bounds(date_range: Any) -> tuple[pa.Scalar | None, pa.Scalar | None]:
+    """``(start, end)`` of ``subset(date_range=...)`` as inclusive UTC microsecond timestamps.
+
+    ``None`` stands for an open bound.
+
+    >>> start, end = _date_bounds(("2024-01", "2024-02"))
+    >>> str(start), str(end)
+    ('2024-01-01 00:00:00+00:00', '2024-02-29 23:59:59.999999+00:00')
+    """
+    if isinstance(date_range, str | bytes) or not hasattr(date_range, "__len__"):
+        raise SchemaError(
+            f"expected date_range=(start, end), e.g. ('2024-01-01', '2024-01-31'), "
+            f"got {date_range!r}"
+        )
+    if len(date_range) != 2:
+        raise SchemaError(
+            f"expected date_range=(start, end) with 2 values, got {len(date_range)}: {date_range!r}"
+        )
+    start, end = date_range
+    return _as_timestamp(start, end=False), _as_timestamp(end, end=True)
+
+
+def _as_timestamp(value: DateLike | None, *, end: bool) -> pa.Scalar | None:
+    """One bound of a date range as a UTC microsecond timestamp (``None``: open).
+
+    A calendar period (a year, a month, a day) starts at its first instant and, as an end
+    bound, includes its whole period; anything with a time of day is that instant (naive
+    values are UTC). Instants finer than a microsecond are rounded inward, so the bound is
+    exact for the microsecond ``datetime`` column.
+    """
+    if value is None or (isinstance(value, str) and value.strip() in _OPEN_BOUNDS):
+        return None
+    instant = _as_datetime64(value)
+    if instant is None:
+        raise SchemaError(
+            f"expected the date_range {'end' if end else 'start'} as an ISO 8601 string "
+            "('2024', '2024-01', '2024-01-15', '2024-01-15T10:30:00Z'), a date, datetime, "
+            "pandas Timestamp, numpy datetime64, integer year or None, got "
+            f"{value!r} ({type(value).__name__})"
+        )
+    unit = np.datetime_data(instant.dtype)[0]
+    if unit in _CALENDAR_UNITS:
+        if end:
+            instant = (instant + 1).astype("datetime64[us]") - _ONE_US  # + 1 period
     else:
-        parsed, date_only = _dt.datetime(value.year, value.month, value.day), True
-    if date_only and end:
-        parsed = parsed + _dt.timedelta(days=1) - _dt.timedelta(microseconds=1)
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=_dt.UTC)
-    return pa.scalar(parsed, type=pa.timestamp("us", tz="UTC"))
+        floor = instant.astype("datetime64[us]")  # numpy rounds towards -inf
+        instant = floor + _ONE_US if not end and floor < instant else floor
+    micros = int(instant.astype("datetime64[us]").astype(np.int64))
+    return pa.scalar(micros, type=pa.timestamp("us", tz="UTC"))
+
+
+def _as_datetime64(value: Any) -> np.datetime64 | None:
+    """A date bound as a naive-UTC ``numpy.datetime64`` whose unit is its precision."""
+    parsed: np.datetime64 | None = None
+    if isinstance(value, np.datetime64):
+        parsed = value
+    elif isinstance(value, _dt.datetime):  # pandas.Timestamp too (with its nanoseconds)
+        if value.tzinfo is not None:
+            value = value.astimezone(_dt.UTC).replace(tzinfo=None)
+        to_datetime64 = getattr(value, "to_datetime64", None)
+        parsed = to_datetime64() if to_datetime64 is not None else np.datetime64(value, "us")
+    elif isinstance(value, _dt.date):
+        parsed = np.datetime64(value, "D")
+    elif isinstance(value, int | np.integer) and not isinstance(value, bool):
+        parsed = np.datetime64(f"{int(value):04d}", "Y") if 1 <= value <= 9999 else None
+    elif isinstance(value, str):
+        parsed = _parse_iso(value.strip())
+    return None if parsed is None or np.isnat(parsed) else parsed
+
+
+def _parse_iso(text: str) -> np.datetime64 | None:
+    """``'2024'`` -> a year, ``'2024-01'`` a month, ``'2024-01-15'`` a day, else an instant."""
+    try:
+        if _YEAR.match(text):
+            return np.datetime64(text, "Y")
+        if _YEAR_MONTH.match(text):
+            return np.datetime64(_dt.date.fromisoformat(f"{text}-01"), "M")
+        if len(text) <= 10:  # 2024-01-15, 20240115, 2024-W03-1
+            return np.datetime64(_dt.date.fromisoformat(text), "D")
+        parsed = _dt.datetime.fromisoformat(text)  # keeps 6 fractional digits
+    except ValueError:
+        return None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(_dt.UTC).replace(tzinfo=None)
+    instant = np.datetime64(parsed, "us")
+    extra = _SUB_MICROSECONDS.search(text)
+    if extra and extra.group(1).strip("0"):  # below a microsecond: keep nanoseconds
+        nanos = int(extra.group(1)[:3].ljust(3, "0"))
+        return instant.astype("datetime64[ns]") + np.timedelta64(max(nanos, 1), "ns")
+    return instant

@@ -77,6 +77,8 @@ _ALIASES = {
 }  # fmt: skip
 _ZONED = r"(?i)[T ]\d{1,2}:\d{2}.*(z|[+-]\d{2}(:?\d{2})?)$"
 _YEAR_ONLY = r"^[+-]?\d{1,4}$"
+_YEAR_MONTH = r"^\d{4}-\d{2}$"
+_SUB_MICROSECONDS = r"(:\d{2}\.\d{6})\d+"
 _MAX_ROWS_SHOWN = 10
 
 
@@ -110,9 +112,10 @@ def normalize_records(
     _require(table, href_column)
     geometry, bbox = _footprints(table, source_crs)
     epsg, crs = crs_sidecars(table)
-    datetime = normalize_datetimes(table.column(DATETIME), DATETIME)
+    ids = table.column(ID)
+    datetime = normalize_datetimes(table.column(DATETIME), DATETIME, ids=ids)
     if "start_datetime" in table.column_names and datetime.null_count:
-        start = normalize_datetimes(table.column("start_datetime"), "start_datetime")
+        start = normalize_datetimes(table.column("start_datetime"), "start_datetime", ids=ids)
         datetime = pc.coalesce(datetime, start)
     _no_nulls(datetime, DATETIME)
     assets = normalize_assets(
@@ -226,15 +229,34 @@ def _null_rows(mask: np.ndarray, name: str) -> None:
         )
 
 
-def normalize_datetimes(column: pa.Array | pa.ChunkedArray, name: str = DATETIME) -> pa.Array:
+def normalize_datetimes(
+    column: pa.Array | pa.ChunkedArray,
+    name: str = DATETIME,
+    *,
+    ids: pa.Array | pa.ChunkedArray | None = None,
+) -> pa.Array:
     """Any time form -> ``timestamp[us, tz=UTC]`` (nulls kept).
 
-    Timestamps of any unit (naive ones are UTC), dates, ISO 8601 strings (with or without an
-    offset) and integer years (January 1 of that year).
+    Timestamps of any unit (naive ones are UTC; nanoseconds are truncated to microseconds),
+    dates, ISO 8601 strings (with or without an offset; fractions of a second beyond six
+    digits are truncated to microseconds), year-months (``"2024-05"``: the first instant of
+    the month) and integer years (January 1 of that year, as numbers or strings).
 
-    >>> out = normalize_datetimes(pa.array(["2024-01-15T10:00:00+02:00", "2020", None]))
+    Args:
+        column: the time values.
+        name: the column's name, for error messages.
+        ids: the record ids, aligned with ``column``; error messages name the bad records by
+            them as well as by row.
+
+    Raises:
+        SchemaError: values that are no time, naming the column, the rows, the record ids
+            and the values.
+
+    >>> out = normalize_datetimes(pa.array(["2024-01-15T10:00:00+02:00", "2020", "2023-05", None]))
     >>> [str(v) for v in out.to_pylist()]
-    ['2024-01-15 08:00:00+00:00', '2020-01-01 00:00:00+00:00', 'None']
+    ['2024-01-15 08:00:00+00:00', '2020-01-01 00:00:00+00:00', '2023-05-01 00:00:00+00:00', 'None']
+    >>> normalize_datetimes(pa.array(["2024-01-15T10:00:00.123456789Z"]))[0].as_py().microsecond
+    123456
     """
     values = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     if pa.types.is_dictionary(values.type):
@@ -252,7 +274,7 @@ def normalize_datetimes(column: pa.Array | pa.ChunkedArray, name: str = DATETIME
             or pa.types.is_large_string(kind)
             or pa.types.is_string_view(kind)
         ):
-            return _iso_strings(values.cast(pa.string()), name)
+            return _iso_strings(values.cast(pa.string()), name, ids)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise SchemaError(f"expected {name!r} values convertible to UTC timestamps; {exc}") from exc
     raise SchemaError(
@@ -274,9 +296,66 @@ def _years(values: pa.Array, name: str) -> pa.Array:
     return pa.array(stamps, pa.timestamp("us"), mask=nulls).cast(DATETIME_TYPE)
 
 
-def _iso_strings(values: pa.Array, name: str) -> pa.Array:
+def _iso_strings(
+    values: pa.Array, name: str, ids: pa.Array | pa.ChunkedArray | None = None
+) -> pa.Array:
+    try:
+        return _parse_iso_strings(values, name)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, SchemaError) as exc:
+        rows = _failing_rows(values, name)
+        if not rows:
+            raise
+        index = pa.array(rows, pa.int64())
+        found = values.take(index).to_pylist()
+        named = (
+            [f", id {i!r}" for i in ids.take(index).to_pylist()]
+            if ids is not None
+            else [""] * len(rows)
+        )
+        listed = ", ".join(
+            f"{v!r} (row {r}{n})" for v, r, n in zip(found, rows, named, strict=True)
+        )
+        more = f"; the first {len(rows)} shown" if len(rows) == _MAX_ROWS_SHOWN else ""
+        raise SchemaError(
+            f"expected {name!r} as ISO 8601 strings ('2024-01-15', '2024-01-15T10:30:00Z'), "
+            f"year-months ('2024-01') or years ('2024'); got {listed}{more}"
+        ) from exc
+
+
+def _failing_rows(values: pa.Array, name: str) -> list[int]:
+    """The first rows (in order, at most ``_MAX_ROWS_SHOWN``) whose string does not parse.
+
+    Bisects: a slice that parses as a whole holds no bad row, so only O(bad rows * log n)
+    slices are parsed.
+    """
+    rows: list[int] = []
+    pending = [(0, len(values))]
+    while pending and len(rows) < _MAX_ROWS_SHOWN:
+        start, stop = pending.pop()
+        if _parses(values.slice(start, stop - start), name):
+            continue
+        if stop - start == 1:
+            rows.append(start)
+        else:
+            middle = (start + stop) // 2
+            pending += [(middle, stop), (start, middle)]  # the first half is popped first
+    return rows
+
+
+def _parses(values: pa.Array, name: str) -> bool:
+    try:
+        _parse_iso_strings(values, name)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, SchemaError):
+        return False
+    return True
+
+
+def _parse_iso_strings(values: pa.Array, name: str) -> pa.Array:
     text = pc.utf8_trim_whitespace(values)
     text = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+    text = pc.replace_substring_regex(text, _SUB_MICROSECONDS, r"\1")  # ns -> us, truncated
+    month = pc.fill_null(pc.match_substring_regex(text, _YEAR_MONTH), False)
+    text = pc.if_else(month, pc.binary_join_element_wise(text, "-01", ""), text)
     zoned = pc.fill_null(pc.match_substring_regex(text, _ZONED), False)
     year = pc.fill_null(pc.match_substring_regex(text, _YEAR_ONLY), False)
     naive = pc.invert(pc.or_(zoned, year))
