@@ -172,6 +172,8 @@ def _cloud_config(
     """
     if isinstance(config, Mapping):
         config = CloudConfig(**config)
+    if data_source:
+        _check_registered(data_source)
     if config is None and data_source:
         from rasteret.catalog import cloud_config_for
 
@@ -180,6 +182,22 @@ def _cloud_config(
         merged = {**((config.url_rewrite_patterns or {}) if config else {}), **patterns}
         config = replace(config or CloudConfig(), url_rewrite_patterns=merged)
     return config
+
+
+def _check_registered(data_source: str) -> None:
+    """Warn when ``data_source`` names no registered dataset: no band map and no cloud
+    settings (requester-pays, URL rewrites) apply then, which a typo would hide until a
+    read is refused."""
+    from rasteret.catalog import get_dataset
+
+    try:
+        get_dataset(data_source)
+    except SchemaError as exc:
+        warn(
+            f"data_source={data_source!r} applies no band map and no cloud settings: {exc}",
+            RasteretWarning,
+            stacklevel=4,
+        )
 
 
 def _apply_band_map(table: pa.Table, data_source: str) -> pa.Table:

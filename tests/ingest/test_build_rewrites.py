@@ -16,6 +16,7 @@ import shapely
 import rasteret
 from rasteret import catalog
 from rasteret.builders import _cloud_config
+from rasteret.errors import RasteretWarning
 from rasteret.io.stores import CloudConfig
 from rasteret.testing.scenes import monthly_series, record_table, scene_footprint, write_scene
 
@@ -113,3 +114,12 @@ def test_url_rewrite_patterns_add_to_the_data_sources_settings() -> None:
     assert config.url_rewrite_patterns == {"s3://a/": "s3://b/", "https://x/": "s3://x/"}
     explicit = _cloud_config({"region": "eu-west-1"}, "acme/paid", None)
     assert explicit == CloudConfig(region="eu-west-1")  # an explicit cloud_config wins whole
+
+
+def test_an_unregistered_data_source_is_warned_about(folder: Path) -> None:
+    catalog.register_local("rewritten", str(folder / "scene-0_B04.tif"), bands={"B04": "B04"})
+    with pytest.warns(RasteretWarning, match=r"local/rewriten.*did you mean.*local/rewritten"):
+        built = rasteret.build_from_table(
+            _table(f"{folder}/"), data_source="local/rewriten", progress=False
+        )
+    assert built.data_source == "local/rewriten"

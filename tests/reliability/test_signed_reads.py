@@ -89,3 +89,16 @@ def test_errors_and_warnings_about_signed_urls_do_not_show_the_signature(
     with pytest.warns(RasteretWarning) as warned:
         collection.get_numpy(_aoi(), "B04", cache_mb=0, on_error="skip")
     assert all(SIGNATURE not in str(w.message) for w in warned)
+
+
+def test_an_export_of_a_signed_collection_has_no_signature(
+    server: RangeHTTPServer, tmp_path: Path
+) -> None:
+    collection = rasteret.build_from_table(_table(server), enrich_cog=True, progress=False)
+    folder = collection.export(tmp_path / "exported")
+    files = list(Path(folder).rglob("*"))
+    assert any(f.suffix == ".parquet" for f in files)
+    for file in files:
+        if file.is_file():
+            assert SIGNATURE not in file.read_bytes().decode("latin-1"), file
+    assert SIGNATURE not in str(rasteret.load(folder).to_table().to_pylist())
