@@ -452,3 +452,21 @@ def test_s3_export_whose_manifest_landed_despite_an_error_is_complete(
     assert keys(s3_env, "landed") == sorted(
         [f"edges_records/{MANIFEST}", *(f"edges_records/{p}" for p in manifest["files"])]
     )
+
+
+def test_stac_searches_read_dates_as_subset_does() -> None:
+    """build_from_stac's searches use the same bounds as Collection.subset: partial dates,
+    datetime64 and open ends, sent to the API as exact UTC instants."""
+    from rasteret.stac.search import _api_datetime, date_window
+
+    assert _api_datetime(("2024-01", "2024-02")) == (
+        "2024-01-01T00:00:00Z/2024-02-29T23:59:59.999999Z"
+    )
+    assert _api_datetime((np.datetime64("2024-03-01T12:00"), None)) == "2024-03-01T12:00:00Z/.."
+    assert _api_datetime((None, None)) is None
+    window = date_window(("2023", "2023"))
+    assert window is not None
+    assert (window[0].isoformat(), window[1].isoformat()) == (
+        "2023-01-01T00:00:00+00:00",
+        "2023-12-31T23:59:59.999999+00:00",
+    )

@@ -67,7 +67,7 @@ def test_search_filters_by_bbox_dates_and_collection(
     assert len(items) == 2  # S2-01 and S2-02: in the bbox and the dates
     body = stac_server.searches()[0].body
     assert body["collections"] == [S2_COLLECTION]
-    assert body["datetime"] == "2024-01-05T00:00:00Z/2024-01-19T23:59:59Z"
+    assert body["datetime"] == "2024-01-05T00:00:00Z/2024-01-19T23:59:59.999999Z"
 
     naip = search_api(StacSearch(stac_server.url, collections=(NAIP_COLLECTION,)))
     assert [i["id"] for i in naip] == [s.scene_id for s in stac_scenes.naip_specs]

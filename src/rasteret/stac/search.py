@@ -26,6 +26,7 @@ from typing import Any
 import shapely
 import shapely.geometry
 
+from rasteret._dates import DateLike, date_bounds
 from rasteret._optional import import_optional
 from rasteret._warn import warn
 from rasteret.errors import (
@@ -63,7 +64,6 @@ DEFAULT_TIMEOUT = 60.0
 """Seconds to wait for one API response."""
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 
-DateLike = str | _dt.date | _dt.datetime | None
 
 _QUERY_OPS = ("eq", "neq", "lt", "lte", "gt", "gte", "in", "startsWith", "endsWith", "contains")
 
@@ -92,8 +92,8 @@ class StacSearch:
         if self.bbox is not None:
             parts.append(f"bbox {tuple(self.bbox)}")
         if self.date_range is not None:
-            start, end = (_iso(d) or ".." for d in self.date_range)
-            parts.append(f"dates {start}..{end}")
+            start, end = (".." if d is None else str(d) for d in self.date_range)
+            parts.append(f"dates {start}..{end}")  # as given: this names the search
         if self.query:
             parts.append(f"query {dict(self.query)}")
         where = f"at {redact_url(self.source)}"
@@ -352,45 +352,41 @@ def _test(op: str, value: Any, target: Any) -> bool:
     return needle in text
 
 
-def _iso(value: DateLike) -> str | None:
-    if value is None or value == "..":
-        return None
-    if isinstance(value, _dt.datetime):
-        aware = value if value.tzinfo is not None else value.replace(tzinfo=_dt.UTC)
-        return aware.astimezone(_dt.UTC).isoformat().replace("+00:00", "Z")
-    if isinstance(value, _dt.date):
-        return value.isoformat()
-    return str(value)
+def _rfc3339(instant: _dt.datetime | None) -> str:
+    """A bound of a STAC API ``datetime`` interval (``..`` when open)."""
+    if instant is None:
+        return ".."
+    return instant.isoformat().replace("+00:00", "Z")
 
 
 def _api_datetime(date_range: tuple[DateLike, DateLike] | None) -> str | None:
+    """The STAC API ``datetime`` interval of a ``date_range``, as exact UTC instants (the
+    rule of :mod:`rasteret._dates`), so every server reads partial dates the same way.
+
+    >>> _api_datetime(("2024-01", None))
+    '2024-01-01T00:00:00Z/..'
+    """
     if date_range is None:
         return None
-    start, end = (_iso(d) or ".." for d in date_range)
-    return None if start == end == ".." else f"{start}/{end}"
+    start, end = date_bounds(date_range)
+    return None if start is None and end is None else f"{_rfc3339(start)}/{_rfc3339(end)}"
 
 
 def date_window(
     date_range: tuple[DateLike, DateLike] | None,
 ) -> tuple[_dt.datetime, _dt.datetime] | None:
+    """``date_range`` as an inclusive ``(start, end)`` of UTC datetimes (open ends at the
+    extremes), for filtering items on the client.
+
+    >>> [d.isoformat() for d in date_window(("2024-02", "2024-02"))]
+    ['2024-02-01T00:00:00+00:00', '2024-02-29T23:59:59.999999+00:00']
+    """
     if date_range is None:
         return None
-    start, end = date_range
-    low = _bound(start, end=False) or _dt.datetime.min.replace(tzinfo=_dt.UTC)
-    high = _bound(end, end=True) or _dt.datetime.max.replace(tzinfo=_dt.UTC)
+    start, end = date_bounds(date_range)
+    low = start or _dt.datetime.min.replace(tzinfo=_dt.UTC)
+    high = end or _dt.datetime.max.replace(tzinfo=_dt.UTC)
     return low, high
-
-
-def _bound(value: DateLike, *, end: bool) -> _dt.datetime | None:
-    text = _iso(value)
-    if text is None:
-        return None
-    parsed = parse_datetime(text)
-    if not isinstance(parsed, _dt.datetime):
-        raise SchemaError(f"expected ISO dates in date_range, got {value!r}")
-    if end and len(text) <= 10:  # a whole day
-        parsed += _dt.timedelta(days=1) - _dt.timedelta(microseconds=1)
-    return parsed
 
 
 def _warning_class() -> type[Warning]:
