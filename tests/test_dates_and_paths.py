@@ -142,7 +142,7 @@ def test_sub_microsecond_bounds_round_inward(edges: rasteret.Collection) -> None
         (("yesterday", "2024"), r"date_range start .*got 'yesterday' \(str\)"),
         (("2024", "2024-02-30"), r"date_range end .*got '2024-02-30'"),
         (("2024", "2024-13"), r"date_range end .*got '2024-13'"),
-        ((np.datetime64("NaT"), None), r"date_range start .*NaT"),
+        ((np.datetime64("NaT", "D"), None), r"date_range start .*NaT"),
         ((True, None), r"date_range start .*got True \(bool\)"),
         ((1.5, None), r"got 1.5 \(float\)"),
         (("2024",), r"expected date_range=\(start, end\) with 2 values, got 1"),

@@ -27,8 +27,9 @@ DateLike = str | _dt.date | _dt.datetime | np.datetime64 | int
 
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
 _OPEN_BOUNDS = frozenset({"", ".."})
-_CALENDAR_UNITS = frozenset({"Y", "M", "W", "D"})
-"""numpy datetime units that name a calendar period (a whole end bound is included)."""
+_PERIODS = {unit: np.timedelta64(1, unit) for unit in ("Y", "M", "W", "D")}
+"""numpy datetime units that name a calendar period (a whole end bound is included), each
+with one period of it (NumPy 2.5 deprecates adding a bare ``1``)."""
 _ONE_US = np.timedelta64(1, "us")
 _YEAR = re.compile(r"^\d{4}$")
 _YEAR_MONTH = re.compile(r"^\d{4}-\d{2}$")
@@ -76,9 +77,9 @@ def _bound(value: DateLike | None, *, end: bool) -> _dt.datetime | None:
             f"{value!r} ({type(value).__name__})"
         )
     unit = np.datetime_data(instant.dtype)[0]
-    if unit in _CALENDAR_UNITS:
+    if unit in _PERIODS:
         if end:
-            instant = (instant + 1).astype("datetime64[us]") - _ONE_US  # + 1 period
+            instant = (instant + _PERIODS[unit]).astype("datetime64[us]") - _ONE_US
     else:
         floor = instant.astype("datetime64[us]")  # numpy rounds towards -inf
         instant = floor + _ONE_US if not end and floor < instant else floor
