@@ -128,7 +128,7 @@ def test_sample_points_keeps_the_text_columns_of_a_polars_point_table(collection
 
 
 def test_a_polars_text_label_field_feeds_torchgeo(records: pa.Table) -> None:
-    pytest.importorskip("torchgeo")
+    pytest.importorskip("torchgeo.datasets")
     frame = pl.from_arrow(records.append_column("label", pa.array(["crop", "forest"])))
     built = rasteret.build_from_table(frame, enrich_cog=True, progress=False)
     dataset = built.to_torchgeo_dataset(bands=["B04"], label_field="label")
