@@ -470,3 +470,11 @@ def test_stac_searches_read_dates_as_subset_does() -> None:
         "2023-01-01T00:00:00+00:00",
         "2023-12-31T23:59:59.999999+00:00",
     )
+
+
+def test_a_reversed_date_range_is_refused() -> None:
+    from rasteret._dates import date_bounds
+
+    with pytest.raises(SchemaError, match=r"start <= end.*2024-02-01T00:00:00\+00:00 after"):
+        date_bounds(("2024-02", "2024-01"))
+    assert date_bounds(("2024-01-10", "2024-01-10"))[0] is not None  # one day is fine

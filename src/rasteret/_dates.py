@@ -44,6 +44,9 @@ def date_bounds(date_range: Any) -> tuple[_dt.datetime | None, _dt.datetime | No
     ('2024-01-01 00:00:00+00:00', '2024-02-29 23:59:59.999999+00:00')
     >>> date_bounds((None, "2024"))[1].isoformat()
     '2024-12-31T23:59:59.999999+00:00'
+
+    Raises:
+        SchemaError: not a pair, a bound that is not a date, or a start after the end.
     """
     if isinstance(date_range, str | bytes) or not hasattr(date_range, "__len__"):
         raise SchemaError(
@@ -55,7 +58,13 @@ def date_bounds(date_range: Any) -> tuple[_dt.datetime | None, _dt.datetime | No
             f"expected date_range=(start, end) with 2 values, got {len(date_range)}: {date_range!r}"
         )
     start, end = date_range
-    return _bound(start, end=False), _bound(end, end=True)
+    low, high = _bound(start, end=False), _bound(end, end=True)
+    if low is not None and high is not None and low > high:
+        raise SchemaError(
+            f"expected date_range=(start, end) with start <= end, got {date_range!r} "
+            f"({low.isoformat()} after {high.isoformat()})"
+        )
+    return low, high
 
 
 def _bound(value: DateLike | None, *, end: bool) -> _dt.datetime | None:

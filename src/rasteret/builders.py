@@ -78,6 +78,9 @@ def build_from_table(
         enrich_cog: parse every requested band's COG header into ``{band}_metadata``.
         band_codes: bands to enrich (default: every asset that points at a TIFF).
         max_concurrent: header requests in flight during enrichment.
+        columns, filter_expr: columns to read and rows to keep, pushed into the scan of
+            ``path`` (partition columns prune files): they name the source's own columns,
+            before ``column_map`` renames them.
         force: rebuild even when a stored collection matches the input.
         client: a ``distributed.Client``: header parsing is spread over its workers, one
             task per partition of records (``max_concurrent`` requests in flight on each
