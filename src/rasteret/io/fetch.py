@@ -181,9 +181,7 @@ async def fetch_prefix(
         )
         if not unsatisfiable or not hasattr(reader, "head"):
             raise
-        head: Prefix = await _with_retries(
-            target, "the object size (HEAD)", options, lambda: reader.head(target.path)
-        )
+        head = await _head(target, options)
         if head.object_size != 0:
             raise
         return head  # an empty object: stores refuse any range of it
@@ -209,13 +207,16 @@ async def fetch_head(
     >>> run(fetch_head(str(path))).object_size
     5
     """
-    options = options or FetchOptions()
     target = open_target(url, backend=backend, cloud_config=cloud_config)
-    reader = target.reader
-    if not hasattr(reader, "head"):
+    if not hasattr(target.reader, "head"):
         return None
+    return await _head(target, options or FetchOptions())
+
+
+async def _head(target: Target, options: FetchOptions) -> Prefix:
+    """One HEAD of ``target`` (its reader has ``head``), retried as any request."""
     head: Prefix = await _with_retries(
-        target, "the object size (HEAD)", options, lambda: reader.head(target.path)
+        target, "the object size (HEAD)", options, lambda: target.reader.head(target.path)
     )
     return head
 
