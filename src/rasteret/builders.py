@@ -91,6 +91,8 @@ def build_from_table(
         The collection. Assets whose header could not be read are listed in
         ``collection.enrichment_errors`` and reported with a :class:`RasteretWarning`.
     """
+    if data_source:
+        _check_registered(data_source)
     cloud = _cloud_config(cloud_config, data_source, url_rewrite_patterns)
     source = read_source(path, filesystem=filesystem, columns=columns, filter_expr=filter_expr)
     table = normalize_records(
@@ -175,8 +177,6 @@ def _cloud_config(
     """
     if isinstance(config, Mapping):
         config = CloudConfig(**config)
-    if data_source:
-        _check_registered(data_source)
     if config is None and data_source:
         from rasteret.catalog import cloud_config_for
 
@@ -199,7 +199,7 @@ def _check_registered(data_source: str) -> None:
         warn(
             f"data_source={data_source!r} applies no band map and no cloud settings: {exc}",
             RasteretWarning,
-            stacklevel=4,
+            stacklevel=3,  # the caller of build_from_table
         )
 
 
