@@ -159,6 +159,19 @@ def test_one_geometry_column_is_an_aoi_list(form: str, collection: Any) -> None:
     assert list(got_index.record_id) == list(index.record_id)
 
 
+def test_geopandas_arrow_tables_are_tables_with_their_crs() -> None:
+    """``GeoDataFrame.to_arrow()`` (a geopandas object, but a table) gives its geometries and
+    its CRS to the geometry helpers directly, as an Arrow table would."""
+    from rasteret.types import geometries_to_shapely, geometry_crs
+
+    frame = gpd.GeoDataFrame({"n": [1]}, geometry=[shapely.Point(1, 2)], crs="EPSG:32633")
+    table = frame.to_arrow(geometry_encoding="WKB")
+    assert [g.wkt for g in geometries_to_shapely(table)] == ["POINT (1 2)"]
+    crs = geometry_crs(table)
+    assert crs is not None
+    assert crs.to_epsg() == 32633
+
+
 def test_a_geoseries_brings_its_crs(collection: Any) -> None:
     utm = gpd.GeoSeries([_aoi()], crs="EPSG:4326").to_crs(32633)
     expected = collection.get_numpy([utm.iloc[0]], ["B04"], geometry_crs="EPSG:32633")

@@ -497,7 +497,8 @@ def _shapely_and_crs(
 ) -> tuple[np.ndarray, pyproj.CRS | None]:
     empty = np.empty(0, dtype=object)
     module = type(value).__module__
-    if module.startswith("geopandas"):  # GeoDataFrame, GeoSeries, GeometryArray
+    if module.startswith("geopandas") and (hasattr(value, "columns") or is_column_like(value)):
+        # GeoDataFrame, GeoSeries, GeometryArray (to_arrow()'s table goes the Arrow way)
         series = value
         if hasattr(value, "columns"):  # a GeoDataFrame: the named or the active geometry column
             series = value[column] if column else value.geometry
