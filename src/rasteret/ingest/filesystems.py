@@ -47,8 +47,7 @@ from rasteret.errors import (
     UnsupportedFormatError,
     WorkspaceError,
 )
-from rasteret.ingest.schema import MONTH, YEAR
-from rasteret.ingest.store import MANIFEST, workspace_lock, write_collection
+from rasteret.ingest.store import MANIFEST, manifest_dataset, workspace_lock, write_collection
 from rasteret.io._config import anonymous_default
 
 __all__ = [
@@ -334,21 +333,8 @@ def open_collection_remote(uri: str) -> tuple[ds.Dataset, dict[str, Any]] | None
             f"lists) at {uri}, got a manifest that does not parse or lists files that are "
             "missing or of another size"
         )
-    schema = pa.ipc.read_schema(pa.py_buffer(bytes.fromhex(manifest["schema"])))
-    partitioning = (
-        ds.partitioning(pa.schema([schema.field(YEAR), schema.field(MONTH)]), flavor="hive")
-        if YEAR in schema.names and MONTH in schema.names
-        else None
-    )
-    dataset = ds.dataset(
-        sorted(f"{root}/{p}" for p in listed),
-        schema=schema,
-        format="parquet",
-        filesystem=filesystem,
-        partitioning=partitioning,
-        partition_base_dir=root,
-    )
-    return dataset, manifest
+    files = [f"{root}/{p}" for p in listed]
+    return manifest_dataset(manifest, files, root, filesystem), manifest
 
 
 def _remote(uri: str) -> tuple[pafs.FileSystem, str]:

@@ -34,13 +34,14 @@ import shutil
 import sys
 import threading
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pyproj
 
@@ -53,6 +54,7 @@ __all__ = [
     "default_workspace",
     "fingerprint",
     "geoparquet_metadata",
+    "manifest_dataset",
     "open_dataset",
     "read_manifest",
     "records_dir",
@@ -446,22 +448,36 @@ def open_dataset(folder: Path) -> ds.Dataset:
             f"expected a complete rasteret collection (with {MANIFEST} and every data file it "
             f"lists) at {folder}, got none"
         )
-    schema = pa.ipc.read_schema(pa.py_buffer(bytes.fromhex(manifest["schema"])))
     listed = manifest.get("files")
     files = (
-        sorted(str(folder / p) for p in listed)
+        [str(folder / p) for p in listed]
         if isinstance(listed, dict)
-        else sorted(str(p) for p in folder.rglob("*.parquet"))
+        else [str(p) for p in folder.rglob("*.parquet")]
     )
+    return manifest_dataset(manifest, files, str(folder))
+
+
+def manifest_dataset(
+    manifest: Mapping[str, Any],
+    files: Iterable[str],
+    base: str,
+    filesystem: pafs.FileSystem | None = None,
+) -> ds.Dataset:
+    """The lazy dataset of a stored collection's data ``files`` (under ``base``, on
+    ``filesystem``; local by default), with the full schema its manifest records and the
+    ``year=``/``month=`` partitions: the same for a local folder and an object-store prefix.
+    """
+    schema = pa.ipc.read_schema(pa.py_buffer(bytes.fromhex(manifest["schema"])))
     partitioning = (
         ds.partitioning(pa.schema([schema.field(YEAR), schema.field(MONTH)]), flavor="hive")
         if YEAR in schema.names and MONTH in schema.names
         else None
     )
     return ds.dataset(
-        files,
+        sorted(files),
         schema=schema,
         format="parquet",
+        filesystem=filesystem,
         partitioning=partitioning,
-        partition_base_dir=str(folder),
+        partition_base_dir=base,
     )
