@@ -67,12 +67,16 @@ def test_what_is_stored_has_no_signature(server: RangeHTTPServer, tmp_path: Path
     collection = rasteret.build_from_table(
         _table(server), name="signed", workspace_dir=tmp_path / "ws", enrich_cog=True
     )
-    for path in (tmp_path / "ws").rglob("*.parquet"):
+    stored = list((tmp_path / "ws").rglob("*.parquet"))
+    assert stored
+    for path in stored:
         assert SIGNATURE not in str(pq.read_table(path).to_pylist())
     # a stored collection's reads go unsigned: the signature was never written
     server.clear_log()
     collection.get_numpy(_aoi(), "B04", cache_mb=0)
-    assert all(SIGNATURE not in q for q in _pixel_requests(server))
+    queries = _pixel_requests(server)
+    assert queries
+    assert all(SIGNATURE not in q for q in queries)
 
 
 def test_errors_and_warnings_about_signed_urls_do_not_show_the_signature(
@@ -88,6 +92,7 @@ def test_errors_and_warnings_about_signed_urls_do_not_show_the_signature(
     assert SIGNATURE not in str(caught.value)
     with pytest.warns(RasteretWarning) as warned:
         collection.get_numpy(_aoi(), "B04", cache_mb=0, on_error="skip")
+    assert any("signed-0_B04.tif" in str(w.message) for w in warned)
     assert all(SIGNATURE not in str(w.message) for w in warned)
 
 
