@@ -148,8 +148,8 @@ class TileGather:
     targets: np.ndarray
     """Flat positions in the band's ``(pairs, window)`` arrays (int64)."""
     pixels: np.ndarray
-    """Flat position of each pixel inside the tile, ``row * tile_width + col`` (intp), so
-    that gathering is one ``numpy.take``."""
+    """Flat position of each pixel inside the tile, ``row * tile_width + col`` (int32 or
+    intp), so that gathering is one ``numpy.take``."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -227,8 +227,8 @@ def plan_points(
         radius=options.radius,
         frac_row=frac_row,
         frac_col=frac_col,
-        pixel_row=whole_pixels(frac_row[0]),
-        pixel_col=whole_pixels(frac_col[0]),
+        pixel_row=_whole(frac_row[0], step.floors),
+        pixel_col=_whole(frac_col[0], step.floors),
         tiles=tiles,
         gathers=tuple(gathers),
         skipped=tuple(step.skipped),
@@ -236,13 +236,13 @@ def plan_points(
 
 
 def whole_pixels(frac: np.ndarray) -> np.ndarray:
-    """Whole pixel of fractional pixel coordinates (-1 for NaN: outside the raster), in
-    recycled memory (:func:`~rasteret.read.locate.point_array`).
+    """Whole pixel of fractional pixel coordinates (int32; -1 for NaN: outside the raster),
+    in recycled memory (:func:`~rasteret.read.locate.point_array`).
 
     >>> whole_pixels(np.array([0.0, 2.75, np.nan])).tolist()
     [0, 2, -1]
     """
-    out = point_array(len(frac), np.dtype(np.int64))
+    out = point_array(len(frac), np.dtype(np.int32))
     with np.errstate(invalid="ignore"):
         np.copyto(out, frac, casting="unsafe")  # inside the raster: truncation is floor
     outside = np.isnan(frac, out=point_array(len(frac), np.dtype(np.bool_)))
@@ -284,6 +284,15 @@ class _FirstStep:
     points_parts: list[np.ndarray]
     records_parts: list[np.ndarray]
     frac: list[list[tuple[np.ndarray, np.ndarray]]]
+    floors: dict[int, np.ndarray]
+    """:func:`whole_pixels` of fractional arrays without NaN (by ``id``; the arrays are
+    alive as long as the step), worked out for their tiles and reused for the plan."""
+
+
+def _whole(frac: np.ndarray, floors: dict[int, np.ndarray]) -> np.ndarray:
+    """:func:`whole_pixels` of ``frac``, from ``floors`` when worked out already."""
+    done = floors.get(id(frac))
+    return whole_pixels(frac) if done is None else done
 
 
 def _locate_and_number(
@@ -317,6 +326,7 @@ def _locate_and_number(
     points_parts: list[np.ndarray] = []
     records_parts: list[np.ndarray] = []
     frac: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in bands]
+    floors: dict[int, np.ndarray] = {}
     start = 0
     for ri, metas, cands in per_record:
         by_grid: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
@@ -337,9 +347,11 @@ def _locate_and_number(
         numbered: dict[tuple[Any, ...], _Numbered] = {}
         for bi, (meta, (rows, cols)) in enumerate(zip(metas, per_band, strict=True)):
             frac[bi].append((rows, cols))
-            pending.append(_band_tiles(bi, meta, rows, cols, start, radius, tiles, numbered))
+            pending.append(
+                _band_tiles(bi, meta, rows, cols, start, radius, tiles, numbered, floors)
+            )
         start += n
-    return _FirstStep(usable, skipped, tiles, pending, points_parts, records_parts, frac)
+    return _FirstStep(usable, skipped, tiles, pending, points_parts, records_parts, frac, floors)
 
 
 def _pairs(
@@ -431,6 +443,7 @@ def _band_tiles(
     radius: int,
     tiles: dict[TileKey, TileSource],
     numbered: dict[tuple[Any, ...], _Numbered],
+    floors: dict[int, np.ndarray],
 ) -> Callable[[], list[TileGather]]:
     """Register the tiles one band of one record's pairs needs (``start`` is its first
     pair) and return what makes its gathers (the second planning step).
@@ -446,7 +459,7 @@ def _band_tiles(
         key = (*grid, level.image_width, level.image_height, level.tile_width, level.tile_height)
         if key not in numbered:
             if not cached:
-                cached.append(_window_pixels(lv, frac_rows, frac_cols, start, radius))
+                cached.append(_window_pixels(lv, frac_rows, frac_cols, start, radius, floors))
             numbered[key] = _tile_numbers(level, *cached[0])
         return numbered[key]
 
@@ -494,16 +507,23 @@ def _band_tiles(
 
 
 def _window_pixels(
-    lv: RasterLevel, frac_rows: np.ndarray, frac_cols: np.ndarray, start: int, radius: int
+    lv: RasterLevel,
+    frac_rows: np.ndarray,
+    frac_cols: np.ndarray,
+    start: int,
+    radius: int,
+    floors: dict[int, np.ndarray],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | int]:
-    """Raster row, column and target of every window pixel inside the raster; the targets
-    of every pair of the band in order (a run from ``start``) are given as ``start`` alone."""
+    """Raster row, column (int32) and target of every window pixel inside the raster; the
+    targets of every pair of the band in order (a run from ``start``) are given as ``start``
+    alone. Whole pixels of fractional arrays without NaN are kept in ``floors``."""
     size = 2 * radius + 1
     outside = np.isnan(frac_rows, out=point_array(len(frac_rows), np.dtype(bool)))
     targets: np.ndarray | int
     if not outside.any():  # every pair is in this band's raster: no subsetting
         rows = _int32(frac_rows)  # inside the raster: truncation is floor
         cols = _int32(frac_cols)
+        floors[id(frac_rows)], floors[id(frac_cols)] = rows, cols
         targets = start
         if not radius:
             return rows, cols, targets
@@ -562,7 +582,9 @@ class _Numbered:
                 targets = np.arange(targets, targets + len(pixels), dtype=np.int64)
             return [(targets, pixels)] if self.used else []
         order = np.argsort(self.number, kind="stable")  # radix sort: small unsigned types
-        pixels = np.take(pixels, order, out=point_array(len(order), pixels.dtype))
+        # mode="wrap": the order's indices are in range, and with an out= array the default
+        # mode ("raise") buffers the whole result and copies it over (twice the time)
+        pixels = np.take(pixels, order, out=point_array(len(order), pixels.dtype), mode="wrap")
         if first is None:
             assert not isinstance(targets, int)
             targets = targets[order]
@@ -577,28 +599,38 @@ class _Numbered:
         ]
 
 
+_MAX_SAMPLES = 256
+"""Samples per pixel below which int32 flat positions in a tile (times the samples, for
+pixel-major tiles) cannot overflow when the tile has fewer than ``2**31 / 256`` pixels."""
+
+
 def _tile_numbers(
     level: RasterLevel, rows: np.ndarray, cols: np.ndarray, targets: np.ndarray | int
 ) -> _Numbered:
     """Number the pixels ``(rows, cols)`` by the tile of ``level`` holding them, and find
-    their flat positions inside it (``row * tile_width + col``, intp)."""
+    their flat positions inside it (``row * tile_width + col``: int32 for power-of-2 tiles
+    of fewer than ``2**31 / 256`` pixels, else intp)."""
     across = level.tiles_across
     count = across * level.tiles_down
     small = np.dtype(np.uint16 if count <= np.iinfo(np.uint16).max else np.uint32)
     th, tw = level.tile_height, level.tile_width
-    if _power_of_2(th) and _power_of_2(tw) and rows.dtype == cols.dtype == np.int32:
-        # shifts and masks in few buffers (fresh memory is costly): the tile row, times
-        # the tiles across, plus the tile column; then the row in the tile, times the tile
-        # width, plus the column in the tile
+    if (
+        _power_of_2(th)
+        and _power_of_2(tw)
+        and rows.dtype == cols.dtype == np.int32
+        and th * tw * _MAX_SAMPLES < 2**31
+    ):
+        # shifts and masks in few int32 buffers (fresh memory is costly): the tile row,
+        # times the tiles across, plus the tile column; then the row in the tile, times the
+        # tile width, plus the column in the tile
         number32 = np.right_shift(rows, th.bit_length() - 1, out=point_array(len(rows), rows.dtype))
         number32 *= across
         part = np.right_shift(cols, tw.bit_length() - 1, out=point_array(len(rows), rows.dtype))
         number32 += part
         number = point_array(len(rows), small)
         np.copyto(number, number32, casting="unsafe")
+        pixels = np.bitwise_and(rows, th - 1, out=number32)
         del number32
-        pixels = point_array(len(rows), np.dtype(np.intp))
-        np.bitwise_and(rows, th - 1, out=pixels)
         pixels *= tw
         np.bitwise_and(cols, tw - 1, out=part)
         pixels += part
