@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,12 @@ from rasteret._sync import run
 from rasteret.errors import SchemaError
 from rasteret.ingest.metadata import band_metadata_from_header
 from rasteret.read import ReadOptions
+from rasteret.read import sample as sample_mod
 from rasteret.read.locate import Candidates, locate, pixel_coordinates
 from rasteret.read.points import _by_tile, plan_points, whole_pixels
 from rasteret.read.sample import _execute, execute_points_async, read_points, take_pixels
 from rasteret.read.select import _point_major
+from rasteret.testing.fixtures import get_fixture_spec, write_fixture
 from rasteret.testing.stores import CountingReader, URLReader
 from rasteret.tiff.header import parse_header
 
@@ -311,3 +314,66 @@ def test_masked_columns_equal_arrow_masks(dtype: str, strided: bool) -> None:
     assert got.equals(pa.array(values, mask=~valid))
     assert got.null_count == int((~valid).sum())
     assert _masked(values, np.ones(len(values), bool)).equals(pa.array(values))
+
+
+_VALIDITY_FIXTURES = [
+    "uint16_deflate_nodata0_tile256",
+    "int16_deflate_nodata-9999_tile256",
+    "float32_deflate_pred3_nodatanan_tile256",
+    "uint8_deflate_mask_tile256",
+    "uint8_webp_lossless_4band_pixel_tile256",  # alpha
+    "uint16_deflate_pred2_tile256",  # no nodata
+]
+
+
+@pytest.mark.parametrize("name", _VALIDITY_FIXTURES)
+@pytest.mark.parametrize("case", ["one_record", "same_nodata", "other_nodata", "widened"])
+def test_validity_from_the_values_equals_per_tile_validity(
+    name: str, case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A band whose every pixel is gathered, with one nodata and dtype, is told valid from
+    its values at the end (one pass); per tile otherwise. Both give the same samples."""
+    path = write_fixture(get_fixture_spec(name), tmp_path)
+    with rasterio.open(path) as src:
+        count = src.count - (1 if "4band" in name else 0)
+        a, _, c, _, e, f = tuple(src.transform)[:6]
+        w, h = src.width, src.height
+    rng = np.random.default_rng(3)
+    xs = c + a * rng.uniform(-2, w + 2, 3000)
+    ys = f + e * rng.uniform(-2, h + 2, 3000)
+    records = [record("r1", path, count)]
+    if case != "one_record":
+        other = tmp_path / "other.tif"
+        _rewrite(path, other, case)
+        records.append(record("r2", other, count))
+    bands = [f"b{i + 1}" for i in range(count)]
+    opts = ReadOptions(cache_mb=0)
+    plan = plan_points(records, xs, ys, EPSG, bands)
+    later = sample_mod._validity_later(plan)
+    fast = read_points(records, xs, ys, EPSG, bands, read_options=opts)
+    monkeypatch.setattr(sample_mod, "_validity_later", lambda plan: {})
+    general = read_points(records, xs, ys, EPSG, bands, read_options=opts)
+    assert bool(later) == (case in ("one_record", "same_nodata"))
+    assert len(fast) == len(general) > 0
+    for got, want in zip(fast.values + fast.valid, general.values + general.valid, strict=True):
+        np.testing.assert_array_equal(got, want)
+    if "nodata" in name or "mask" in name:
+        assert not fast.valid[0].all(), "the points meet invalid pixels"
+
+
+def _rewrite(path: Path, out: Path, case: str) -> None:
+    """A second record on the same grid: a copy (same nodata), another nodata, or float64."""
+    if case == "same_nodata":
+        shutil.copy(path, out)
+        return
+    with rasterio.open(path) as src:
+        profile, data = src.profile, src.read()
+    if case == "other_nodata":
+        profile["nodata"] = 7 if profile.get("nodata") is None else None
+    else:
+        keep = ("driver", "width", "height", "count", "crs", "transform", "nodata")
+        profile = {k: profile.get(k) for k in keep} | {"dtype": "float64", "tiled": True,
+                                                       "compress": "deflate"}  # fmt: skip
+        data = data.astype("float64")
+    with rasterio.open(out, "w", **profile) as dst:
+        dst.write(data)

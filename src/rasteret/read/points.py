@@ -175,6 +175,9 @@ class PointPlan:
     """Every distinct tile (data and mask) the gathers need."""
     gathers: tuple[TileGather, ...]
     skipped: tuple[SkippedRecord, ...] = ()
+    native: tuple[bool, ...] = ()
+    """Per band: every record's pixels are of the band's dtype in :attr:`dtypes` (none
+    widened), so its nodata can be told from the gathered values."""
 
     @property
     def window(self) -> int:
@@ -216,6 +219,9 @@ def plan_points(
     points_parts, records_parts, frac = step.points_parts, step.records_parts, step.frac
     gathers = [g for make in pending for g in make()]
     dtypes = tuple(_band_dtype([ms[bi] for _, ms in usable]) for bi in range(len(bands)))
+    native = tuple(
+        all(np.dtype(ms[bi].dtype) == dtypes[bi] for _, ms in usable) for bi in range(len(bands))
+    )
     empty = np.empty(0, dtype=np.float64)
     frac_row = tuple(_concat([r for r, _ in parts], empty) for parts in frac)
     frac_col = tuple(_concat([c for _, c in parts], empty) for parts in frac)
@@ -232,6 +238,7 @@ def plan_points(
         tiles=tiles,
         gathers=tuple(gathers),
         skipped=tuple(step.skipped),
+        native=native,
     )
 
 

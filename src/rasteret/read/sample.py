@@ -142,14 +142,25 @@ async def _done(plan: PointPlan) -> PointPlan:
 
 class _Gatherer:
     """The ``(pairs x window)`` arrays of a plan, filled tile by tile (from any thread:
-    each pixel is written by one gather)."""
+    each pixel is written by one gather).
+
+    A band whose every window pixel is gathered (no pair outside its rasters), with one
+    nodata and one dtype in every record, gets its validity from the values once all are
+    in (:meth:`raw`: one vectorised pass) instead of a scatter per tile."""
 
     def __init__(self, plan: PointPlan, bar: Any) -> None:
         n = len(plan) * plan.window
         masked = {g.band for g in plan.gathers if g.mask}
         self.shape = (len(plan), plan.window)
-        self.values = [_filled(n, d, 0) for d in plan.dtypes]
-        self.data_ok = [_filled(n, np.dtype(bool), False) for _ in plan.dtypes]
+        self.later = _validity_later(plan)
+        self.values = [
+            point_array(n, np.dtype(d)) if b in self.later else _filled(n, d, 0)
+            for b, d in enumerate(plan.dtypes)
+        ]
+        self.data_ok = [
+            None if b in self.later else _filled(n, np.dtype(bool), False)
+            for b in range(len(plan.dtypes))
+        ]
         self.mask_ok = [
             _filled(n, np.dtype(bool), True) if b in masked else None
             for b in range(len(plan.dtypes))
@@ -166,23 +177,59 @@ class _Gatherer:
                 mask_ok = self.mask_ok[g.band]
                 assert mask_ok is not None  # made for every band with mask gathers
                 mask_ok[g.targets] = pixels != 0
-            elif g.nodata is None:
-                self.values[g.band][g.targets] = pixels
-                self.data_ok[g.band][g.targets] = True
+                continue
+            self.values[g.band][g.targets] = pixels
+            data_ok = self.data_ok[g.band]
+            if data_ok is None:  # told from the values at the end
+                continue
+            if g.nodata is None:
+                data_ok[g.targets] = True
             else:
-                self.values[g.band][g.targets] = pixels
-                self.data_ok[g.band][g.targets] = ~nodata_mask(pixels, g.nodata)
+                data_ok[g.targets] = ~nodata_mask(pixels, g.nodata)
         if self.bar is not None:
             self.bar.update(1)
 
     def raw(self) -> RawSamples:
+        valid = []
+        for b, (values, data_ok, mask_ok) in enumerate(
+            zip(self.values, self.data_ok, self.mask_ok, strict=True)
+        ):
+            if data_ok is None:
+                data_ok = _valid_values(values, self.later[b])
+            valid.append((data_ok if mask_ok is None else data_ok & mask_ok).reshape(self.shape))
         return RawSamples(
-            values=tuple(v.reshape(self.shape) for v in self.values),
-            valid=tuple(
-                (d if m is None else d & m).reshape(self.shape)
-                for d, m in zip(self.data_ok, self.mask_ok, strict=True)
-            ),
+            values=tuple(v.reshape(self.shape) for v in self.values), valid=tuple(valid)
         )
+
+
+def _validity_later(plan: PointPlan) -> dict[int, float | None]:
+    """The bands of ``plan`` whose validity can be told from their values once gathered,
+    with their nodata: every window pixel gathered once, one nodata and one dtype."""
+    if not plan.native:
+        return {}
+    n = len(plan) * plan.window
+    counts = [0] * len(plan.dtypes)
+    nodata: list[set[Any]] = [set() for _ in plan.dtypes]
+    for g in plan.gathers:
+        if not g.mask:
+            counts[g.band] += len(g.targets)
+            nodata[g.band].add("nan" if g.nodata is not None and np.isnan(g.nodata) else g.nodata)
+    later: dict[int, float | None] = {}
+    for b, (count, values) in enumerate(zip(counts, nodata, strict=True)):
+        if count == n and len(values) == 1 and plan.native[b]:
+            value = next(iter(values))
+            later[b] = float("nan") if value == "nan" else value
+    return later
+
+
+def _valid_values(values: np.ndarray, nodata: float | None) -> np.ndarray:
+    """Validity of gathered ``values`` in recycled memory: not ``nodata``."""
+    out = point_array(len(values), np.dtype(bool))
+    if nodata is None:
+        out.fill(True)
+    else:
+        np.logical_not(nodata_mask(values, nodata), out=out)
+    return out
 
 
 async def _execute(
