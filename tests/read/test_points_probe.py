@@ -15,6 +15,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import numpy as np
 import pyarrow as pa
@@ -29,6 +30,7 @@ import rasteret.read.sample as sample_mod
 from rasteret.errors import BandResolutionError
 from rasteret.ingest.metadata import band_metadata_from_header
 from rasteret.read import ReadOptions, RecordRef
+from rasteret.read import points as points_mod
 from rasteret.read.buffers import BufferPool
 from rasteret.read.locate import point_buffers
 from rasteret.read.points import PointOptions, _Numbered, _tile_numbers, plan_points, plan_tiles
@@ -479,3 +481,19 @@ def test_read_points_says_when_its_requests_are_out(inside: bool) -> None:
     empty = threading.Event()
     read_points([], xs, ys, EPSG, ["b1"], requests_out=empty)
     assert empty.is_set()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 3000), st.integers(1, 70), st.integers(0, 9))
+def test_chunked_tile_order_equals_a_stable_argsort(n: int, tiles: int, seed: int) -> None:
+    """Counting and sorting by tile a chunk at a time (small chunks here) gives numpy's
+    bincount and stable argsort; past :data:`_CHUNKED_TILES` tiles the plain ones run."""
+    rng = np.random.default_rng(seed)
+    number = rng.integers(0, tiles, n).astype(np.uint16)
+    number[: n // 3] = number[0] if n else 0  # runs of one tile, as spatially sorted points
+    with patch.object(points_mod, "_SORT_CHUNK", 97):
+        sizes = points_mod._counts(number, tiles)
+        np.testing.assert_array_equal(sizes, np.bincount(number, minlength=tiles))
+        used = np.flatnonzero(sizes).tolist()
+        order = points_mod._stable_order(number, sizes, used)
+    np.testing.assert_array_equal(order, np.argsort(number, kind="stable"))
