@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -47,6 +48,9 @@ XY_COLUMN_PAIRS = (("x", "y"), ("lon", "lat"), ("longitude", "latitude"))
 _OPTION_KEYWORDS = (*IO_KEYWORDS, "on_missing", "progress")
 _POINT_KEYWORDS = ("batch_size", "max_decoded_mb")
 _CRS_METADATA_KEY = b"crs"
+_EARLY_FRAME_ROWS = 100_000
+"""From this many rows on, a table's row-level columns are built on a thread of their own as
+soon as the read knows its rows, while the pixels are read."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -357,7 +361,13 @@ class PointSamplingMixin:
             ``table = collection.sample_points(sites, ["B04", "B08"], geometry_crs=4326)``
         """
         from rasteret.collection import Collection
-        from rasteret.outputs.points import build_point_wkb, samples_to_table
+        from rasteret.outputs.points import (
+            PointRows,
+            TableFrame,
+            build_point_wkb,
+            build_table_frame,
+            samples_to_table,
+        )
 
         assert isinstance(self, Collection)
         if type(points).__module__.startswith(("dask.", "dask_geopandas")):
@@ -417,26 +427,36 @@ class PointSamplingMixin:
         if bounds is not None:
             filters = {k: kwargs[k] for k in _FILTER_KEYWORDS if k in kwargs}
             records = records_for(self.subset(**filters).subset(bbox=bounds), bands)
+        per_record: dict[str, Any] = {
+            "record_ids": [r.id for r in records],
+            "record_datetimes": [r.datetime for r in records],
+            "raster_crs": [_record_crs(r, bands[0]) for r in records],
+        }
+        table_args: dict[str, Any] = {
+            "columns": pts.columns, "x": pts.x, "y": pts.y, "point_crs": pts.crs,
+            "geometry": pts.geometry, "geometry_name": pts.geometry_name, "built": built,
+        }  # fmt: skip
+        frame: list[Future[TableFrame]] = []
+
+        def rows_known(*rows: np.ndarray) -> None:  # the table's row-level columns, early
+            if len(rows[0]) >= _EARLY_FRAME_ROWS and not keep_missing:
+                frame.append(build_table_frame(PointRows(*rows), requests_out, **per_record,
+                                               **table_args))  # fmt: skip
+
         samples = read_points(  # sets requests_out, at the latest when it returns
-            records, pts.x, pts.y, pts.crs, bands, point_options, read_options, requests_out
-        )
+            records, pts.x, pts.y, pts.crs, bands, point_options, read_options, requests_out,
+            rows_known,
+        )  # fmt: skip
         if not records:  # no record to take the dtypes from: the collection's first one
             samples = replace(samples, values=tuple(
                 np.empty(0, dtype=d) for d in _collection_dtypes(self, bands)
             ))  # fmt: skip
         return samples_to_table(
             samples,
-            [r.id for r in records],
-            [r.datetime for r in records],
-            [_record_crs(r, bands[0]) for r in records],
-            columns=pts.columns,
-            x=pts.x,
-            y=pts.y,
-            point_crs=pts.crs,
-            geometry=pts.geometry,
-            geometry_name=pts.geometry_name,
+            **per_record,
             keep_missing=keep_missing,
-            built=built,
+            frame=frame[0] if frame else None,
+            **table_args,
         )
 
 

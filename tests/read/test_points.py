@@ -4,6 +4,7 @@ the oracle for every value (``DatasetReader.sample`` / ``read(window=, boundless
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ from rasterio.windows import Window
 from read_support import record
 
 import rasteret
+import rasteret._collection_points as collection_points
+import rasteret.outputs.points as points_out
 from rasteret._collection_points import _wkb_points_fast, normalize_points
 from rasteret.errors import SchemaError, UnsupportedFormatError
 from rasteret.read import ReadOptions
@@ -660,3 +663,40 @@ def test_match_latest_reads_older_records_only_where_needed(files: dict) -> None
     wave2 = ("holes", "b04_empty")  # only B04 of the older records, for 1 point: B08 has its
     assert set(counting.per_path()) == {str(files[k]) for k in ("b04", "b08", *wave2)}
     assert out["row"].to_pylist() == [1, 1]
+
+
+@pytest.mark.parametrize("form", ["arrow_wkb", "xy_columns", "geoarrow_point", "shapely_list"])
+@pytest.mark.parametrize("case", ["plain", "clashing_names", "keep_missing"])
+def test_row_columns_built_while_reading_equal_those_built_after(
+    form: str, case: str, single: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From ``_EARLY_FRAME_ROWS`` rows on (one record), the columns that do not depend on
+    pixel values are built on a thread as soon as the plan knows the rows; the table is the
+    one built at the end. With ``keep_missing`` the rows change after the read: built after."""
+    xs, ys = _random_points(600, seed=4)
+    points, kwargs = _forms(xs, ys)[form]
+    if case == "clashing_names" and isinstance(points, pa.Table):
+        points = points.append_column("datetime", pa.array(np.arange(len(xs)))).append_column(
+            "row", pa.array([str(i) for i in range(len(xs))])
+        )
+    if case == "keep_missing":
+        kwargs = kwargs | {"keep_missing": True}
+    threads: list[str] = []
+    table_frame = points_out.table_frame
+
+    def spy(*args: Any, **kw: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return table_frame(*args, **kw)
+
+    monkeypatch.setattr(points_out, "table_frame", spy)
+    monkeypatch.setattr(collection_points, "_EARLY_FRAME_ROWS", 0)
+    early = single.sample_points(points, ["B04", "B08"], **kwargs)
+    assert len(threads) == 1
+    assert threads[0].startswith("rasteret-wkb") == (case != "keep_missing"), threads
+    threads.clear()
+    monkeypatch.setattr(collection_points, "_EARLY_FRAME_ROWS", 10**12)
+    late = single.sample_points(points, ["B04", "B08"], **kwargs)
+    assert threads == ["MainThread"]
+    assert early.schema.equals(late.schema, check_metadata=True)
+    assert early.equals(late)
+    assert early.num_rows > 0

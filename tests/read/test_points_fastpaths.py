@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +29,14 @@ from rasteret._sync import run
 from rasteret.errors import SchemaError
 from rasteret.ingest.metadata import band_metadata_from_header
 from rasteret.read import ReadOptions
+from rasteret.read import execute as execute_mod
 from rasteret.read import sample as sample_mod
 from rasteret.read.locate import Candidates, locate, pixel_coordinates
 from rasteret.read.points import _by_tile, plan_points, whole_pixels
 from rasteret.read.sample import _execute, execute_points_async, read_points, take_pixels
 from rasteret.read.select import _point_major
 from rasteret.testing.fixtures import get_fixture_spec, write_fixture
-from rasteret.testing.stores import CountingReader, URLReader
+from rasteret.testing.stores import CountingReader, LatencyReader, URLReader
 from rasteret.tiff.header import parse_header
 
 EPSG = 32633
@@ -377,3 +379,32 @@ def _rewrite(path: Path, out: Path, case: str) -> None:
         data = data.astype("float64")
     with rasterio.open(out, "w", **profile) as dst:
         dst.write(data)
+
+
+def test_tiles_gathered_where_decoded_equal_tiles_gathered_after(
+    tiffs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the plan is done, a tile is gathered in the thread that decoded it; without
+    that (or before the plan is done), on the gather threads. Same samples."""
+    xs, ys = _points(3000, seed=11)
+    records = [record("r", tiffs["chunky"], 3)]
+    slow = ReadOptions(cache_mb=0, backend=LatencyReader(URLReader(), 0.05))  # plan first
+    threads: list[str] = []
+    gather = sample_mod._Gatherer.gather
+
+    def spy(self: Any, key: Any, tile: np.ndarray) -> None:
+        threads.append(threading.current_thread().name)
+        gather(self, key, tile)
+
+    monkeypatch.setattr(sample_mod._Gatherer, "gather", spy)
+    inline = read_points(records, xs, ys, EPSG, ["b1", "b3"], read_options=slow)
+    assert threads
+    assert all(t.startswith("rasteret-decode") for t in threads), threads
+    threads.clear()
+    monkeypatch.setattr(execute_mod, "_then", lambda then, key, job, *args: job(*args))
+    after = read_points(records, xs, ys, EPSG, ["b1", "b3"], read_options=slow)
+    assert threads
+    assert all(t.startswith("rasteret-gather") for t in threads), threads
+    assert len(inline) == len(after) > 0
+    for got, want in zip(inline.values + inline.valid, after.values + after.valid, strict=True):
+        np.testing.assert_array_equal(got, want)

@@ -34,7 +34,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -46,7 +48,16 @@ from rasteret.read.locate import point_array
 from rasteret.read.select import PointSamples
 from rasteret.types import geoarrow_wkb_field
 
-__all__ = ["DEFAULT_GEOMETRY_NAME", "build_point_wkb", "points_to_wkb", "samples_to_table"]
+__all__ = [
+    "DEFAULT_GEOMETRY_NAME",
+    "PointRows",
+    "TableFrame",
+    "build_point_wkb",
+    "build_table_frame",
+    "points_to_wkb",
+    "samples_to_table",
+    "table_frame",
+]
 
 DEFAULT_GEOMETRY_NAME = "geometry"
 _PREFIX = "sample_"
@@ -112,6 +123,138 @@ def build_point_wkb(
     return shared_pool("wkb", ELASTIC).submit(build)  # a build may wait (``after``)
 
 
+@dataclass(frozen=True, slots=True)
+class PointRows:
+    """What the row-level columns of a point table are made from: each row's point and
+    record, and the pixel holding the point (row, col; -1: none)."""
+
+    point_index: np.ndarray
+    record_index: np.ndarray
+    row: np.ndarray
+    col: np.ndarray
+
+    def of(self, samples: PointSamples) -> bool:
+        """Whether these are the very arrays of ``samples`` (not merely equal ones)."""
+        return (
+            self.point_index is samples.point_index
+            and self.record_index is samples.record_index
+            and self.row is samples.row
+            and self.col is samples.col
+        )
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class TableFrame:
+    """The columns of a point table that do not depend on pixel values, built once its rows
+    are known (:func:`table_frame`); :func:`samples_to_table` adds the bands."""
+
+    rows: PointRows
+    head: list[tuple[pa.Field, pa.Array | pa.ChunkedArray]]
+    """The point table's columns, the geometry, ``record_id`` and ``datetime``."""
+    tail: list[tuple[pa.Field, pa.Array | pa.ChunkedArray]]
+    """``point_crs``, ``raster_crs``, ``row`` and ``col``."""
+    inputs: set[str]
+    """The point table's column names."""
+
+
+def table_frame(
+    rows: PointRows,
+    record_ids: Sequence[str],
+    record_datetimes: Sequence[datetime | None],
+    raster_crs: Sequence[str | None],
+    *,
+    columns: pa.Table | None,
+    x: np.ndarray,
+    y: np.ndarray,
+    point_crs: str,
+    geometry: pa.Array | pa.ChunkedArray | None = None,
+    geometry_name: str = DEFAULT_GEOMETRY_NAME,
+    built: Future[pa.Array] | None = None,
+) -> TableFrame:
+    """The value-independent columns of the table of ``rows`` (arguments as for
+    :func:`samples_to_table`): they can be built while the pixels are still being read."""
+    n_points = len(x)
+    point_idx = rows.point_index
+    take = None if _is_identity(point_idx, n_points) else pa.array(point_idx)
+
+    def rows_of(array: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+        return array if take is None else array.take(take)
+
+    inputs = set(columns.column_names) if columns is not None else set()
+    frame = TableFrame(rows, [], [], inputs)
+    if columns is not None:
+        for i in range(columns.num_columns):
+            frame.head.append((columns.schema.field(i), rows_of(columns.column(i))))
+    if geometry is not None:
+        geometry_array: pa.Array | pa.ChunkedArray = geometry
+    elif built is not None:
+        geometry_array = built.result()
+    else:
+        geometry_array = points_to_wkb(x, y)
+    geometry_field = geoarrow_wkb_field(geometry_name, point_crs).with_type(geometry_array.type)
+    _add(frame, frame.head, geometry_name, rows_of(geometry_array), geometry_field)
+    rec = rows.record_index
+    only = _only_record(rec)
+    if only is None:
+        _add(
+            frame,
+            frame.head,
+            "record_id",
+            _per_record(pa.array(list(record_ids), pa.string()), rec),
+        )
+        _add(frame, frame.head, "datetime", _per_record(_datetimes(record_datetimes), rec))
+    else:  # every row is of one record: the values repeated, no take
+        _add(frame, frame.head, "record_id", _repeated_string(record_ids[only], len(rec)))
+        stamp = _datetimes(record_datetimes)[only : only + 1]
+        stamps = point_array(len(rec), np.dtype(np.int64))
+        stamps.fill(stamp.cast(pa.int64())[0].as_py() if stamp[0].is_valid else 0)
+        mask = None if stamp[0].is_valid or not len(rec) else _no_bits(len(rec))
+        _add(frame, frame.head, "datetime",
+             pa.Array.from_buffers(stamp.type, len(rec), [mask, pa.py_buffer(stamps)]))  # fmt: skip
+    crs_dictionary = pa.array([point_crs, *(c or "" for c in raster_crs)], pa.string())
+    zeros = np.zeros(len(rec), dtype=np.int32)  # untouched pages until read
+    _add(frame, frame.tail, "point_crs", _dictionary(zeros, crs_dictionary))
+    if only is None:
+        _add(frame, frame.tail, "raster_crs", _dictionary_take(crs_dictionary, rec, shift=1))
+    else:
+        indices = point_array(len(rec), np.dtype(np.int32))
+        indices.fill(only + 1)
+        _add(frame, frame.tail, "raster_crs", _dictionary(indices, crs_dictionary))
+    _add(frame, frame.tail, "row", _pixel_column(rows.row))
+    _add(frame, frame.tail, "col", _pixel_column(rows.col))
+    return frame
+
+
+def _add(
+    frame: TableFrame,
+    where: list[tuple[pa.Field, pa.Array | pa.ChunkedArray]],
+    name: str,
+    array: pa.Array | pa.ChunkedArray,
+    field: pa.Field | None = None,
+) -> None:
+    """Add a column to ``where``, renamed if the point table has ``name``."""
+    if name in frame.inputs:
+        name = _free(name, frame.inputs)
+    where.append(
+        (field.with_name(name) if field is not None else pa.field(name, array.type), array)
+    )
+
+
+def build_table_frame(
+    rows: PointRows, after: threading.Event | None = None, **kwargs: Any
+) -> Future[TableFrame]:
+    """:func:`table_frame` of ``rows`` (``kwargs``: its other arguments) on a thread of its
+    own, started once ``after`` is set (at most ``_WKB_WAIT_S`` later), as
+    :func:`build_point_wkb`."""
+
+    def build() -> TableFrame:
+        if after is not None:
+            after.wait(_WKB_WAIT_S)
+        return table_frame(rows, **kwargs)
+
+    return shared_pool("wkb", ELASTIC).submit(build)
+
+
 def samples_to_table(
     samples: PointSamples,
     record_ids: Sequence[str],
@@ -126,6 +269,7 @@ def samples_to_table(
     geometry_name: str = DEFAULT_GEOMETRY_NAME,
     keep_missing: bool = False,
     built: Future[pa.Array] | None = None,
+    frame: Future[TableFrame] | None = None,
 ) -> pa.Table:
     """The Arrow table of ``samples`` (see the module docstring for its columns).
 
@@ -140,87 +284,38 @@ def samples_to_table(
         keep_missing: Give points without any sample a row of nulls.
         built: :func:`build_point_wkb` of ``x, y``, started earlier (e.g. while the read
             fetched), for the geometry column when ``geometry`` is None.
+        frame: :func:`build_table_frame` of rows known before the read ended (with the same
+            other arguments); used when they are the very rows of ``samples``, else the
+            frame is built here.
     """
     n_points = len(x)
     if keep_missing:
         samples = _with_missing(samples, n_points)
-    point_idx = samples.point_index
-    take = None if _is_identity(point_idx, n_points) else pa.array(point_idx)
-
-    def rows_of(array: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
-        return array if take is None else array.take(take)
-
-    arrays: list[pa.Array | pa.ChunkedArray] = []
-    fields: list[pa.Field] = []
-    inputs = set(columns.column_names) if columns is not None else set()
-
-    def add(
-        name: str,
-        array: pa.Array | pa.ChunkedArray,
-        field: pa.Field | None = None,
-        at: int | None = None,
-    ) -> None:
-        """Add a column (at position ``at``, else last), renamed if the input has ``name``."""
-        if name in inputs:
-            name = _free(name, inputs)
-        at = len(arrays) if at is None else at
-        arrays.insert(at, array)
-        fields.insert(
-            at, field.with_name(name) if field is not None else pa.field(name, array.type)
-        )
-
-    if columns is not None:
-        for i in range(columns.num_columns):
-            arrays.append(rows_of(columns.column(i)))
-            fields.append(columns.schema.field(i))
-    at_geometry = len(arrays)  # the geometry goes here, once built
-    if geometry is not None:
-        wkb: Future[pa.Array | pa.ChunkedArray] = Future()
-        wkb.set_result(geometry)
-    elif built is not None:
-        wkb = built
-    else:  # built on a thread while the other columns are
-        wkb = build_point_wkb(x, y)
-    rec = samples.record_index
-    only = _only_record(rec)
-    if only is None:
-        add("record_id", _per_record(pa.array(list(record_ids), pa.string()), rec))
-        add("datetime", _per_record(_datetimes(record_datetimes), rec))
-    else:  # every row is of one record: the values repeated, no take
-        add("record_id", _repeated_string(record_ids[only], len(rec)))
-        stamp = _datetimes(record_datetimes)[only : only + 1]
-        stamps = point_array(len(rec), np.dtype(np.int64))
-        stamps.fill(stamp.cast(pa.int64())[0].as_py() if stamp[0].is_valid else 0)
-        mask = None if stamp[0].is_valid or not len(rec) else _no_bits(len(rec))
-        add("datetime", pa.Array.from_buffers(stamp.type, len(rec), [mask, pa.py_buffer(stamps)]))
+    rows = PointRows(samples.point_index, samples.record_index, samples.row, samples.col)
+    made = frame.result() if frame is not None else None
+    if made is None or not made.rows.of(samples):
+        made = table_frame(
+            rows, record_ids, record_datetimes, raster_crs, columns=columns, x=x, y=y,
+            point_crs=point_crs, geometry=geometry, geometry_name=geometry_name, built=built,
+        )  # fmt: skip
+    made = TableFrame(made.rows, made.head, list(made.tail), made.inputs)  # a frame is reused
+    bands: list[tuple[pa.Field, pa.Array | pa.ChunkedArray]] = []
     for b, band in enumerate(samples.bands):
-        add(band, _masked(samples.values[b], samples.valid[b]))
-    crs_dictionary = pa.array([point_crs, *(c or "" for c in raster_crs)], pa.string())
-    zeros = np.zeros(len(rec), dtype=np.int32)  # untouched pages until read
-    add("point_crs", _dictionary(zeros, crs_dictionary))
-    if only is None:
-        add("raster_crs", _dictionary_take(crs_dictionary, rec, shift=1))
-    else:
-        indices = point_array(len(rec), np.dtype(np.int32))
-        indices.fill(only + 1)
-        add("raster_crs", _dictionary(indices, crs_dictionary))
-    add("row", _masked(_int32(samples.row), samples.row >= 0))
-    add("col", _masked(_int32(samples.col), samples.col >= 0))
+        _add(made, bands, band, _masked(samples.values[b], samples.valid[b]))
     for b, band in enumerate(samples.bands):
         if samples.source_row is not None and samples.source_col is not None:
             r, c = samples.source_row[b], samples.source_col[b]
-            add(f"{band}_row", _masked(r.astype(np.int32), r >= 0))
-            add(f"{band}_col", _masked(c.astype(np.int32), c >= 0))
+            _add(made, made.tail, f"{band}_row", _masked(r.astype(np.int32), r >= 0))
+            _add(made, made.tail, f"{band}_col", _masked(c.astype(np.int32), c >= 0))
         if samples.neighbourhood is not None:
-            add(f"{band}_neighbourhood", _windows(samples, b))
+            _add(made, made.tail, f"{band}_neighbourhood", _windows(samples, b))
         if samples.band_record is not None:
             br = samples.band_record[b]
-            add(f"{band}_record_id", _per_record(pa.array(list(record_ids), pa.string()), br))
-            add(f"{band}_datetime", _per_record(_datetimes(record_datetimes), br))
-    geometry_array = wkb.result()
-    geometry_field = geoarrow_wkb_field(geometry_name, point_crs).with_type(geometry_array.type)
-    add(geometry_name, rows_of(geometry_array), geometry_field, at=at_geometry)
-    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+            _add(made, made.tail, f"{band}_record_id",
+                 _per_record(pa.array(list(record_ids), pa.string()), br))  # fmt: skip
+            _add(made, made.tail, f"{band}_datetime", _per_record(_datetimes(record_datetimes), br))
+    every = [*made.head, *bands, *made.tail]
+    return pa.Table.from_arrays([a for _, a in every], schema=pa.schema([f for f, _ in every]))
 
 
 def _is_identity(index: np.ndarray, n: int) -> bool:
@@ -296,10 +391,25 @@ def _steps(n: int, step: int, dtype: np.dtype) -> np.ndarray:
 
 
 def _int32(values: np.ndarray) -> np.ndarray:
-    """``values.astype(numpy.int32)`` in recycled memory."""
+    """``values.astype(numpy.int32)`` in recycled memory (``values`` itself when it is
+    int32 already)."""
+    if values.dtype == np.int32 and values.flags.c_contiguous:
+        return values
     out = point_array(len(values), np.dtype(np.int32))
     np.copyto(out, values, casting="unsafe")
     return out
+
+
+def _pixel_column(pixels: np.ndarray) -> pa.Array:
+    """Pixel rows or columns as an int32 column, null where negative (no pixel).
+
+    >>> _pixel_column(np.array([3, -1], np.int64)).to_pylist()
+    [3, None]
+    """
+    values = _int32(pixels)
+    if not len(values) or int(values.min()) >= 0:  # one pass, no mask to build
+        return pa.array(values)
+    return _masked(values, values >= 0)
 
 
 def _no_bits(n: int) -> pa.Buffer:

@@ -444,6 +444,9 @@ class TileDecodes:
     errors: dict[TileKey, str] | None = None
     queue: DecodeQueue | None = None
     priority: Mapping[TileKey, int] | None = None
+    then: Callable[[TileKey, np.ndarray], None] | None = None
+    """Called in the decoding thread with each tile just decoded (while it is in the core's
+    cache), before the tile is cached and published."""
     _heads: dict[str, asyncio.Future[Prefix | None]] = field(default_factory=dict)
     """Per file: the HEAD that tells a stale index from a corrupt tile (error path only)."""
 
@@ -480,6 +483,9 @@ class TileDecodes:
     async def _run(
         self, source: TileSource, job: Callable[..., Decoded], args: tuple[Any, ...]
     ) -> None:
+        if self.then is not None:
+            args = (self.then, source.key, job, *args)
+            job = _then
         try:
             if self.queue is None:
                 arr, partial = await run_on(self.pool, job, *args)
@@ -544,6 +550,18 @@ class TileDecodes:
 
 Decoded = tuple[np.ndarray, PartialTile | None]
 """A decoded tile, and the partial decode it is the top of (None: whole)."""
+
+
+def _then(
+    then: Callable[[TileKey, np.ndarray], None],
+    key: TileKey,
+    job: Callable[..., Decoded],
+    *args: Any,
+) -> Decoded:
+    """``job(*args)``, then ``then(key, tile)`` in the same thread."""
+    decoded = job(*args)
+    then(key, decoded[0])
+    return decoded
 
 
 def _decode(source: TileSource, view: memoryview, prefix: int | None = None) -> Decoded:

@@ -38,6 +38,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -254,17 +255,29 @@ async def _execute(
     fopts = fetch_options(options)
     budget = _ByteBudget(int(max_decoded_mb * _MB))
     pool = decode_pool()
-    decodes = TileDecodes(options, futures, cache, pool)
+    ready: list[_Gatherer] = []  # the gatherer, once the plan is done
+    inline: set[TileKey] = set()  # tiles gathered in the thread that decoded them
+
+    def gather_decoded(key: TileKey, tile: np.ndarray) -> None:
+        """In the decoding thread: gather the tile while it is in the core's cache (once
+        the plan is done; else the tile is gathered below once it is)."""
+        if ready:
+            ready[0].gather(key, tile)
+            inline.add(key)
+
+    decodes = TileDecodes(options, futures, cache, pool, then=gather_decoded)
 
     async def start() -> _Gatherer:
-        return _Gatherer(await planned, bar)
+        ready.append(_Gatherer(await planned, bar))
+        return ready[0]
 
     gathering: asyncio.Task[_Gatherer]  # made first in the task group below
 
     async def gather_tile(key: TileKey) -> None:
         tile = await futures[key]  # decoded
-        gatherer = await asyncio.shield(gathering)
-        await run_on(gatherers, gatherer.gather, key, tile)
+        if key not in inline:
+            gatherer = await asyncio.shield(gathering)
+            await run_on(gatherers, gatherer.gather, key, tile)
         del futures[key]
 
     async def fetch_group(href: str, members: list[TileSource], fopts: FetchOptions) -> None:
@@ -363,6 +376,7 @@ async def read_points_async(
     options: PointOptions | None = None,
     read_options: ReadOptions | None = None,
     requests_out: threading.Event | None = None,
+    rows_known: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], None] | None = None,
 ) -> PointSamples:
     """Sample ``bands`` of ``records`` at the points ``(x, y)`` given in ``points_crs``.
 
@@ -375,6 +389,10 @@ async def read_points_async(
         read_options: I/O options (backend, concurrency, cache, coalescing, on_missing).
         requests_out: Set once the first tiles' requests are out, or the read is over
             (work that can wait, e.g. building the output's geometry, waits for it).
+        rows_known: Called (on the event loop) with the very arrays the result's
+            ``point_index``, ``record_index``, ``row`` and ``col`` will be, as soon as
+            they are known, when that is before the read ends (one record, one batch,
+            ``match="all"``): work on the rows alone can start while pixels are read.
 
     Returns:
         The rows, point-major: points in input order, then records in the order given.
@@ -395,7 +413,9 @@ async def read_points_async(
             return await _latest_in_waves(
                 records, xs, ys, points_crs, bands, options, read_options, out
             )
-        return await _read_batches(records, xs, ys, points_crs, bands, options, read_options, out)
+        return await _read_batches(
+            records, xs, ys, points_crs, bands, options, read_options, out, rows_known
+        )
     finally:
         out.set()
 
@@ -503,6 +523,7 @@ async def _read_batches(
     options: PointOptions,
     read_options: ReadOptions,
     requests_out: threading.Event,
+    rows_known: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], None] | None = None,
 ) -> PointSamples:
     n = len(xs)
     size = options.points_per_batch(len(records), len(bands))
@@ -552,6 +573,14 @@ async def _read_batches(
 
     parts: list[PointSamples] = []
     upcoming = plan_batch(batches[0], None)
+    if (
+        rows_known is not None
+        and len(batches) == 1
+        and len(records) == 1
+        and options.match == "all"
+    ):
+        # a single record's pairs are point-major: select_samples keeps the plan's arrays
+        upcoming.planned.add_done_callback(partial(_tell_rows, rows_known))
     try:
         for i, ids in enumerate(batches):
             batch = upcoming
@@ -613,6 +642,15 @@ class _Planning:
         return self.known.result() if self.known.done() else self.planned.result().tiles
 
 
+def _tell_rows(
+    rows_known: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], None],
+    planned: asyncio.Future[PointPlan],
+) -> None:
+    if not planned.cancelled() and planned.exception() is None:
+        plan = planned.result()
+        rows_known(plan.point_index, plan.record_index, plan.pixel_row, plan.pixel_col)
+
+
 def _after_rounds(loop: asyncio.AbstractEventLoop, rounds: int, fn: Callable[[], None]) -> None:
     """Call ``fn`` after ``rounds`` passes over the event loop's ready callbacks."""
     if rounds <= 0:
@@ -635,8 +673,11 @@ def read_points(
     options: PointOptions | None = None,
     read_options: ReadOptions | None = None,
     requests_out: threading.Event | None = None,
+    rows_known: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], None] | None = None,
 ) -> PointSamples:
     """Synchronous :func:`read_points_async` (runs on rasteret's event-loop thread)."""
     return run(
-        read_points_async(records, x, y, points_crs, bands, options, read_options, requests_out)
+        read_points_async(
+            records, x, y, points_crs, bands, options, read_options, requests_out, rows_known
+        )
     )
