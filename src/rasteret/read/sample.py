@@ -283,11 +283,17 @@ async def _execute(
     async def fetch_group(href: str, members: list[TileSource], fopts: FetchOptions) -> None:
         need = sum(_decoded_nbytes(s) for s in members)
         await budget.acquire(need)
-        try:  # each tile is gathered as soon as it is decoded, while the others decode
-            async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(decodes.fetch(href, members, fopts))
-                for s in members:
-                    tasks.create_task(gather_tile(s.key))
+        try:  # gathered by the decoding threads once the plan is done, else once it is
+            await decodes.fetch(href, members, fopts)
+            rest = [s.key for s in members if s.key not in inline]
+            if rest:
+                gatherer = await asyncio.shield(gathering)
+                await asyncio.gather(*(
+                    run_on(gatherers, gatherer.gather, key, futures[key].result())
+                    for key in rest
+                ))  # fmt: skip
+            for s in members:
+                del futures[s.key]
         finally:
             await budget.release(need)
 
