@@ -6,7 +6,10 @@ or as an array of shapely points or WKB. They are normalised once to float64 ``x
 arrays plus the table's other columns (:func:`normalize_points`); the records whose
 footprints meet the points' bounds are selected with pushdown (as for pixel reads), read
 with :func:`rasteret.read.sample.read_points` and assembled by
-:func:`rasteret.outputs.points.samples_to_table`.
+:func:`rasteret.outputs.points.samples_to_table`. The output's geometry, and for a read of
+one record every column that does not depend on pixel values
+(:func:`rasteret.outputs.points.table_frame`), are built on threads of their own while the
+pixels are read.
 """
 
 from __future__ import annotations

@@ -11,9 +11,11 @@ is located, and the tiles the sample missed once the plan knows them (never a ti
 points do not need). A batch's tiles are fetched with the chip reads' machinery
 (:mod:`rasteret.read.execute`: coalesced ranges, one wave under :mod:`rasteret.io`'s global
 bound, decoding on the shared pool, the decoded-tile cache); as soon as a tile is decoded
-its pixels are gathered (one ``numpy.take`` per tile and band, on two gather threads) and
-the tile released, and at most ``max_decoded_mb`` of decoded tiles are held. The large
-arrays of a read come from recycled memory (:func:`rasteret.read.locate.point_buffers`).
+its pixels are gathered (one ``numpy.take`` per tile and band: in the thread that decoded
+it, while the tile is in that core's cache, once the plan is done; tiles decoded before
+that, on two gather threads) and the tile released, and at most ``max_decoded_mb`` of
+decoded tiles are held. The large arrays of a read come from recycled memory
+(:func:`rasteret.read.locate.point_buffers`).
 
 Then, per batch, :func:`rasteret.read.select.select_samples` turns the raw windows into
 output rows (match, nearest valid pixel, neighbourhoods); rows come out point-major: points
