@@ -666,7 +666,9 @@ def test_match_latest_reads_older_records_only_where_needed(files: dict) -> None
 
 
 @pytest.mark.parametrize("form", ["arrow_wkb", "xy_columns", "geoarrow_point", "shapely_list"])
-@pytest.mark.parametrize("case", ["plain", "clashing_names", "keep_missing"])
+@pytest.mark.parametrize(
+    "case", ["plain", "clashing_names", "keep_missing", "nearest_valid", "neighbourhood"]
+)
 def test_row_columns_built_while_reading_equal_those_built_after(
     form: str, case: str, single: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -679,8 +681,12 @@ def test_row_columns_built_while_reading_equal_those_built_after(
         points = points.append_column("datetime", pa.array(np.arange(len(xs)))).append_column(
             "row", pa.array([str(i) for i in range(len(xs))])
         )
-    if case == "keep_missing":
-        kwargs = kwargs | {"keep_missing": True}
+    options = {
+        "keep_missing": {"keep_missing": True},
+        "nearest_valid": {"max_distance_pixels": 2},
+        "neighbourhood": {"return_neighbourhood": "always"},
+    }
+    kwargs = kwargs | options.get(case, {})
     threads: list[str] = []
     table_frame = points_out.table_frame
 
