@@ -32,9 +32,9 @@ from rasteret.read import ReadOptions
 from rasteret.read import execute as execute_mod
 from rasteret.read import sample as sample_mod
 from rasteret.read.locate import Candidates, locate, pixel_coordinates
-from rasteret.read.points import _by_tile, plan_points, whole_pixels
+from rasteret.read.points import PointOptions, _by_tile, plan_points, whole_pixels
 from rasteret.read.sample import _execute, execute_points_async, read_points, take_pixels
-from rasteret.read.select import _point_major
+from rasteret.read.select import _point_major, concat_samples
 from rasteret.testing.fixtures import get_fixture_spec, write_fixture
 from rasteret.testing.stores import CountingReader, LatencyReader, URLReader
 from rasteret.tiff.header import parse_header
@@ -407,4 +407,22 @@ def test_tiles_gathered_where_decoded_equal_tiles_gathered_after(
     assert all(t.startswith("rasteret-gather") for t in threads), threads
     assert len(inline) == len(after) > 0
     for got, want in zip(inline.values + inline.valid, after.values + after.valid, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("match", ["all", "latest"])
+def test_one_record_rows_need_no_reordering(tiffs: dict[str, Path], match: str) -> None:
+    """A read of one record returns its batch's rows as they are: they are already in point
+    order, so the general merge (a check, and a sort when needed) would give them back."""
+    xs, ys = _points(2500, seed=12)
+    options = PointOptions(match=match)  # type: ignore[arg-type]
+    out = read_points([record("r", tiffs["planar"], 3)], xs, ys, EPSG, ["b1", "b2"], options)
+    assert len(out) > 0
+    assert _point_major(out.point_index, out.record_index)
+    merged = concat_samples([out])
+    for got, want in zip(
+        (merged.point_index, merged.record_index, merged.row, *merged.values, *merged.valid),
+        (out.point_index, out.record_index, out.row, *out.values, *out.valid),
+        strict=True,
+    ):
         np.testing.assert_array_equal(got, want)

@@ -602,6 +602,8 @@ async def _read_batches(
     finally:
         if not upcoming.planned.done():
             upcoming.planned.cancel()
+    if len(parts) == 1 and len(records) == 1:  # one record's pairs are in point order
+        return parts[0]
     return concat_samples(parts)
 
 
