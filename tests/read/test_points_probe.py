@@ -492,8 +492,9 @@ def test_chunked_tile_order_equals_a_stable_argsort(n: int, tiles: int, seed: in
     number = rng.integers(0, tiles, n).astype(np.uint16)
     number[: n // 3] = number[0] if n else 0  # runs of one tile, as spatially sorted points
     with patch.object(points_mod, "_SORT_CHUNK", 97):
-        sizes = points_mod._counts(number, tiles)
+        sizes, chunk_sizes = points_mod._counts(number, tiles)
         np.testing.assert_array_equal(sizes, np.bincount(number, minlength=tiles))
+        assert (chunk_sizes is None) == (n <= 97 or tiles > points_mod._CHUNKED_TILES)
         used = np.flatnonzero(sizes).tolist()
-        order = points_mod._stable_order(number, sizes, used)
+        order = points_mod._stable_order(number, sizes, used, chunk_sizes)
     np.testing.assert_array_equal(order, np.argsort(number, kind="stable"))

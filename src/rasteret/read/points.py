@@ -561,9 +561,13 @@ class _Numbered:
         pixels: np.ndarray,
         targets: np.ndarray | int,
         sizes: np.ndarray,
+        chunk_sizes: np.ndarray | None = None,
     ) -> None:
         self.number, self.pixels, self.targets, self.sizes = number, pixels, targets, sizes
         """``targets``: increasing, or an int: the first of a run (one per pixel)."""
+        self.chunk_sizes = chunk_sizes
+        """Per chunk of :data:`_SORT_CHUNK` pixels, their count per tile (when counted
+        in chunks: :func:`_counts`); the sort by tile then goes a chunk at a time too."""
         self.used: list[int] = np.flatnonzero(sizes).tolist()
         """The tiles holding any pixel, ascending."""
         self._grouped: list[tuple[np.ndarray, np.ndarray]] | None = None
@@ -588,7 +592,7 @@ class _Numbered:
             if isinstance(targets, int):
                 targets = np.arange(targets, targets + len(pixels), dtype=np.int64)
             return [(targets, pixels)] if self.used else []
-        order = _stable_order(self.number, self.sizes, self.used)
+        order = _stable_order(self.number, self.sizes, self.used, self.chunk_sizes)
         # mode="wrap": the order's indices are in range, and with an out= array the default
         # mode ("raise") buffers the whole result and copies it over (twice the time)
         pixels = np.take(pixels, order, out=point_array(len(order), pixels.dtype), mode="wrap")
@@ -651,7 +655,7 @@ def _tile_numbers(
         pixels = in_rows.astype(np.intp)
         pixels *= tw
         pixels += in_cols
-    return _Numbered(number, pixels, targets, _counts(number, count))
+    return _Numbered(number, pixels, targets, *_counts(number, count))
 
 
 _SORT_CHUNK = 1 << 16
@@ -666,34 +670,39 @@ def _chunked(n: int, tiles: int) -> bool:
     return n > _SORT_CHUNK and tiles <= _CHUNKED_TILES
 
 
-def _counts(number: np.ndarray, count: int) -> np.ndarray:
-    """``numpy.bincount(number, minlength=count)``, a chunk at a time when :func:`_chunked`."""
+def _counts(number: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """``numpy.bincount(number, minlength=count)``, and when :func:`_chunked` (counted a
+    chunk at a time) each chunk's counts, rows of a ``(chunks, count)`` array (else None)."""
     if not _chunked(len(number), count):
-        return np.bincount(number, minlength=count)
-    total = np.zeros(count, dtype=np.intp)
-    for lo in range(0, len(number), _SORT_CHUNK):
-        total += np.bincount(number[lo : lo + _SORT_CHUNK], minlength=count)
-    return total
+        return np.bincount(number, minlength=count), None
+    chunks = np.stack([
+        np.bincount(number[lo : lo + _SORT_CHUNK], minlength=count)
+        for lo in range(0, len(number), _SORT_CHUNK)
+    ])  # fmt: skip
+    return chunks.sum(axis=0), chunks
 
 
-def _stable_order(number: np.ndarray, sizes: np.ndarray, used: list[int]) -> np.ndarray:
+def _stable_order(
+    number: np.ndarray, sizes: np.ndarray, used: list[int], chunk_sizes: np.ndarray | None
+) -> np.ndarray:
     """``numpy.argsort(number, kind="stable")`` (``sizes``: the count of each number, those
-    of ``used`` non-zero): when :func:`_chunked`, each chunk is sorted on its own (a radix
-    sort of small unsigned numbers) and its runs copied to their places, in recycled memory.
+    of ``used`` non-zero): with ``chunk_sizes`` (:func:`_counts`), each chunk is sorted on
+    its own (a radix sort of small unsigned numbers) and its runs copied to their places,
+    in recycled memory.
 
-    >>> _stable_order(np.array([2, 0, 2, 1], np.uint8), np.array([1, 1, 2]), [0, 1, 2]).tolist()
+    >>> number = np.array([2, 0, 2, 1], np.uint8)
+    >>> _stable_order(number, np.array([1, 1, 2]), [0, 1, 2], np.array([[1, 1, 2]])).tolist()
     [1, 3, 0, 2]
     """
     n = len(number)
-    if not _chunked(n, len(used)):
+    if chunk_sizes is None:
         return np.argsort(number, kind="stable")  # radix sort: small unsigned types
     order = point_array(n, np.dtype(np.intp))
     at = (np.cumsum(sizes) - sizes).tolist()  # where each tile's next pixel goes
-    for lo in range(0, n, _SORT_CHUNK):
-        part = number[lo : lo + _SORT_CHUNK]
-        local = np.argsort(part, kind="stable")
+    for c, lo in enumerate(range(0, n, _SORT_CHUNK)):
+        local = np.argsort(number[lo : lo + _SORT_CHUNK], kind="stable")
         local += lo
-        counts = np.bincount(part, minlength=len(sizes)).tolist()
+        counts = chunk_sizes[c].tolist()
         end = 0
         for t in used:
             end += counts[t]
