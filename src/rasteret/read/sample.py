@@ -87,6 +87,9 @@ __all__ = ["PointSamples", "execute_points_async", "read_points", "read_points_a
 
 _MB = 1_000_000
 
+RowsKnown = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], None]
+"""Told a read's rows (``point_index``, ``record_index``, ``row``, ``col``) before it ends."""
+
 PROBE_MIN_POINTS = 100_000
 """Batches of at least this many points start fetching the tiles of a sample of their points
 (:data:`PROBE_POINTS`, evenly spaced in input order) before the whole batch is located: those
@@ -275,27 +278,28 @@ async def _execute(
 
     gathering: asyncio.Task[_Gatherer]  # made first in the task group below
 
-    async def gather_tile(key: TileKey) -> None:
-        tile = await futures[key]  # decoded
-        if key not in inline:
+    async def gather_rest(keys: list[TileKey]) -> None:
+        """Gather the decoded tiles ``keys`` that no decoding thread gathered (decoded before
+        the plan was done, cached, or taken further from a partial decode)."""
+        rest = [key for key in keys if key not in inline]
+        if rest:
             gatherer = await asyncio.shield(gathering)
-            await run_on(gatherers, gatherer.gather, key, tile)
-        del futures[key]
+            await asyncio.gather(*(
+                run_on(gatherers, gatherer.gather, key, futures[key].result()) for key in rest
+            ))  # fmt: skip
+        for key in keys:
+            del futures[key]
+
+    async def gather_tile(key: TileKey) -> None:
+        await futures[key]  # decoded
+        await gather_rest([key])
 
     async def fetch_group(href: str, members: list[TileSource], fopts: FetchOptions) -> None:
         need = sum(_decoded_nbytes(s) for s in members)
         await budget.acquire(need)
-        try:  # gathered by the decoding threads once the plan is done, else once it is
+        try:
             await decodes.fetch(href, members, fopts)
-            rest = [s.key for s in members if s.key not in inline]
-            if rest:
-                gatherer = await asyncio.shield(gathering)
-                await asyncio.gather(*(
-                    run_on(gatherers, gatherer.gather, key, futures[key].result())
-                    for key in rest
-                ))  # fmt: skip
-            for s in members:
-                del futures[s.key]
+            await gather_rest([s.key for s in members])
         finally:
             await budget.release(need)
 
@@ -384,7 +388,7 @@ async def read_points_async(
     options: PointOptions | None = None,
     read_options: ReadOptions | None = None,
     requests_out: threading.Event | None = None,
-    rows_known: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], None] | None = None,
+    rows_known: RowsKnown | None = None,
 ) -> PointSamples:
     """Sample ``bands`` of ``records`` at the points ``(x, y)`` given in ``points_crs``.
 
@@ -531,7 +535,7 @@ async def _read_batches(
     options: PointOptions,
     read_options: ReadOptions,
     requests_out: threading.Event,
-    rows_known: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], None] | None = None,
+    rows_known: RowsKnown | None = None,
 ) -> PointSamples:
     n = len(xs)
     size = options.points_per_batch(len(records), len(bands))
@@ -653,7 +657,7 @@ class _Planning:
 
 
 def _tell_rows(
-    rows_known: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], None],
+    rows_known: RowsKnown,
     planned: asyncio.Future[PointPlan],
 ) -> None:
     if not planned.cancelled() and planned.exception() is None:
@@ -683,7 +687,7 @@ def read_points(
     options: PointOptions | None = None,
     read_options: ReadOptions | None = None,
     requests_out: threading.Event | None = None,
-    rows_known: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], None] | None = None,
+    rows_known: RowsKnown | None = None,
 ) -> PointSamples:
     """Synchronous :func:`read_points_async` (runs on rasteret's event-loop thread)."""
     return run(
