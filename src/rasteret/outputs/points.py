@@ -298,23 +298,23 @@ def samples_to_table(
             rows, record_ids, record_datetimes, raster_crs, columns=columns, x=x, y=y,
             point_crs=point_crs, geometry=geometry, geometry_name=geometry_name, built=built,
         )  # fmt: skip
-    made = TableFrame(made.rows, made.head, list(made.tail), made.inputs)  # a frame is reused
-    bands: list[tuple[pa.Field, pa.Array | pa.ChunkedArray]] = []
+    bands: list[tuple[pa.Field, pa.Array | pa.ChunkedArray]] = []  # after the head
+    extras: list[tuple[pa.Field, pa.Array | pa.ChunkedArray]] = []  # after the tail
     for b, band in enumerate(samples.bands):
         _add(made, bands, band, _masked(samples.values[b], samples.valid[b]))
     for b, band in enumerate(samples.bands):
         if samples.source_row is not None and samples.source_col is not None:
             r, c = samples.source_row[b], samples.source_col[b]
-            _add(made, made.tail, f"{band}_row", _masked(r.astype(np.int32), r >= 0))
-            _add(made, made.tail, f"{band}_col", _masked(c.astype(np.int32), c >= 0))
+            _add(made, extras, f"{band}_row", _masked(r.astype(np.int32), r >= 0))
+            _add(made, extras, f"{band}_col", _masked(c.astype(np.int32), c >= 0))
         if samples.neighbourhood is not None:
-            _add(made, made.tail, f"{band}_neighbourhood", _windows(samples, b))
+            _add(made, extras, f"{band}_neighbourhood", _windows(samples, b))
         if samples.band_record is not None:
             br = samples.band_record[b]
-            _add(made, made.tail, f"{band}_record_id",
+            _add(made, extras, f"{band}_record_id",
                  _per_record(pa.array(list(record_ids), pa.string()), br))  # fmt: skip
-            _add(made, made.tail, f"{band}_datetime", _per_record(_datetimes(record_datetimes), br))
-    every = [*made.head, *bands, *made.tail]
+            _add(made, extras, f"{band}_datetime", _per_record(_datetimes(record_datetimes), br))
+    every = [*made.head, *bands, *made.tail, *extras]
     return pa.Table.from_arrays([a for _, a in every], schema=pa.schema([f for f, _ in every]))
 
 
