@@ -305,8 +305,8 @@ def samples_to_table(
     for b, band in enumerate(samples.bands):
         if samples.source_row is not None and samples.source_col is not None:
             r, c = samples.source_row[b], samples.source_col[b]
-            _add(made, extras, f"{band}_row", _masked(r.astype(np.int32), r >= 0))
-            _add(made, extras, f"{band}_col", _masked(c.astype(np.int32), c >= 0))
+            _add(made, extras, f"{band}_row", _pixel_column(r))
+            _add(made, extras, f"{band}_col", _pixel_column(c))
         if samples.neighbourhood is not None:
             _add(made, extras, f"{band}_neighbourhood", _windows(samples, b))
         if samples.band_record is not None:
