@@ -37,6 +37,7 @@ import obstore
 import obstore.store
 from obstore import exceptions as obstore_errors
 
+from rasteret._sync import foreign
 from rasteret.errors import FetchError
 from rasteret.io._config import CloudConfig, anonymous_default, client_options, env_fingerprint
 from rasteret.io._failures import describe
@@ -138,7 +139,7 @@ class ObstoreReader:
     async def get_range(self, path: str, start: int, end: int) -> Buffer:
         """Bytes ``[start, end)`` of ``path`` (one GET)."""
         return await self._call(
-            lambda store: obstore.get_range_async(store, path, start=start, end=end)
+            lambda store: foreign(obstore.get_range_async(store, path, start=start, end=end))
         )
 
     async def get_ranges(
@@ -146,8 +147,8 @@ class ObstoreReader:
     ) -> Sequence[Buffer]:
         """Bytes of several ranges of ``path`` (obstore merges ranges up to 1 MiB apart)."""
         return await self._call(
-            lambda store: obstore.get_ranges_async(
-                store, path, starts=list(starts), ends=list(ends)
+            lambda store: foreign(
+                obstore.get_ranges_async(store, path, starts=list(starts), ends=list(ends))
             )
         )
 
@@ -155,8 +156,8 @@ class ObstoreReader:
         """Up to ``length`` first bytes of ``path`` plus its size and ETag, in one GET."""
 
         async def op(store: Any) -> Prefix:
-            result = await obstore.get_async(store, path, options={"range": (0, length)})
-            data = await result.bytes_async()
+            result = await foreign(obstore.get_async(store, path, options={"range": (0, length)}))
+            data = await foreign(result.bytes_async())
             return Prefix(data, int(result.meta["size"]), result.meta.get("e_tag"))
 
         return await self._call(op)
@@ -165,7 +166,7 @@ class ObstoreReader:
         """Size and ETag of ``path`` with no body (one HEAD)."""
 
         async def op(store: Any) -> Prefix:
-            meta = await obstore.head_async(store, path)
+            meta = await foreign(obstore.head_async(store, path))
             return Prefix(b"", int(meta["size"]), meta.get("e_tag"))
 
         return await self._call(op)
