@@ -26,6 +26,7 @@ import shapely
 
 import rasteret
 from rasteret.errors import (
+    CollectionNotFoundError,
     ObjectNotFoundError,
     SchemaError,
     UnsupportedFormatError,
@@ -268,11 +269,15 @@ def test_load_opens_plain_record_parquet(tmp_path: Path, edges: rasteret.Collect
 
 
 def test_load_says_what_it_expects(tmp_path: Path) -> None:
-    with pytest.raises(WorkspaceError, match=r"or a Parquet/GeoParquet table .* got nothing"):
+    # nothing there: a FileNotFoundError too, as open() would raise
+    with pytest.raises(FileNotFoundError, match=r"or a Parquet/GeoParquet table .* got nothing"):
+        rasteret.load(tmp_path / "missing")
+    with pytest.raises(WorkspaceError, match="got nothing"):
         rasteret.load(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(WorkspaceError, match="got no Parquet file"):
+    with pytest.raises(WorkspaceError, match="got no Parquet file") as empty:
         rasteret.load(tmp_path / "empty")
+    assert not isinstance(empty.value, FileNotFoundError)  # something is there
     not_records = tmp_path / "other.parquet"
     pq.write_table(pa.table({"x": [1]}), not_records)
     with pytest.raises(SchemaError, match="no 'id', 'datetime', 'geometry', 'assets' column"):
@@ -425,7 +430,7 @@ def test_s3_load_refuses_partial_copies_and_reads_plain_parquet(
     pq.write_table(_records(), sink)
     s3_env.put("loads", "plain/rec.parquet", sink.getvalue().to_pybytes())
     assert ids(rasteret.load("s3://loads/plain/rec.parquet")) == list(EDGES)
-    with pytest.raises(WorkspaceError, match="got nothing"):
+    with pytest.raises(CollectionNotFoundError, match="at s3://loads/nothing_here, got nothing"):
         rasteret.load("s3://loads/nothing_here")
 
 

@@ -60,6 +60,8 @@ def test_build_from_table_signature_matches_the_contract() -> None:
         (errors.BandResolutionError, LookupError),
         (errors.EnrichmentError, RuntimeError),
         (errors.WorkspaceError, ValueError),
+        (errors.CollectionNotFoundError, FileNotFoundError),
+        (errors.CollectionNotFoundError, errors.WorkspaceError),
         (errors.ReadError, RuntimeError),
         (errors.MissingDependencyError, ImportError),
     ],

@@ -24,7 +24,13 @@ import pyarrow.dataset as ds
 from rasteret import _sync
 from rasteret._warn import warn
 from rasteret.collection import Collection
-from rasteret.errors import EnrichmentError, RasteretWarning, SchemaError, WorkspaceError
+from rasteret.errors import (
+    CollectionNotFoundError,
+    EnrichmentError,
+    RasteretWarning,
+    SchemaError,
+    WorkspaceError,
+)
 from rasteret.ingest.enrich import EnrichmentFailure, enrich_table_async, tiff_asset_keys
 from rasteret.ingest.normalize import normalize_records
 from rasteret.ingest.schema import ASSETS, DATETIME, GEOMETRY, ID, metadata_columns
@@ -324,7 +330,9 @@ def load(path: str | os.PathLike[str]) -> Collection:
             :func:`build_from_table`).
 
     Raises:
-        WorkspaceError: nothing at ``path``, an empty folder, or a collection whose manifest
+        CollectionNotFoundError: nothing at ``path`` (a :class:`WorkspaceError` and a
+            :class:`FileNotFoundError`).
+        WorkspaceError: an empty folder, or a collection whose manifest
             lists files that are missing or of another size.
         SchemaError: a records table that lacks the record columns.
 
@@ -337,7 +345,11 @@ def load(path: str | os.PathLike[str]) -> Collection:
     1
     >>> tmp.cleanup()
     """
-    from rasteret.ingest.filesystems import collection_root, open_collection_remote
+    from rasteret.ingest.filesystems import (
+        collection_root,
+        not_a_collection,
+        open_collection_remote,
+    )
 
     where = collection_root(path)
     if not isinstance(where, Path):
@@ -350,16 +362,13 @@ def load(path: str | os.PathLike[str]) -> Collection:
         if not (where / MANIFEST).exists() and _holds_records(where):
             return build_from_table(where)
         if not where.exists():
-            got = "nothing"
-        elif (where / MANIFEST).exists():
+            raise CollectionNotFoundError(not_a_collection(where, "nothing"))
+        if (where / MANIFEST).exists():
             got = "an incomplete collection (a data file its manifest lists is missing or of "
             got += "another size)"
         else:
             got = "no Parquet file"
-        raise WorkspaceError(
-            f"expected a complete rasteret collection (with {MANIFEST} and every data file it "
-            f"lists) or a Parquet/GeoParquet table of records at {where}, got {got}"
-        )
+        raise WorkspaceError(not_a_collection(where, got))
     return _stored(open_dataset(where), manifest, where)
 
 

@@ -16,6 +16,8 @@ working in code that does not know rasteret::
      ├── BandResolutionError(LookupError)   requested bands that the collection cannot resolve
      ├── EnrichmentError(RuntimeError)      every COG header of a build failed
      ├── WorkspaceError(ValueError)         refused collection names, unreadable workspaces
+     │    └── CollectionNotFoundError(FileNotFoundError)
+     │                                      nothing at the path given to load()
      ├── ReadError(RuntimeError)            a pixel read that could not produce a result
      │    └── StaleIndexError               a file changed since it was indexed
      └── MissingDependencyError(ImportError)
@@ -34,6 +36,7 @@ from __future__ import annotations
 __all__ = [
     "AccessDeniedError",
     "BandResolutionError",
+    "CollectionNotFoundError",
     "DecodeError",
     "EnrichmentError",
     "FetchError",
@@ -107,6 +110,14 @@ class EnrichmentError(RasteretError, RuntimeError):
 
 class WorkspaceError(RasteretError, ValueError):
     """A collection name or workspace that cannot be used (escapes the workspace, corrupt)."""
+
+
+class CollectionNotFoundError(WorkspaceError, FileNotFoundError):
+    """Nothing at the path given to :func:`rasteret.load`: no collection, no table of records.
+
+    >>> issubclass(CollectionNotFoundError, FileNotFoundError)
+    True
+    """
 
 
 class ReadError(RasteretError, RuntimeError):

@@ -42,6 +42,7 @@ import pyarrow.fs as pafs
 
 from rasteret.errors import (
     AccessDeniedError,
+    CollectionNotFoundError,
     FetchError,
     ObjectNotFoundError,
     UnsupportedFormatError,
@@ -55,6 +56,7 @@ __all__ = [
     "collection_root",
     "filesystem_for_uri",
     "gcs_filesystem_from_env",
+    "not_a_collection",
     "open_collection_remote",
     "s3_filesystem_from_env",
     "write_collection_remote",
@@ -296,6 +298,18 @@ def write_collection_remote(table: pa.Table, uri: str, manifest: Mapping[str, An
     _delete(filesystem, root, sorted(set(previous) - set(files)))
 
 
+def not_a_collection(where: object, got: str) -> str:
+    """The message for a path :func:`rasteret.load` cannot open.
+
+    >>> not_a_collection("s3://b/c", "nothing")  # doctest: +ELLIPSIS
+    'expected a complete rasteret collection (with _rasteret.json and every data file it lists) or a Parquet/GeoParquet table of records at s3://b/c, got nothing'
+    """
+    return (
+        f"expected a complete rasteret collection (with {MANIFEST} and every data file it "
+        f"lists) or a Parquet/GeoParquet table of records at {where}, got {got}"
+    )
+
+
 def open_collection_remote(uri: str) -> tuple[ds.Dataset, dict[str, Any]] | None:
     """The lazy dataset and manifest of the collection under ``uri``.
 
@@ -304,7 +318,8 @@ def open_collection_remote(uri: str) -> tuple[ds.Dataset, dict[str, Any]] | None
         (a plain table of records).
 
     Raises:
-        WorkspaceError: nothing at ``uri``; a manifest that does not parse, or lists files
+        CollectionNotFoundError: nothing at ``uri``.
+        WorkspaceError: a manifest that does not parse, or lists files
             that are not there with their recorded sizes (a partial copy never opens as
             complete).
         FetchError: the store refused or failed a request.
@@ -315,15 +330,13 @@ def open_collection_remote(uri: str) -> tuple[ds.Dataset, dict[str, Any]] | None
             manifest = _read_json(filesystem, f"{root}/{MANIFEST}")
         except FileNotFoundError:
             if filesystem.get_file_info(root).type == pafs.FileType.NotFound:
-                raise WorkspaceError(
-                    f"expected a complete rasteret collection (with {MANIFEST} and every data "
-                    f"file it lists) or a Parquet/GeoParquet table of records at {uri}, got "
-                    "nothing"
-                ) from None
+                raise CollectionNotFoundError(not_a_collection(uri, "nothing")) from None
             return None
         except ValueError:
             manifest = None
         sizes = _sizes(filesystem, root)
+    except CollectionNotFoundError:  # an OSError too, already saying what it is
+        raise
     except OSError as exc:
         raise _store_error(exc, uri, "read the collection at") from exc
     listed = manifest.get("files") if isinstance(manifest, dict) else None
