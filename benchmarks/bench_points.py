@@ -12,10 +12,11 @@ points are given in the scenes' CRS, so every method does the same work.
 Methods: rasteret with a cold decoded-tile cache, given the users' points table (a site id
 and x/y columns, made once outside the timings, as the floor has no input to make);
 rasterio ``sample()`` per file, serially (GDAL reading the same URLs via /vsicurl/ with the
-settings of :data:`_common.GDAL_ENV`, its cache cleared before each run); the same with a 16-thread pool (A: one task per file; B: the
-points of each file split into 16 chunks, each on its own dataset); and the floor: fetching
-exactly the tiles the points need, one GET per tile all in flight at once, and decoding them
-on all cores (the larger of the two). Every method's values are checked against rasteret's.
+settings of :data:`_common.GDAL_ENV`, its cache cleared before each run); the same with a
+16-thread pool (A: one task per file; B: the points of each file split into 16 chunks, each
+on its own dataset); and the floor: fetching exactly the tiles the points need, one GET per
+tile all in flight at once, and decoding them on all cores (the larger of the two). Every
+method's values are checked against rasteret's.
 
 A second floor adds the per-point work no reader avoids: :func:`minimal_point_work`, the
 same output written minimally in NumPy/pyarrow from rasters already decoded (pixel of each
