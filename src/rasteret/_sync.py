@@ -11,10 +11,10 @@ still be inside that call, or about to make it, when the caller already has its 
 thread Python did not create that needs the GIL while the interpreter finalizes kills the
 whole process with SIGABRT (Python ends such threads with ``pthread_exit``, which cannot
 unwind Rust frames). So at exit, before finalization, :func:`_drain_at_exit` cancels what
-still runs on rasteret's loop and waits, bounded, until no such thread can still need the
-GIL: every future registered with :func:`foreign` settled, no thread inside the loop's
-``call_soon_threadsafe``, and a short grace after the last cancellation (a cancelled obstore
-request takes the GIL once more to see it was cancelled).
+still runs on rasteret's loop and waits, bounded, until those tasks are over and no such
+thread can still need the GIL: every future registered with :func:`foreign` settled, no
+thread inside the loop's ``call_soon_threadsafe``, and a short grace after the last
+cancellation (a cancelled obstore request takes the GIL once more to see it was cancelled).
 
 >>> import asyncio
 >>> async def answer() -> int:
@@ -152,9 +152,23 @@ def _settled(future: asyncio.Future[Any]) -> None:
         _last_cancel = time.monotonic()
 
 
-def _cancel_all() -> None:
-    for task in asyncio.all_tasks():
+def _cancel_all(over: threading.Event) -> None:
+    """Cancel every task of the running loop; set ``over`` once they are all done."""
+    tasks = asyncio.all_tasks()
+    left = len(tasks)
+    if not left:
+        over.set()
+        return
+
+    def one_done(_: asyncio.Task[Any]) -> None:
+        nonlocal left
+        left -= 1
+        if not left:
+            over.set()
+
+    for task in tasks:
         task.cancel()
+        task.add_done_callback(one_done)
 
 
 def _quiet(loop: _Loop | None) -> bool:
@@ -165,19 +179,21 @@ def _quiet(loop: _Loop | None) -> bool:
 
 
 def _drain_at_exit(timeout: float = EXIT_WAIT_S) -> bool:
-    """Cancel what still runs on rasteret's loop, then wait (releasing the GIL) until
-    :func:`_quiet` holds twice in a row, at most ``timeout`` seconds. True when it did."""
+    """Cancel what still runs on rasteret's loop, then wait (releasing the GIL) until those
+    tasks are done and :func:`_quiet` holds twice in a row, at most ``timeout`` seconds.
+    True when it did."""
     loop, thread = _loop, _thread
     if loop is None or thread is None or not thread.is_alive():
         return True
+    over = threading.Event()
     try:
-        loop.call_soon_threadsafe(_cancel_all)
+        loop.call_soon_threadsafe(_cancel_all, over)
     except RuntimeError:  # closed
         return True
     deadline = time.monotonic() + timeout
     calm = 0
     while time.monotonic() < deadline:
-        calm = calm + 1 if _quiet(loop) else 0
+        calm = calm + 1 if over.is_set() and _quiet(loop) else 0
         if calm >= 2:
             return True
         time.sleep(_SETTLE_S)
