@@ -77,7 +77,6 @@ _loop: _Loop | None = None
 _thread: threading.Thread | None = None
 _foreign: set[asyncio.Future[Any]] = set()
 _last_cancel = 0.0
-_exit_hooked = False
 
 
 def _reset_after_fork() -> None:
@@ -95,16 +94,13 @@ if hasattr(os, "register_at_fork"):
 
 def get_loop() -> asyncio.AbstractEventLoop:
     """Return rasteret's event loop, starting its thread on first use."""
-    global _loop, _thread, _exit_hooked
+    global _loop, _thread
     with _lock:
         if _loop is None or _thread is None or not _thread.is_alive():
             loop = _Loop()
             thread = threading.Thread(target=loop.run_forever, name="rasteret-io", daemon=True)
             thread.start()
             _loop, _thread = loop, thread
-            if not _exit_hooked:
-                atexit.register(_drain_at_exit)
-                _exit_hooked = True
         return _loop
 
 
@@ -171,9 +167,9 @@ def _cancel_all(over: threading.Event) -> None:
         task.add_done_callback(one_done)
 
 
-def _quiet(loop: _Loop | None) -> bool:
+def _quiet(loop: _Loop) -> bool:
     """No foreign thread can still need the GIL for what rasteret asked of it."""
-    if _foreign or (loop is not None and loop.handing_in):
+    if _foreign or loop.handing_in:
         return False
     return time.monotonic() - _last_cancel >= CANCEL_GRACE_S
 
@@ -198,3 +194,6 @@ def _drain_at_exit(timeout: float = EXIT_WAIT_S) -> bool:
             return True
         time.sleep(_SETTLE_S)
     return False
+
+
+atexit.register(_drain_at_exit)  # returns at once in a process that never started the loop

@@ -22,10 +22,23 @@ import pytest
 from rasteret import _sync
 from rasteret._sync import foreign, run
 
+_LONG_READ = """
+import asyncio, sys, threading
+from rasteret._sync import run
 
-def _script(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+
+async def long_read():
+    try:
+        await asyncio.sleep(60)
+    finally:
+        sys.stdout.write("cancelled\\n")  # one write: another thread may print at once
+"""
+"""A prelude: a read that runs until it is cancelled, and says so."""
+
+
+def _script(code: str, *args: str, prelude: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code), *args],
+        [sys.executable, "-c", prelude + textwrap.dedent(code), *args],
         capture_output=True,
         text=True,
         timeout=120,
@@ -68,19 +81,13 @@ def test_exit_waits_for_a_thread_still_handing_a_result_in() -> None:
 def test_exit_cancels_what_still_runs_on_the_loop() -> None:
     done = _script(
         """
-        import asyncio, threading, time
-        from rasteret._sync import run
-
-        async def long_read():
-            try:
-                await asyncio.sleep(60)
-            finally:
-                print("cancelled", flush=True)
+        import time
 
         threading.Thread(target=run, args=(long_read(),), daemon=True).start()
         time.sleep(0.2)
         print("exiting", flush=True)
-        """
+        """,
+        prelude=_LONG_READ,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["exiting", "cancelled"]
@@ -89,21 +96,15 @@ def test_exit_cancels_what_still_runs_on_the_loop() -> None:
 def test_ctrl_c_during_run_cancels_the_coroutine() -> None:
     done = _script(
         """
-        import asyncio, os, signal, sys, threading
-        from rasteret._sync import run
-
-        async def long_read():
-            try:
-                await asyncio.sleep(60)
-            finally:
-                sys.stdout.write("cancelled\\n")  # one write: the two threads print at once
+        import os, signal
 
         threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
         try:
             run(long_read())
         except KeyboardInterrupt:
             sys.stdout.write("interrupted\\n")
-        """
+        """,
+        prelude=_LONG_READ,
     )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
@@ -142,7 +143,7 @@ def test_foreign_futures_are_tracked_until_settled() -> None:
     before = time.monotonic()
     run(main())
     assert _sync._last_cancel >= before  # a cancelled request is given a grace at exit
-    assert not _sync._quiet(None)  # within the grace
+    assert not _sync._quiet(_sync.get_loop())  # within the grace
     assert run(_wrapped()) == 42  # coroutines are wrapped, results passed through
 
 

@@ -45,6 +45,7 @@ from rasteret.errors import (
     CollectionNotFoundError,
     FetchError,
     ObjectNotFoundError,
+    RasteretError,
     UnsupportedFormatError,
     WorkspaceError,
 )
@@ -335,7 +336,7 @@ def open_collection_remote(uri: str) -> tuple[ds.Dataset, dict[str, Any]] | None
         except ValueError:
             manifest = None
         sizes = _sizes(filesystem, root)
-    except CollectionNotFoundError:  # an OSError too, already saying what it is
+    except RasteretError:  # already says what it is (CollectionNotFoundError is an OSError)
         raise
     except OSError as exc:
         raise _store_error(exc, uri, "read the collection at") from exc

@@ -128,18 +128,18 @@ class ObstoreReader:
         check_runtime()  # raises in a forked child, where obstore would wait forever
         mark_runtime_used()
         try:
-            return await op(store)
+            return await foreign(op(store))  # waited for at exit: see rasteret._sync
         except obstore_errors.BaseError as exc:
             moved = None if self._relocate is None else await self._relocate(store, exc)
             if moved is None:
                 raise
             self.store = moved
-            return await op(moved)
+            return await foreign(op(moved))
 
     async def get_range(self, path: str, start: int, end: int) -> Buffer:
         """Bytes ``[start, end)`` of ``path`` (one GET)."""
         return await self._call(
-            lambda store: foreign(obstore.get_range_async(store, path, start=start, end=end))
+            lambda store: obstore.get_range_async(store, path, start=start, end=end)
         )
 
     async def get_ranges(
@@ -147,8 +147,8 @@ class ObstoreReader:
     ) -> Sequence[Buffer]:
         """Bytes of several ranges of ``path`` (obstore merges ranges up to 1 MiB apart)."""
         return await self._call(
-            lambda store: foreign(
-                obstore.get_ranges_async(store, path, starts=list(starts), ends=list(ends))
+            lambda store: obstore.get_ranges_async(
+                store, path, starts=list(starts), ends=list(ends)
             )
         )
 
@@ -156,8 +156,8 @@ class ObstoreReader:
         """Up to ``length`` first bytes of ``path`` plus its size and ETag, in one GET."""
 
         async def op(store: Any) -> Prefix:
-            result = await foreign(obstore.get_async(store, path, options={"range": (0, length)}))
-            data = await foreign(result.bytes_async())
+            result = await obstore.get_async(store, path, options={"range": (0, length)})
+            data = await result.bytes_async()
             return Prefix(data, int(result.meta["size"]), result.meta.get("e_tag"))
 
         return await self._call(op)
@@ -166,7 +166,7 @@ class ObstoreReader:
         """Size and ETag of ``path`` with no body (one HEAD)."""
 
         async def op(store: Any) -> Prefix:
-            meta = await foreign(obstore.head_async(store, path))
+            meta = await obstore.head_async(store, path)
             return Prefix(b"", int(meta["size"]), meta.get("e_tag"))
 
         return await self._call(op)
