@@ -2,7 +2,9 @@
 
 1. Every georeferenced fixture of the matrix (every dtype, codec, layout, mask, nodata,
    strips, sparse files, PixelIsPoint): random points in and around the raster, points
-   exactly on pixel edges and corners, and on the raster's own edges. A point rasterio
+   exactly on pixel edges and corners, and on the raster's own edges; read both ways a
+   plan can take pixels from tiles (grouped tile by tile, and from mosaics of whole tiles,
+   the way of dense points). A point rasterio
    places outside the raster must give no row; inside, every band's value must equal
    rasterio's, and be null exactly where rasterio's is masked (nodata, internal mask,
    alpha). The pixel row/col must be rasterio's ``index``.
@@ -29,6 +31,7 @@ from rasterio.transform import rowcol
 
 import rasteret
 from rasteret.read import ReadOptions
+from rasteret.read import points as points_mod
 from rasteret.read.cache import clear_tile_cache
 from rasteret.read.sample import read_points
 from rasteret.testing.fixtures import FIXTURE_MATRIX
@@ -53,8 +56,19 @@ def _points(src: rasterio.DatasetReader, n: int, seed: int) -> tuple[np.ndarray,
     return xs, ys
 
 
+@pytest.fixture(params=["tile_by_tile", "mosaic"])
+def gathering(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every plan takes its pixels tile by tile, or from mosaics (whatever the density)."""
+    always, never = 0, 2**62
+    threshold = never if request.param == "tile_by_tile" else always
+    monkeypatch.setattr(points_mod, "MOSAIC_MIN_PIXELS_PER_TILE", threshold)
+    return str(request.param)
+
+
 @pytest.mark.parametrize("name", GEOREFERENCED)
-def test_fixture_matrix_equals_rasterio_sample(name: str, fixture_paths: dict[str, Path]) -> None:
+def test_fixture_matrix_equals_rasterio_sample(
+    name: str, fixture_paths: dict[str, Path], gathering: str
+) -> None:
     path = fixture_paths[name]
     with rasterio.open(path) as src:
         count = src.count
@@ -63,10 +77,11 @@ def test_fixture_matrix_equals_rasterio_sample(name: str, fixture_paths: dict[st
         inside = (r >= 0) & (r < src.height) & (c >= 0) & (c < src.width)
         expected = np.ma.stack(list(src.sample(zip(xs, ys, strict=True), masked=True)))
     bands = [f"b{i + 1}" for i in range(count)]
-    samples = read_points(
-        [file_record(path.stem, path, count)], xs, ys, "EPSG:32633" if "usercrs" not in name else _crs(path),
-        bands, read_options=ReadOptions(cache_mb=0),
-    )  # fmt: skip
+    records = [file_record(path.stem, path, count)]
+    crs = "EPSG:32633" if "usercrs" not in name else _crs(path)
+    samples = read_points(records, xs, ys, crs, bands, read_options=ReadOptions(cache_mb=0))
+    plan = points_mod.plan_points(records, xs, ys, crs, bands)  # how the read took pixels
+    assert bool(plan.mosaics) == (gathering == "mosaic") != bool(plan.gathers)
     np.testing.assert_array_equal(samples.point_index, np.flatnonzero(inside))
     np.testing.assert_array_equal(samples.row, r[inside])
     np.testing.assert_array_equal(samples.col, c[inside])

@@ -31,7 +31,7 @@ from rasteret.ingest.metadata import band_metadata_from_header
 from rasteret.read import ReadOptions
 from rasteret.read import execute as execute_mod
 from rasteret.read import sample as sample_mod
-from rasteret.read.locate import Candidates, locate, pixel_coordinates
+from rasteret.read.locate import Candidates, locate, pixel_coordinates, point_range
 from rasteret.read.points import PointOptions, _by_tile, plan_points, whole_pixels
 from rasteret.read.sample import _execute, execute_points_async, read_points, take_pixels
 from rasteret.read.select import _point_major, concat_samples
@@ -426,3 +426,12 @@ def test_one_record_rows_need_no_reordering(tiffs: dict[str, Path], match: str) 
         strict=True,
     ):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("n", [0, 1, 65_535, 65_536, 65_537, 200_001])
+@pytest.mark.parametrize(("step", "dtype"), [(1, "intp"), (21, "int32"), (21, "int64")])
+def test_point_range_equals_arange(n: int, step: int, dtype: str) -> None:
+    """Ranges and WKB offsets, written a chunk at a time in recycled memory."""
+    got = point_range(n, step, np.dtype(dtype))
+    assert got.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(got, np.arange(n, dtype=dtype) * step)

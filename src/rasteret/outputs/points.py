@@ -44,7 +44,7 @@ import pyarrow.compute as pc
 
 from rasteret._pools import ELASTIC, shared_pool
 from rasteret.errors import SchemaError
-from rasteret.read.locate import point_array
+from rasteret.read.locate import point_array, point_range
 from rasteret.read.select import PointSamples
 from rasteret.types import geoarrow_wkb_field
 
@@ -384,10 +384,7 @@ def _steps(n: int, step: int, dtype: np.dtype) -> np.ndarray:
     >>> _steps(3, 21, np.dtype(np.int32)).tolist()
     [0, 21, 42, 63]
     """
-    out = point_array(n + 1, dtype)
-    out.fill(step)
-    out[0] = 0
-    return np.cumsum(out, out=out)
+    return point_range(n + 1, step, dtype)
 
 
 def _int32(values: np.ndarray) -> np.ndarray:

@@ -48,7 +48,9 @@ __all__ = [
     "DEFAULT_BATCH_SAMPLES",
     "DEFAULT_MAX_DECODED_MB",
     "MIN_BATCH_POINTS",
+    "MOSAIC_MIN_PIXELS_PER_TILE",
     "Match",
+    "MosaicGather",
     "Neighbourhood",
     "PointOptions",
     "PointPlan",
@@ -66,7 +68,12 @@ DEFAULT_BATCH_SAMPLES = 4_000_000
 larger reads go in spatially sorted batches of points (at least :data:`MIN_BATCH_POINTS`)."""
 MIN_BATCH_POINTS = 10_000
 DEFAULT_MAX_DECODED_MB = 512.0
-"""Decoded tile bytes a sample read holds at once (tiles are released once gathered)."""
+"""Decoded tile bytes a sample read holds at once (tiles are released once gathered); a
+plan's mosaics (:class:`MosaicGather`) hold at most as many again."""
+MOSAIC_MIN_PIXELS_PER_TILE = 4096
+"""Pixels per tile (on average over the tiles a record's pixels of one tiling fall in) from
+which they are read from a mosaic (:class:`MosaicGather`) instead of being grouped by tile:
+grouping sorts every pixel, a mosaic copies each whole tile once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +158,53 @@ class TileGather:
     """Flat position of each pixel inside the tile, ``row * tile_width + col`` (int32 or
     intp), so that gathering is one ``numpy.take``."""
 
+    @property
+    def size(self) -> int:
+        """Pixels taken."""
+        return len(self.pixels)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class MosaicGather:
+    """Pixels of one band taken from a *mosaic*: the decoded tiles ``keys`` laid end to end,
+    each in a slot of ``tile_height x tile_width x samples`` values (pixel-major, the rows
+    a tile has from the top), read with one ``numpy.take`` once every tile is in.
+
+    Dense points (many per tile) are read this way: no pixel is sorted by tile, and the
+    values come out in the order of :attr:`targets`."""
+
+    keys: tuple[TileKey, ...]
+    band: int
+    """Position of the band in :attr:`PointPlan.bands`."""
+    sample: int
+    """Sample of the decoded tiles to read (a chunky file's band, or its alpha sample)."""
+    mask: bool
+    """A validity mosaic (internal mask or alpha): non-zero pixels are valid."""
+    nodata: float | None
+    targets: np.ndarray | int
+    """Flat positions in the band's ``(pairs, window)`` arrays (int64, increasing), or an
+    int: the first of a run of ``len(positions)``."""
+    positions: np.ndarray
+    """Flat position of each pixel's value in the mosaic, ``(slot * tile_height *
+    tile_width + row * tile_width + col) * samples + sample`` (int32 or intp)."""
+    tile_height: int
+    tile_width: int
+    samples: int
+    dtype: str
+    """Decoded sample dtype of the tiles."""
+
+    @property
+    def size(self) -> int:
+        """Pixels taken."""
+        return len(self.positions)
+
+    @property
+    def where(self) -> slice | np.ndarray:
+        """:attr:`targets` as an index of the band's flat arrays."""
+        if isinstance(self.targets, int):
+            return slice(self.targets, self.targets + len(self.positions))
+        return self.targets
+
 
 @dataclass(frozen=True, slots=True, eq=False)
 class PointPlan:
@@ -175,6 +229,8 @@ class PointPlan:
     """Every distinct tile (data and mask) the gathers need."""
     gathers: tuple[TileGather, ...]
     skipped: tuple[SkippedRecord, ...] = ()
+    mosaics: tuple[MosaicGather, ...] = ()
+    """Pixels read from mosaics of whole tiles rather than tile by tile (dense points)."""
     native: tuple[bool, ...] = ()
     """Per band: every record's pixels are of the band's dtype in :attr:`dtypes` (none
     widened), so its nodata can be told from the gathered values."""
@@ -217,7 +273,9 @@ def plan_points(
         on_tiles(dict(step.tiles))
     usable, pending, tiles = step.usable, step.pending, step.tiles
     points_parts, records_parts, frac = step.points_parts, step.records_parts, step.frac
-    gathers = [g for make in pending for g in make()]
+    made = [g for make in pending for g in make()]
+    gathers = [g for g in made if isinstance(g, TileGather)]
+    mosaics = [g for g in made if isinstance(g, MosaicGather)]
     dtypes = tuple(_band_dtype([ms[bi] for _, ms in usable]) for bi in range(len(bands)))
     native = tuple(
         all(np.dtype(ms[bi].dtype) == dtypes[bi] for _, ms in usable) for bi in range(len(bands))
@@ -239,6 +297,7 @@ def plan_points(
         gathers=tuple(gathers),
         skipped=tuple(step.skipped),
         native=native,
+        mosaics=tuple(mosaics),
     )
 
 
@@ -286,7 +345,7 @@ class _FirstStep:
     usable: list[tuple[int, tuple[BandMetadata, ...]]]
     skipped: list[SkippedRecord]
     tiles: dict[TileKey, TileSource]
-    pending: list[Callable[[], list[TileGather]]]
+    pending: list[Callable[[], list[TileGather | MosaicGather]]]
     """Per (record, band): makes its gathers."""
     points_parts: list[np.ndarray]
     records_parts: list[np.ndarray]
@@ -329,7 +388,8 @@ def _locate_and_number(
     projected = finder.project({crs_key(m.crs, m.epsg): None for _, ms in usable for m in ms})
     radius = options.radius
     tiles: dict[TileKey, TileSource] = {}
-    pending: list[Callable[[], list[TileGather]]] = []
+    pending: list[Callable[[], list[TileGather | MosaicGather]]] = []
+    budget = _MosaicBudget(int(options.max_decoded_mb * 1_000_000))
     points_parts: list[np.ndarray] = []
     records_parts: list[np.ndarray] = []
     frac: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in bands]
@@ -355,7 +415,7 @@ def _locate_and_number(
         for bi, (meta, (rows, cols)) in enumerate(zip(metas, per_band, strict=True)):
             frac[bi].append((rows, cols))
             pending.append(
-                _band_tiles(bi, meta, rows, cols, start, radius, tiles, numbered, floors)
+                _band_tiles(bi, meta, rows, cols, start, radius, tiles, numbered, floors, budget)
             )
         start += n
     return _FirstStep(usable, skipped, tiles, pending, points_parts, records_parts, frac, floors)
@@ -451,9 +511,11 @@ def _band_tiles(
     tiles: dict[TileKey, TileSource],
     numbered: dict[tuple[Any, ...], _Numbered],
     floors: dict[int, np.ndarray],
-) -> Callable[[], list[TileGather]]:
+    budget: _MosaicBudget,
+) -> Callable[[], list[TileGather | MosaicGather]]:
     """Register the tiles one band of one record's pairs needs (``start`` is its first
-    pair) and return what makes its gathers (the second planning step).
+    pair) and return what makes its gathers (the second planning step): a mosaic when the
+    pixels are dense and ``budget`` has room for it, else one gather per tile.
 
     ``numbered`` holds the record's pixels already numbered by tile, keyed by grid and
     tiling: the bands of a record on one grid share their (frac) arrays, hence their
@@ -496,8 +558,24 @@ def _band_tiles(
     alpha = _alpha_sample(meta)
     sample = 0 if planar else meta.band_index
 
-    def make() -> list[TileGather]:
-        out = [
+    def mosaic(numbers: _Numbered, keys: list[TileKey], mask: bool, at: int) -> MosaicGather:
+        layout = tiles[keys[0]].layout
+        return MosaicGather(
+            tuple(keys), band, at, mask, None if mask else meta.nodata, numbers.targets,
+            numbers.positions(layout.samples, at), layout.tile_height, layout.tile_width,
+            layout.samples, layout.dtype,
+        )  # fmt: skip
+
+    def make() -> list[TileGather | MosaicGather]:
+        parts = [(data, data_keys)] + ([] if masks is None else [(masks, mask_keys)])
+        if budget.admit(parts, tiles):
+            mosaics = [mosaic(data, data_keys, False, sample)]
+            if masks is not None:
+                mosaics.append(mosaic(masks, mask_keys, True, 0))
+            elif alpha is not None:
+                mosaics.append(mosaic(data, data_keys, True, alpha))
+            return list(mosaics)
+        out: list[TileGather | MosaicGather] = [
             TileGather(key, band, sample, False, meta.nodata, t, px)
             for key, (t, px) in zip(data_keys, data.grouped(), strict=True)
         ]
@@ -507,7 +585,11 @@ def _band_tiles(
                 for key, (t, px) in zip(mask_keys, masks.grouped(), strict=True)
             ]
         elif alpha is not None:
-            out += [TileGather(g.key, band, alpha, True, None, g.targets, g.pixels) for g in out]
+            out += [
+                TileGather(g.key, band, alpha, True, None, g.targets, g.pixels)
+                for g in out
+                if isinstance(g, TileGather)
+            ]
         return out
 
     return make
@@ -553,7 +635,8 @@ def _window_pixels(
 
 class _Numbered:
     """Pixels numbered by the tile of one tiling that holds them (first planning step);
-    :meth:`grouped` groups them by tile (second step, done once)."""
+    :meth:`grouped` groups them by tile, or :meth:`positions` places them in a mosaic of
+    the tiles (second step, each done once)."""
 
     def __init__(
         self,
@@ -562,8 +645,11 @@ class _Numbered:
         targets: np.ndarray | int,
         sizes: np.ndarray,
         chunk_sizes: np.ndarray | None = None,
+        tile_pixels: int = 0,
     ) -> None:
         self.number, self.pixels, self.targets, self.sizes = number, pixels, targets, sizes
+        self.tile_pixels = tile_pixels
+        """Pixels per tile (``tile_height * tile_width``) of the tiling."""
         """``targets``: increasing, or an int: the first of a run (one per pixel)."""
         self.chunk_sizes = chunk_sizes
         """Per chunk of :data:`_SORT_CHUNK` pixels, their count per tile (when counted
@@ -571,14 +657,55 @@ class _Numbered:
         self.used: list[int] = np.flatnonzero(sizes).tolist()
         """The tiles holding any pixel, ascending."""
         self._grouped: list[tuple[np.ndarray, np.ndarray]] | None = None
+        self._slots: np.ndarray | None = None
+        self._positions: dict[tuple[int, int], np.ndarray] = {}
 
     def grouped(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """``(targets, pixels in tile)`` of each tile of :attr:`used`, in that order (a
         counting sort: no comparisons)."""
         if self._grouped is None:
             self._grouped = self._group()
-            del self.number, self.pixels, self.targets  # held by the groups now
         return self._grouped
+
+    def positions(self, samples: int = 1, sample: int = 0) -> np.ndarray:
+        """Position of each pixel's ``sample`` in a mosaic of the tiles of :attr:`used` (in
+        that order) laid end to end, ``samples`` values per pixel: ``(slot * tile_pixels +
+        pixel) * samples + sample`` (int32 when every position fits, else intp).
+
+        >>> n = _Numbered(np.array([3, 1, 3], np.uint16), np.array([5, 0, 7], np.int32), 0,
+        ...               np.array([0, 1, 0, 2]), tile_pixels=16)
+        >>> n.used, n.positions().tolist(), n.positions(3, 2).tolist()
+        ([1, 3], [21, 0, 23], [65, 2, 71])
+        """
+        if (samples, sample) not in self._positions:
+            slots = self._slot_positions()
+            if samples == 1 and sample == 0:
+                self._positions[(1, 0)] = slots
+            else:
+                out = point_array(len(slots), slots.dtype)
+                np.multiply(slots, samples, out=out)
+                out += sample
+                self._positions[(samples, sample)] = out
+        return self._positions[(samples, sample)]
+
+    def _slot_positions(self) -> np.ndarray:
+        """:meth:`positions` of one sample per pixel (their dtype leaves room to multiply by
+        up to :data:`_MAX_SAMPLES` samples)."""
+        if self._slots is None:
+            used, number = self.used, self.number
+            room = len(used) * self.tile_pixels * _MAX_SAMPLES < 2**31
+            dtype = np.dtype(np.int32 if room and self.pixels.dtype == np.int32 else np.intp)
+            slots = point_array(len(number), dtype)
+            if len(used) == len(self.sizes):  # every tile: the slot is the tile number
+                np.copyto(slots, number, casting="unsafe")
+            else:
+                table = np.zeros(len(self.sizes), dtype=dtype)
+                table[used] = np.arange(len(used), dtype=dtype)
+                np.take(table, number, out=slots, mode="wrap")  # numbers index the table
+            slots *= self.tile_pixels
+            slots += self.pixels
+            self._slots = slots
+        return self._slots
 
     def _group(self) -> list[tuple[np.ndarray, np.ndarray]]:
         targets, pixels = self.targets, self.pixels
@@ -655,7 +782,50 @@ def _tile_numbers(
         pixels = in_rows.astype(np.intp)
         pixels *= tw
         pixels += in_cols
-    return _Numbered(number, pixels, targets, *_counts(number, count))
+    return _Numbered(number, pixels, targets, *_counts(number, count), tile_pixels=th * tw)
+
+
+class _MosaicBudget:
+    """Bytes a plan's mosaics may hold in all; decides which pixels are read from mosaics.
+
+    >>> from rasteret.read.bands import TileKey
+    >>> from rasteret.tiff.decode import TileLayout
+    >>> key = TileKey("a.tif", "", 0, False, 0, 0)
+    >>> layout = TileLayout(256, 256, 1, "uint16", 16)
+    >>> tiles = {key: TileSource(key, layout, 256, 0, 10, 0.0)}
+    >>> dense = _Numbered(np.zeros(5000, np.uint16), np.zeros(5000, np.int32), 0, np.array([5000]))
+    >>> budget = _MosaicBudget(200_000)
+    >>> budget.admit([(dense, [key])], tiles), budget.left  # a 128 KiB tile
+    (True, 68928)
+    >>> budget.admit([(dense, [key])], tiles), budget.left  # the same tiles: counted once
+    (True, 68928)
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.left = capacity
+        self.admitted: set[tuple[TileKey, ...]] = set()
+
+    def admit(
+        self,
+        parts: Sequence[tuple[_Numbered, Sequence[TileKey]]],
+        tiles: Mapping[TileKey, TileSource],
+    ) -> bool:
+        """Whether every part (pixels numbered by tile, and the keys of the tiles they fall
+        in) is dense enough for a mosaic (:data:`MOSAIC_MIN_PIXELS_PER_TILE`) and all of
+        them fit in what is left (then it is taken); tiles already admitted count once."""
+        need = 0
+        for numbers, keys in parts:
+            if not keys or len(numbers.pixels) < MOSAIC_MIN_PIXELS_PER_TILE * len(keys):
+                return False
+            if tuple(keys) not in self.admitted:
+                layout = tiles[keys[0]].layout
+                slot = layout.tile_height * layout.tile_width * layout.samples
+                need += len(keys) * slot * np.dtype(layout.dtype).itemsize
+        if need > self.left:
+            return False
+        self.left -= need
+        self.admitted.update(tuple(keys) for _, keys in parts)
+        return True
 
 
 _SORT_CHUNK = 1 << 16

@@ -47,8 +47,10 @@ import numpy as np
 
 from rasteret._pools import ELASTIC, run_on, shared_pool
 from rasteret._sync import run
+from rasteret.errors import DecodeError
 from rasteret.io.fetch import FetchOptions
 from rasteret.read.bands import TileKey, TileSource
+from rasteret.read.buffers import decoded_buffers
 from rasteret.read.cache import get_tile_cache
 from rasteret.read.execute import (
     TileDecodes,
@@ -63,6 +65,7 @@ from rasteret.read.mask import nodata_mask
 from rasteret.read.options import ReadOptions
 from rasteret.read.plan import RecordRef
 from rasteret.read.points import (
+    MosaicGather,
     PointOptions,
     PointPlan,
     TileGather,
@@ -146,6 +149,50 @@ async def _done(plan: PointPlan) -> PointPlan:
     return plan
 
 
+class _Mosaic:
+    """The tiles of one or more :class:`MosaicGather` (the same ``keys``), copied in as they
+    are decoded (from any thread); :meth:`put` says when the last one is in."""
+
+    def __init__(self, first: MosaicGather) -> None:
+        self.gathers = [first]
+        self.slot = {key: i for i, key in enumerate(first.keys)}
+        self.shape = (len(first.keys), first.tile_height, first.tile_width, first.samples)
+        self.dtype = np.dtype(first.dtype)
+        self.left = len(first.keys)
+        self.lock = threading.Lock()
+        self.array: np.ndarray | None = None
+        """The mosaic, from the first tile in until the gathers are taken."""
+
+    def put(self, key: TileKey, tile: np.ndarray) -> bool:
+        """Copy the decoded ``(samples, rows, width)`` tile of ``key`` into its slot; True
+        once every tile is in.
+
+        Raises:
+            DecodeError: the tile is not of the shape and dtype its layout promised.
+        """
+        _, height, width, samples = self.shape
+        if (
+            tile.dtype != self.dtype
+            or tile.shape[0] != samples
+            or tile.shape[1] > height
+            or (tile.shape[2] != width)
+        ):
+            raise DecodeError(
+                f"expected a decoded tile of {samples} x {height} x {width} {self.dtype} "
+                f"samples, got {' x '.join(map(str, tile.shape))} {tile.dtype} at tile "
+                f"{key.tile} of {key.href}"
+            )
+        with self.lock:
+            if self.array is None:  # private recycled memory: mosaics never reach users
+                nbytes = int(np.prod(self.shape)) * self.dtype.itemsize
+                self.array = decoded_buffers().take(nbytes).view(self.dtype).reshape(self.shape)
+            array = self.array
+        np.copyto(array[self.slot[key], : tile.shape[1]], tile.transpose(1, 2, 0))
+        with self.lock:
+            self.left -= 1
+            return self.left == 0
+
+
 class _Gatherer:
     """The ``(pairs x window)`` arrays of a plan, filled tile by tile (from any thread:
     each pixel is written by one gather).
@@ -156,7 +203,7 @@ class _Gatherer:
 
     def __init__(self, plan: PointPlan, bar: Any) -> None:
         n = len(plan) * plan.window
-        masked = {g.band for g in plan.gathers if g.mask}
+        masked = {g.band for g in _every_gather(plan) if g.mask}
         self.shape = (len(plan), plan.window)
         self.later = _validity_later(plan)
         self.values = [
@@ -174,26 +221,71 @@ class _Gatherer:
         self.by_key: dict[TileKey, list[TileGather]] = defaultdict(list)
         for g in plan.gathers:
             self.by_key[g.key].append(g)
+        self.mosaics: dict[TileKey, list[_Mosaic]] = defaultdict(list)
+        shared: dict[tuple[TileKey, ...], _Mosaic] = {}
+        for m in plan.mosaics:
+            if m.keys in shared:
+                shared[m.keys].gathers.append(m)
+                continue
+            shared[m.keys] = _Mosaic(m)
+            for key in m.keys:
+                self.mosaics[key].append(shared[m.keys])
         self.bar = bar
 
     def gather(self, key: TileKey, tile: np.ndarray) -> None:
         for g in self.by_key.pop(key, ()):
-            pixels = take_pixels(tile, g.sample, g.pixels)
-            if g.mask:
-                mask_ok = self.mask_ok[g.band]
-                assert mask_ok is not None  # made for every band with mask gathers
-                mask_ok[g.targets] = pixels != 0
-                continue
-            self.values[g.band][g.targets] = pixels
-            data_ok = self.data_ok[g.band]
-            if data_ok is None:  # told from the values at the end
-                continue
-            if g.nodata is None:
-                data_ok[g.targets] = True
-            else:
-                data_ok[g.targets] = ~nodata_mask(pixels, g.nodata)
+            self._store(g.band, g.mask, g.nodata, g.targets, take_pixels(tile, g.sample, g.pixels))
+        for mosaic in self.mosaics.pop(key, ()):
+            if mosaic.put(key, tile):
+                self._take(mosaic)
         if self.bar is not None:
             self.bar.update(1)
+
+    def _take(self, mosaic: _Mosaic) -> None:
+        """Read every gather of a complete mosaic, then let the mosaic go."""
+        assert mosaic.array is not None  # every tile is in
+        flat = mosaic.array.reshape(-1)
+        for g in mosaic.gathers:
+            values = self.values[g.band]
+            if isinstance(g.targets, int) and not g.mask and values.dtype == flat.dtype:
+                # a run of targets: taken straight into place (no scatter); mode="wrap":
+                # the positions are in range, and with out= "raise" buffers the result
+                out = values[g.where]
+                np.take(flat, g.positions, out=out, mode="wrap")
+                self._store(g.band, False, g.nodata, g.where, out, in_place=True)
+            else:
+                pixels = np.take(
+                    flat, g.positions, mode="wrap", out=point_array(g.size, flat.dtype)
+                )
+                self._store(g.band, g.mask, g.nodata, g.where, pixels)
+        mosaic.array = None
+
+    def _store(
+        self,
+        band: int,
+        mask: bool,
+        nodata: float | None,
+        where: np.ndarray | slice,
+        pixels: np.ndarray,
+        *,
+        in_place: bool = False,
+    ) -> None:
+        """Write gathered ``pixels`` of ``band`` at ``where`` in its flat arrays (unless
+        ``in_place``: they are there already), and their validity."""
+        if mask:
+            mask_ok = self.mask_ok[band]
+            assert mask_ok is not None  # made for every band with mask gathers
+            mask_ok[where] = pixels != 0
+            return
+        if not in_place:
+            self.values[band][where] = pixels
+        data_ok = self.data_ok[band]
+        if data_ok is None:  # told from the values at the end
+            return
+        if nodata is None:
+            data_ok[where] = True
+        else:
+            data_ok[where] = ~nodata_mask(pixels, nodata)
 
     def raw(self) -> RawSamples:
         valid = []
@@ -208,6 +300,10 @@ class _Gatherer:
         )
 
 
+def _every_gather(plan: PointPlan) -> list[TileGather | MosaicGather]:
+    return [*plan.gathers, *plan.mosaics]
+
+
 def _validity_later(plan: PointPlan) -> dict[int, float | None]:
     """The bands of ``plan`` whose validity can be told from their values once gathered,
     with their nodata: every window pixel gathered once, one nodata and one dtype."""
@@ -216,9 +312,9 @@ def _validity_later(plan: PointPlan) -> dict[int, float | None]:
     n = len(plan) * plan.window
     counts = [0] * len(plan.dtypes)
     nodata: list[set[Any]] = [set() for _ in plan.dtypes]
-    for g in plan.gathers:
+    for g in _every_gather(plan):
         if not g.mask:
-            counts[g.band] += len(g.targets)
+            counts[g.band] += g.size
             nodata[g.band].add("nan" if g.nodata is not None and np.isnan(g.nodata) else g.nodata)
     later: dict[int, float | None] = {}
     for b, (count, values) in enumerate(zip(counts, nodata, strict=True)):
