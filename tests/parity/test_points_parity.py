@@ -30,6 +30,7 @@ from pyproj import Transformer
 from rasterio.transform import rowcol
 
 import rasteret
+from points_support import gather_by
 from rasteret.read import ReadOptions
 from rasteret.read import points as points_mod
 from rasteret.read.cache import clear_tile_cache
@@ -59,9 +60,7 @@ def _points(src: rasterio.DatasetReader, n: int, seed: int) -> tuple[np.ndarray,
 @pytest.fixture(params=["tile_by_tile", "mosaic"])
 def gathering(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Every plan takes its pixels tile by tile, or from mosaics (whatever the density)."""
-    always, never = 0, 2**62
-    threshold = never if request.param == "tile_by_tile" else always
-    monkeypatch.setattr(points_mod, "MOSAIC_MIN_PIXELS_PER_TILE", threshold)
+    gather_by(monkeypatch, request.param)
     return str(request.param)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import rasterio
 from affine import Affine
 from read_support import record
 
+from points_support import ALWAYS, NEVER, gather_by
 from rasteret._sync import run
 from rasteret.errors import DecodeError
 from rasteret.read import ReadOptions
@@ -29,12 +31,10 @@ from rasteret.read.cache import clear_tile_cache
 from rasteret.read.points import PointOptions, plan_points
 from rasteret.read.sample import _execute, execute_points_async, read_points
 from rasteret.read.select import PointSamples
-from rasteret.testing.stores import CountingReader, URLReader
+from rasteret.testing.stores import CountingReader, LatencyReader, URLReader
 
 EPSG = 32633
 X0, Y0, RES = 500_000.0, 4_600_000.0, 10.0
-ALWAYS, NEVER = 0, 2**62
-"""Thresholds of pixels per tile that make every plan use mosaics, or none."""
 
 
 def _write(path: Path, count: int, interleave: str, nodata: float | None = 0) -> Path:
@@ -81,9 +81,10 @@ def _equal(got: PointSamples, want: PointSamples) -> None:
 
 def _both_ways(monkeypatch: pytest.MonkeyPatch, read: Any) -> tuple[PointSamples, PointSamples]:
     """``read()`` with every plan on mosaics, then with every plan tile by tile."""
-    monkeypatch.setattr(points_mod, "MOSAIC_MIN_PIXELS_PER_TILE", ALWAYS)
-    mosaic = read()
-    monkeypatch.setattr(points_mod, "MOSAIC_MIN_PIXELS_PER_TILE", NEVER)
+    with monkeypatch.context() as patch:
+        gather_by(patch, "mosaic")
+        mosaic = read()
+    gather_by(monkeypatch, "tile_by_tile")
     return mosaic, read()
 
 
@@ -238,3 +239,35 @@ def test_a_run_of_targets_is_taken_in_place_and_others_scattered(
     _equal(mosaic, tiles)
     assert mosaic.values[0].dtype == np.float64
     np.testing.assert_array_equal(mosaic.values[0][::2], mosaic.values[0][1::2])
+
+
+def test_dense_pixels_are_sorted_while_the_read_waits_for_bytes(
+    tiffs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before a read's first bytes are in, grouping by tile costs it no time: dense pixels
+    are grouped then, and go to mosaics once tiles are being decoded."""
+    monkeypatch.setattr(points_mod, "MOSAIC_MIN_PIXELS_PER_TILE", ALWAYS)
+    rec = record("r", tiffs["planar"], 3)
+    xs, ys = _points(3000, seed=8)
+    waiting = threading.Event()
+    plan = plan_points([rec], xs, ys, EPSG, ["b1", "b2"], bytes_in=waiting)
+    assert plan.gathers
+    assert not plan.mosaics
+    waiting.set()
+    plan = plan_points([rec], xs, ys, EPSG, ["b1", "b2"], bytes_in=waiting)
+    assert plan.mosaics
+    assert not plan.gathers
+    plans: list[Any] = []
+    real = sample_mod.plan_points
+
+    def spy(*args: Any) -> Any:
+        plans.append(real(*args))
+        return plans[-1]
+
+    monkeypatch.setattr(sample_mod, "plan_points", spy)
+    slow = ReadOptions(cache_mb=0, backend=LatencyReader(URLReader(), 0.3))  # plan first
+    early = read_points([rec], xs, ys, EPSG, ["b1", "b2"], read_options=slow)
+    assert plans[-1].gathers
+    assert not plans[-1].mosaics
+    monkeypatch.setattr(points_mod, "MOSAIC_MIN_PIXELS_PER_TILE", NEVER)
+    _equal(early, read_points([rec], xs, ys, EPSG, ["b1", "b2"], read_options=slow))

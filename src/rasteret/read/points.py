@@ -29,6 +29,7 @@ gather; there is no per-point Python.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -253,13 +254,21 @@ def plan_points(
     options: PointOptions | None = None,
     read_options: ReadOptions | None = None,
     on_tiles: Callable[[Mapping[TileKey, TileSource]], None] | None = None,
+    bytes_in: threading.Event | None = None,
 ) -> PointPlan:
     """Plan sampling ``bands`` of ``records`` at the points ``(x, y)`` (in ``points_crs``).
 
     Non-finite coordinates (null or empty points) fall in no raster. Planning has two
     steps: locating the points and numbering the tiles that hold them, then grouping the
-    pixels by tile; ``on_tiles`` is called with every tile the plan needs in between, so
-    fetching can start while the second step runs.
+    pixels by tile, or for dense pixels placing them in mosaics of whole tiles
+    (:class:`MosaicGather`); ``on_tiles`` is called with every tile the plan needs in
+    between, so fetching can start while the second step runs.
+
+    ``bytes_in``, when given, is set once the read's first tile bytes are in: until then
+    even dense pixels are grouped by tile (the read is waiting for its store, so the sort
+    costs it no time, and each tile is then gathered in the thread that decodes it, with
+    nothing left to do after the last decode); once it is set, dense pixels go to mosaics
+    (no sort, when the tiles are already being decoded).
 
     Raises:
         SchemaError: no bands, or ``x`` and ``y`` of different lengths.
@@ -269,6 +278,8 @@ def plan_points(
     options = options or PointOptions()
     bands = tuple(bands)
     step = _locate_and_number(records, x, y, points_crs, bands, options, read_options)
+    if bytes_in is not None and not bytes_in.is_set():
+        step.budget.left = 0  # still waiting for bytes: sort (see above)
     if on_tiles is not None:
         on_tiles(dict(step.tiles))
     usable, pending, tiles = step.usable, step.pending, step.tiles
@@ -353,6 +364,8 @@ class _FirstStep:
     floors: dict[int, np.ndarray]
     """:func:`whole_pixels` of fractional arrays without NaN (by ``id``; the arrays are
     alive as long as the step), worked out for their tiles and reused for the plan."""
+    budget: _MosaicBudget
+    """What the plan's mosaics may still hold (the second step takes from it)."""
 
 
 def _whole(frac: np.ndarray, floors: dict[int, np.ndarray]) -> np.ndarray:
@@ -418,7 +431,9 @@ def _locate_and_number(
                 _band_tiles(bi, meta, rows, cols, start, radius, tiles, numbered, floors, budget)
             )
         start += n
-    return _FirstStep(usable, skipped, tiles, pending, points_parts, records_parts, frac, floors)
+    return _FirstStep(
+        usable, skipped, tiles, pending, points_parts, records_parts, frac, floors, budget
+    )
 
 
 def _pairs(

@@ -341,12 +341,14 @@ async def _execute(
     max_decoded_mb: float,
     every_tile: Awaitable[Mapping[TileKey, TileSource]] | None = None,
     fetching: Callable[[], None] | None = None,
+    bytes_in: threading.Event | None = None,
 ) -> RawSamples:
     """Fetch and decode ``tiles`` and gather their pixels once the plan ``planned`` is done:
     fetching and decoding do not wait for the plan's second step (grouping pixels by tile).
     ``tiles`` is every tile of the plan, or with ``every_tile`` (which resolves to every
     tile of the plan) a first part of them: the rest is fetched once known. ``fetching`` is
-    called once the requests of ``tiles`` are out. At most
+    called once the requests of ``tiles`` are out; ``bytes_in`` is set once a first tile
+    is decoded or found in the cache (see :func:`~rasteret.read.points.plan_points`). At most
     ``max_decoded_mb`` of decoded tiles are held (a group's budget is taken before its
     fetch, returned once gathered)."""
     loop = asyncio.get_running_loop()
@@ -359,9 +361,12 @@ async def _execute(
     ready: list[_Gatherer] = []  # the gatherer, once the plan is done
     inline: set[TileKey] = set()  # tiles gathered in the thread that decoded them
 
+    arrived = bytes_in or threading.Event()
+
     def gather_decoded(key: TileKey, tile: np.ndarray) -> None:
         """In the decoding thread: gather the tile while it is in the core's cache (once
         the plan is done; else the tile is gathered below once it is)."""
+        arrived.set()
         if ready:
             ready[0].gather(key, tile)
             inline.add(key)
@@ -409,6 +414,7 @@ async def _execute(
             if cached is None and source.end == source.start:
                 cached = empty_tile(source.layout, source.sparse_fill, rows=source.rows)
             if cached is not None:
+                arrived.set()
                 futures[key].set_result(cached)
                 group.create_task(gather_tile(key))
             elif (partial := cache.partial(key)) is not None:  # decoded partly by a read
@@ -651,6 +657,7 @@ async def _read_batches(
         probed: asyncio.Future[Any] = loop.create_future()
         known: asyncio.Future[Any] = loop.create_future()
         fetching = threading.Event()
+        bytes_in = threading.Event()
 
         def on_tiles(tiles: Mapping[TileKey, TileSource]) -> None:
             loop.call_soon_threadsafe(_resolve, known, tiles)
@@ -666,7 +673,7 @@ async def _read_batches(
                     # this thread would hold the GIL up to a switch interval (5 ms) at a time
                     fetching.wait(_FETCH_WAIT_S)
             return plan_points(records, bx, by, points_crs, bands, options, read_options,
-                               on_tiles)  # fmt: skip
+                               on_tiles, bytes_in)  # fmt: skip
 
         async def when_free() -> PointPlan:
             assert after is not None
@@ -677,7 +684,7 @@ async def _read_batches(
             planned = loop.run_in_executor(planner, work)
         else:
             planned = asyncio.ensure_future(when_free())
-        return _Planning(probed, known, planned, fetching)
+        return _Planning(probed, known, planned, fetching, bytes_in)
 
     parts: list[PointSamples] = []
     upcoming = plan_batch(batches[0], None)
@@ -696,7 +703,7 @@ async def _read_batches(
             if i + 1 < len(batches):
                 upcoming = plan_batch(batches[i + 1], batch.planned)  # while this one reads
             raw = await _execute(tiles, batch.planned, read_options, options.max_decoded_mb,
-                                 rest, batch.requests_out(requests_out))  # fmt: skip
+                                 rest, batch.requests_out(requests_out), batch.bytes_in)  # fmt: skip
             plan = batch.planned.result()
             parts.append(select_samples(plan, raw, options, ids))
     finally:
@@ -718,10 +725,13 @@ class _Planning:
         known: asyncio.Future[Mapping[TileKey, TileSource]],
         planned: asyncio.Future[PointPlan],
         fetching: threading.Event,
+        bytes_in: threading.Event,
     ) -> None:
         self.probed, self.known, self.planned = probed, known, planned
         self.fetching = fetching
         """Set once the first tiles' requests are out."""
+        self.bytes_in = bytes_in
+        """Set once the first tile is decoded (or found in the cache)."""
 
     def requests_out(self, also: threading.Event) -> Callable[[], None]:
         """What to call once the first tiles' requests are out: sets :attr:`fetching` and
