@@ -264,18 +264,34 @@ def _native_points(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.n
     return x, y
 
 
-def points_bounds_crs84(points: Points) -> tuple[float, float, float, float] | None:
-    """CRS84 bounds of the finite points (their bbox reprojected, edges densified), or None."""
-    x, y = points.x, points.y
+def finite_bounds(x: np.ndarray, y: np.ndarray) -> tuple[tuple[float, ...] | None, bool]:
+    """Bounds ``(xmin, ymin, xmax, ymax)`` of the points with finite coordinates (None if
+    there are none), and whether every point has finite coordinates.
+
+    >>> finite_bounds(np.array([1.0, np.nan, 3.0]), np.array([5.0, 0.0, 4.0]))
+    ((1.0, 4.0, 3.0, 5.0), False)
+    """
     if not len(x):
-        return None
+        return None, True
     bounds = (float(x.min()), float(y.min()), float(x.max()), float(y.max()))
-    if not all(math.isfinite(v) for v in bounds):  # some null or empty points
-        finite = np.isfinite(x) & np.isfinite(y)
-        if not finite.any():
-            return None
-        x, y = x[finite], y[finite]
-        bounds = (float(x.min()), float(y.min()), float(x.max()), float(y.max()))
+    if all(math.isfinite(v) for v in bounds):
+        return bounds, True
+    finite = np.isfinite(x) & np.isfinite(y)  # some null or empty points
+    if not finite.any():
+        return None, False
+    x, y = x[finite], y[finite]
+    return (float(x.min()), float(y.min()), float(x.max()), float(y.max())), False
+
+
+def points_bounds_crs84(
+    points: Points, bounds: tuple[float, ...] | None = None
+) -> tuple[float, float, float, float] | None:
+    """CRS84 bounds of the finite points (their bbox reprojected, edges densified), or None;
+    ``bounds``: their :func:`finite_bounds`, when known."""
+    if bounds is None:
+        bounds = finite_bounds(points.x, points.y)[0]
+    if bounds is None:
+        return None
     xmin, ymin, xmax, ymax = transform_bounds(bounds, crs_key(points.crs), "OGC:CRS84")
     if xmin > xmax:  # crosses the antimeridian
         xmin, xmax = -180.0, 180.0
@@ -424,8 +440,11 @@ class PointSamplingMixin:
         # the geometry column needs only the points: built while the tiles are fetched (once
         # their requests are out: before, it would slow the work they wait for)
         requests_out = threading.Event()
-        built = build_point_wkb(pts.x, pts.y, requests_out) if pts.geometry is None else None
-        bounds = points_bounds_crs84(pts)
+        box, finite = finite_bounds(pts.x, pts.y)
+        built = None
+        if pts.geometry is None:
+            built = build_point_wkb(pts.x, pts.y, requests_out, finite=finite)
+        bounds = points_bounds_crs84(pts, box)
         records = []
         if bounds is not None:
             filters = {k: kwargs[k] for k in _FILTER_KEYWORDS if k in kwargs}

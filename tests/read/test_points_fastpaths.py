@@ -435,3 +435,22 @@ def test_point_range_equals_arange(n: int, step: int, dtype: str) -> None:
     got = point_range(n, step, np.dtype(dtype))
     assert got.dtype == np.dtype(dtype)
     np.testing.assert_array_equal(got, np.arange(n, dtype=dtype) * step)
+
+
+@pytest.mark.parametrize("nulls", [False, True])
+def test_wkb_of_points_known_finite_equals_wkb_tested(nulls: bool) -> None:
+    """Points whose bounds are finite are all finite: their WKB skips the test."""
+    from rasteret._collection_points import finite_bounds
+    from rasteret.outputs.points import points_to_wkb
+
+    rng = np.random.default_rng(13)
+    xs, ys = rng.uniform(-1e5, 1e5, 1000), rng.uniform(-1e5, 1e5, 1000)
+    if nulls:
+        xs[::9] = np.nan
+    box, finite = finite_bounds(xs, ys)
+    assert finite is not nulls
+    keep = np.isfinite(xs)
+    assert box == (xs[keep].min(), ys[keep].min(), xs[keep].max(), ys[keep].max())
+    tested = points_to_wkb(xs, ys)
+    assert points_to_wkb(xs, ys, finite=finite).equals(tested)
+    assert tested.null_count == (112 if nulls else 0)

@@ -71,14 +71,17 @@ _WKB_POINT_HEAD = b"\x01\x01\x00\x00\x00" + bytes(16)
 """A little-endian WKB point with zero coordinates."""
 
 
-def points_to_wkb(x: np.ndarray, y: np.ndarray) -> pa.BinaryArray:
+def points_to_wkb(x: np.ndarray, y: np.ndarray, finite: bool = False) -> pa.BinaryArray:
     """ISO WKB points (little-endian, 21 bytes each) built in one vectorised pass; a point
-    with a non-finite coordinate becomes null.
+    with a non-finite coordinate becomes null (``finite``: the caller knows every
+    coordinate is finite, and none is tested).
 
     >>> import shapely
     >>> wkb = points_to_wkb(np.array([1.0, np.nan]), np.array([2.0, 0.0]))
     >>> shapely.from_wkb(wkb[0].as_py()).wkt, wkb[1].as_py()
     ('POINT (1 2)', None)
+    >>> points_to_wkb(np.array([1.0]), np.array([2.0]), finite=True).null_count
+    0
     """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
@@ -88,37 +91,39 @@ def points_to_wkb(x: np.ndarray, y: np.ndarray) -> pa.BinaryArray:
     records["x"], records["y"] = x, y
     large = n * _WKB_POINT.itemsize >= 2**31
     offsets = _steps(n, _WKB_POINT.itemsize, np.dtype(np.int64 if large else np.int32))
-    valid = np.isfinite(x) & np.isfinite(y)
-    bitmap = None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
+    valid = None if finite else np.isfinite(x) & np.isfinite(y)
+    bitmap = None
+    if valid is not None and not valid.all():
+        bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
     return pa.Array.from_buffers(
         pa.large_binary() if large else pa.binary(),
         n,
         [bitmap, pa.py_buffer(offsets), pa.py_buffer(records.view(np.uint8))],
-        null_count=-1 if bitmap is None else int(n - valid.sum()),
+        null_count=0 if valid is None or bitmap is None else int(n - valid.sum()),
     )
 
 
 def build_point_wkb(
-    x: np.ndarray, y: np.ndarray, after: threading.Event | None = None
+    x: np.ndarray, y: np.ndarray, after: threading.Event | None = None, finite: bool = False
 ) -> Future[pa.Array]:
     """:func:`points_to_wkb` of ``x, y``: on a thread of its own from
     ``_PARALLEL_WKB_POINTS`` points on (started now, the result when asked), else at once.
     With ``after``, the thread starts building once that event is set (at most
     ``_WKB_WAIT_S`` later): a read sets it when its first requests are out, so the build
-    does not slow the work those requests wait for.
+    does not slow the work those requests wait for. ``finite`` as for :func:`points_to_wkb`.
 
     >>> build_point_wkb(np.array([1.0]), np.array([2.0])).result()[0].as_py().hex()
     '0101000000000000000000f03f0000000000000040'
     """
     if len(x) < _PARALLEL_WKB_POINTS:
         done: Future[pa.Array] = Future()
-        done.set_result(points_to_wkb(x, y))
+        done.set_result(points_to_wkb(x, y, finite))
         return done
 
     def build() -> pa.Array:
         if after is not None:
             after.wait(_WKB_WAIT_S)
-        return points_to_wkb(x, y)
+        return points_to_wkb(x, y, finite)
 
     return shared_pool("wkb", ELASTIC).submit(build)  # a build may wait (``after``)
 
