@@ -10,9 +10,11 @@ pixels around that pixel are read too, row-major.
 
 Every pixel is assigned to the tile holding it: a tile appears once in
 :attr:`PointPlan.tiles` (keyed by the same :class:`~rasteret.read.bands.TileKey` as chip
-reads, so the decoded-tile cache serves both), and one :class:`TileGather` per (tile, band)
-lists the pixels taken from it as index arrays. Execution is then one vectorised take per
-gather; there is no per-point Python.
+reads, so the decoded-tile cache serves both). Sparse pixels are grouped by tile: one
+:class:`TileGather` per (tile, band) lists the pixels taken from it as index arrays. Dense
+pixels (:data:`MOSAIC_MIN_PIXELS_PER_TILE`) are not sorted: one :class:`MosaicGather` per
+(record, band) gives each pixel's position in a *mosaic*, the band's tiles laid end to end.
+Execution is then one vectorised take per gather; there is no per-point Python.
 
 >>> import tempfile
 >>> from rasteret.testing.fixtures import get_fixture_spec, write_fixture

@@ -14,7 +14,10 @@ bound, decoding on the shared pool, the decoded-tile cache); as soon as a tile i
 its pixels are gathered (one ``numpy.take`` per tile and band: in the thread that decoded
 it, while the tile is in that core's cache, once the plan is done; tiles decoded before
 that, on two gather threads) and the tile released, and at most ``max_decoded_mb`` of
-decoded tiles are held. The large arrays of a read come from recycled memory
+decoded tiles are held. Dense pixels planned once tiles are already being decoded are read
+from mosaics instead (:class:`~rasteret.read.points.MosaicGather`): each tile is copied
+into its slot as it is gathered, and the band's values are taken at once when the last
+one is in (no sort by tile; the mosaics of a plan hold at most ``max_decoded_mb`` more). The large arrays of a read come from recycled memory
 (:func:`rasteret.read.locate.point_buffers`).
 
 Then, per batch, :func:`rasteret.read.select.select_samples` turns the raw windows into
