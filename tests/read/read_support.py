@@ -98,3 +98,20 @@ def write_cog(
         if overviews:
             dst.build_overviews(list(overviews), Resampling.average)
     return path
+
+
+def write_small_tiled(
+    path: Path, count: int, interleave: str, nodata: float | None = 0, values: int = 5
+) -> Path:
+    """A 260 x 300 uint16 GeoTIFF of 128-pixel deflate tiles (3 x 3, partial at the right
+    and bottom) on the 10 m EPSG:32633 grid at (X0, Y0), random values below ``values``
+    (seeded by the file name), ``interleave`` "band" or "pixel"."""
+    rng = np.random.default_rng(len(path.name))
+    data = rng.integers(0, values, (count, 300, 260)).astype("uint16")
+    with rasterio.open(
+        path, "w", driver="GTiff", width=260, height=300, count=count, dtype="uint16",
+        nodata=nodata, tiled=True, blockxsize=128, blockysize=128, compress="deflate",
+        interleave=interleave, crs="EPSG:32633", transform=Affine(10.0, 0, X0, 0, -10.0, Y0),
+    ) as dst:  # fmt: skip
+        dst.write(data)
+    return path

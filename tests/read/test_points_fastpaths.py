@@ -23,6 +23,7 @@ from affine import Affine
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from read_support import record
+from read_support import write_small_tiled as _write
 
 from rasteret._collection_points import Points, points_bounds_crs84
 from rasteret._sync import run
@@ -62,18 +63,6 @@ def test_north_up_coordinates_equal_the_full_affine(
     np.testing.assert_array_equal(cols, inv.a * xs + inv.b * ys + inv.c)
     np.testing.assert_array_equal(rows, inv.d * xs + inv.e * ys + inv.f)
     np.testing.assert_array_equal(np.floor(cols), np.floor(inv.a * xs + inv.b * ys + inv.c))
-
-
-def _write(path: Path, count: int, interleave: str, nodata: float | None = 0) -> Path:
-    rng = np.random.default_rng(len(path.name))
-    data = rng.integers(0, 5, (count, 300, 260)).astype("uint16")
-    with rasterio.open(
-        path, "w", driver="GTiff", width=260, height=300, count=count, dtype="uint16",
-        nodata=nodata, tiled=True, blockxsize=128, blockysize=128, compress="deflate",
-        interleave=interleave, crs=f"EPSG:{EPSG}", transform=Affine(RES, 0, X0, 0, -RES, Y0),
-    ) as dst:  # fmt: skip
-        dst.write(data)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pytest
 import rasterio
-from affine import Affine
 from read_support import record
+from read_support import write_small_tiled as _write
 
 from points_support import ALWAYS, NEVER, gather_by
 from rasteret._sync import run
@@ -37,26 +37,14 @@ EPSG = 32633
 X0, Y0, RES = 500_000.0, 4_600_000.0, 10.0
 
 
-def _write(path: Path, count: int, interleave: str, nodata: float | None = 0) -> Path:
-    rng = np.random.default_rng(len(path.name))
-    data = rng.integers(0, 9, (count, 300, 260)).astype("uint16")
-    with rasterio.open(
-        path, "w", driver="GTiff", width=260, height=300, count=count, dtype="uint16",
-        nodata=nodata, tiled=True, blockxsize=128, blockysize=128, compress="deflate",
-        interleave=interleave, crs=f"EPSG:{EPSG}", transform=Affine(RES, 0, X0, 0, -RES, Y0),
-    ) as dst:  # fmt: skip
-        dst.write(data)
-    return path
-
-
 @pytest.fixture(scope="module")
 def tiffs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("mosaic")
     return {
-        "single": _write(d / "single.tif", 1, "band"),
-        "planar": _write(d / "planar.tif", 3, "band"),
-        "chunky": _write(d / "chunky.tif", 3, "pixel"),
-        "chunky_other_nodata": _write(d / "chunky2.tif", 3, "pixel", nodata=3),
+        "single": _write(d / "single.tif", 1, "band", values=9),
+        "planar": _write(d / "planar.tif", 3, "band", values=9),
+        "chunky": _write(d / "chunky.tif", 3, "pixel", values=9),
+        "chunky_other_nodata": _write(d / "chunky2.tif", 3, "pixel", nodata=3, values=9),
     }
 
 
