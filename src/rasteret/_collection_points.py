@@ -14,7 +14,6 @@ pixels are read.
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -39,6 +38,7 @@ from rasteret.errors import SchemaError
 from rasteret.ingest.schema import metadata_column
 from rasteret.read import ReadOptions
 from rasteret.read.grid import crs_key, transform_bounds
+from rasteret.read.locate import finite_bounds
 from rasteret.read.points import PointOptions
 from rasteret.read.sample import read_points
 from rasteret.types import arrow_to_shapely, field_geometry_encoding, geometries_to_shapely
@@ -264,25 +264,6 @@ def _native_points(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.n
     return x, y
 
 
-def finite_bounds(x: np.ndarray, y: np.ndarray) -> tuple[tuple[float, ...] | None, bool]:
-    """Bounds ``(xmin, ymin, xmax, ymax)`` of the points with finite coordinates (None if
-    there are none), and whether every point has finite coordinates.
-
-    >>> finite_bounds(np.array([1.0, np.nan, 3.0]), np.array([5.0, 0.0, 4.0]))
-    ((1.0, 4.0, 3.0, 5.0), False)
-    """
-    if not len(x):
-        return None, True
-    bounds = (float(x.min()), float(y.min()), float(x.max()), float(y.max()))
-    if all(math.isfinite(v) for v in bounds):
-        return bounds, True
-    finite = np.isfinite(x) & np.isfinite(y)  # some null or empty points
-    if not finite.any():
-        return None, False
-    x, y = x[finite], y[finite]
-    return (float(x.min()), float(y.min()), float(x.max()), float(y.max())), False
-
-
 def points_bounds_crs84(
     points: Points, bounds: tuple[float, ...] | None = None
 ) -> tuple[float, float, float, float] | None:
@@ -440,10 +421,10 @@ class PointSamplingMixin:
         # the geometry column needs only the points: built while the tiles are fetched (once
         # their requests are out: before, it would slow the work they wait for)
         requests_out = threading.Event()
-        box, finite = finite_bounds(pts.x, pts.y)
+        box, mask = finite_bounds(pts.x, pts.y)
         built = None
         if pts.geometry is None:
-            built = build_point_wkb(pts.x, pts.y, requests_out, finite=finite)
+            built = build_point_wkb(pts.x, pts.y, requests_out, finite=mask is None)
         bounds = points_bounds_crs84(pts, box)
         records = []
         if bounds is not None:

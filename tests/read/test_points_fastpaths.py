@@ -429,14 +429,15 @@ def test_point_range_equals_arange(n: int, step: int, dtype: str) -> None:
 @pytest.mark.parametrize("nulls", [False, True])
 def test_wkb_of_points_known_finite_equals_wkb_tested(nulls: bool) -> None:
     """Points whose bounds are finite are all finite: their WKB skips the test."""
-    from rasteret._collection_points import finite_bounds
     from rasteret.outputs.points import points_to_wkb
+    from rasteret.read.locate import finite_bounds
 
     rng = np.random.default_rng(13)
     xs, ys = rng.uniform(-1e5, 1e5, 1000), rng.uniform(-1e5, 1e5, 1000)
     if nulls:
         xs[::9] = np.nan
-    box, finite = finite_bounds(xs, ys)
+    box, mask = finite_bounds(xs, ys)
+    finite = mask is None
     assert finite is not nulls
     keep = np.isfinite(xs)
     assert box == (xs[keep].min(), ys[keep].min(), xs[keep].max(), ys[keep].max())

@@ -90,7 +90,7 @@ def points_to_wkb(x: np.ndarray, y: np.ndarray, finite: bool = False) -> pa.Bina
     _repeat_into(records.view(np.uint8), _WKB_POINT_HEAD)  # byte order and type, then x, y
     records["x"], records["y"] = x, y
     large = n * _WKB_POINT.itemsize >= 2**31
-    offsets = _steps(n, _WKB_POINT.itemsize, np.dtype(np.int64 if large else np.int32))
+    offsets = point_range(n + 1, _WKB_POINT.itemsize, np.dtype(np.int64 if large else np.int32))
     valid = None if finite else np.isfinite(x) & np.isfinite(y)
     bitmap = None
     if valid is not None and not valid.all():
@@ -362,7 +362,7 @@ def _repeated_string(value: str, n: int) -> pa.Array:
     data = value.encode()
     if len(data) * n >= 2**31:
         return pa.array([value], pa.string()).take(np.zeros(n, dtype=np.int32))
-    offsets = _steps(n, len(data), np.dtype(np.int32))
+    offsets = point_range(n + 1, len(data), np.dtype(np.int32))
     chars = point_array(n * len(data), np.dtype(np.uint8))
     _repeat_into(chars, data)
     return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(chars)])
@@ -381,15 +381,6 @@ def _repeat_into(out: np.ndarray, pattern: bytes) -> None:
         more = min(done, len(out) - done)
         out[done : done + more] = out[:more]
         done += more
-
-
-def _steps(n: int, step: int, dtype: np.dtype) -> np.ndarray:
-    """``0, step, 2 * step, ..., n * step`` (``n + 1`` offsets) in recycled memory.
-
-    >>> _steps(3, 21, np.dtype(np.int32)).tolist()
-    [0, 21, 42, 63]
-    """
-    return point_range(n + 1, step, dtype)
 
 
 def _int32(values: np.ndarray) -> np.ndarray:

@@ -29,6 +29,7 @@ __all__ = [
     "point_array",
     "POINT_POOL_MB",
     "Candidates",
+    "finite_bounds",
     "locate",
     "pixel_coordinates",
     "pixel_of",
@@ -100,13 +101,9 @@ class Candidates:
     def _finite_box(self) -> tuple[tuple[float, ...], np.ndarray]:
         """Bounds of the finite points (NaN when there are none) and their indices."""
         if self._box is None:
-            box = _bounds(self.x, self.y)
-            if all(math.isfinite(v) for v in box):
-                finite = point_range(len(self.x))
-            else:  # some null or empty points (or none at all)
-                finite = np.flatnonzero(np.isfinite(self.x) & np.isfinite(self.y))
-                box = _bounds(self.x[finite], self.y[finite])
-            self._box = (box, finite)
+            box, mask = finite_bounds(self.x, self.y)
+            finite = point_range(len(self.x)) if mask is None else np.flatnonzero(mask)
+            self._box = (box or (math.nan,) * 4, finite)
         return self._box
 
     def _search(self, bounds: tuple[float, ...]) -> np.ndarray:
@@ -209,10 +206,28 @@ def point_range(n: int, step: int = 1, dtype: np.dtype | None = None) -> np.ndar
     return out
 
 
-def _bounds(x: np.ndarray, y: np.ndarray) -> tuple[float, ...]:
+def finite_bounds(
+    x: np.ndarray, y: np.ndarray
+) -> tuple[tuple[float, ...] | None, np.ndarray | None]:
+    """Bounds ``(xmin, ymin, xmax, ymax)`` of the points with finite coordinates (None if
+    there are none), and which points those are (None: every point).
+
+    >>> box, mask = finite_bounds(np.array([1.0, np.nan, 3.0]), np.array([5.0, 0.0, 4.0]))
+    >>> box, mask.tolist()
+    ((1.0, 4.0, 3.0, 5.0), [True, False, True])
+    >>> finite_bounds(np.array([2.0]), np.array([1.0]))
+    ((2.0, 1.0, 2.0, 1.0), None)
+    """
     if not len(x):
-        return (math.nan,) * 4
-    return float(x.min()), float(y.min()), float(x.max()), float(y.max())
+        return None, None
+    box = (float(x.min()), float(y.min()), float(x.max()), float(y.max()))
+    if all(math.isfinite(v) for v in box):  # min and max: NaN if any is
+        return box, None
+    mask = np.isfinite(x) & np.isfinite(y)  # some null or empty points
+    if not mask.any():
+        return None, mask
+    x, y = x[mask], y[mask]
+    return (float(x.min()), float(y.min()), float(x.max()), float(y.max())), mask
 
 
 def locate(

@@ -586,12 +586,12 @@ def _band_tiles(
     def make() -> list[TileGather | MosaicGather]:
         parts = [(data, data_keys)] + ([] if masks is None else [(masks, mask_keys)])
         if budget.admit(parts, tiles):
-            mosaics = [mosaic(data, data_keys, False, sample)]
+            mosaics: list[TileGather | MosaicGather] = [mosaic(data, data_keys, False, sample)]
             if masks is not None:
                 mosaics.append(mosaic(masks, mask_keys, True, 0))
             elif alpha is not None:
                 mosaics.append(mosaic(data, data_keys, True, alpha))
-            return list(mosaics)
+            return mosaics
         out: list[TileGather | MosaicGather] = [
             TileGather(key, band, sample, False, meta.nodata, t, px)
             for key, (t, px) in zip(data_keys, data.grouped(), strict=True)
@@ -665,9 +665,9 @@ class _Numbered:
         tile_pixels: int = 0,
     ) -> None:
         self.number, self.pixels, self.targets, self.sizes = number, pixels, targets, sizes
+        """``targets``: increasing, or an int: the first of a run (one per pixel)."""
         self.tile_pixels = tile_pixels
         """Pixels per tile (``tile_height * tile_width``) of the tiling."""
-        """``targets``: increasing, or an int: the first of a run (one per pixel)."""
         self.chunk_sizes = chunk_sizes
         """Per chunk of :data:`_SORT_CHUNK` pixels, their count per tile (when counted
         in chunks: :func:`_counts`); the sort by tile then goes a chunk at a time too."""

@@ -17,7 +17,8 @@ that, on two gather threads) and the tile released, and at most ``max_decoded_mb
 decoded tiles are held. Dense pixels planned once tiles are already being decoded are read
 from mosaics instead (:class:`~rasteret.read.points.MosaicGather`): each tile is copied
 into its slot as it is gathered, and the band's values are taken at once when the last
-one is in (no sort by tile; the mosaics of a plan hold at most ``max_decoded_mb`` more). The large arrays of a read come from recycled memory
+one is in (no sort by tile; the mosaics of a plan hold at most ``max_decoded_mb`` more).
+The large arrays of a read come from recycled memory
 (:func:`rasteret.read.locate.point_buffers`).
 
 Then, per batch, :func:`rasteret.read.select.select_samples` turns the raw windows into
@@ -178,7 +179,7 @@ class _Mosaic:
             tile.dtype != self.dtype
             or tile.shape[0] != samples
             or tile.shape[1] > height
-            or (tile.shape[2] != width)
+            or tile.shape[2] != width
         ):
             raise DecodeError(
                 f"expected a decoded tile of {samples} x {height} x {width} {self.dtype} "
@@ -351,9 +352,9 @@ async def _execute(
     ``tiles`` is every tile of the plan, or with ``every_tile`` (which resolves to every
     tile of the plan) a first part of them: the rest is fetched once known. ``fetching`` is
     called once the requests of ``tiles`` are out; ``bytes_in`` is set once a first tile
-    is decoded or found in the cache (see :func:`~rasteret.read.points.plan_points`). At most
-    ``max_decoded_mb`` of decoded tiles are held (a group's budget is taken before its
-    fetch, returned once gathered)."""
+    is decoded or found in the cache (see :func:`~rasteret.read.points.plan_points`). At
+    most ``max_decoded_mb`` of decoded tiles are held (a group's budget is taken before
+    its fetch, returned once gathered)."""
     loop = asyncio.get_running_loop()
     bar = _progress(options, len(tiles))
     cache = get_tile_cache(options.cache_mb)
