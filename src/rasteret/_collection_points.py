@@ -448,7 +448,7 @@ class PointSamplingMixin:
 
         samples = read_points(  # sets requests_out, at the latest when it returns
             records, pts.x, pts.y, pts.crs, bands, point_options, read_options, requests_out,
-            rows_known,
+            rows_known, (box, mask),
         )  # fmt: skip
         if not records:  # no record to take the dtypes from: the collection's first one
             samples = replace(samples, values=tuple(

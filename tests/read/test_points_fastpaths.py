@@ -444,3 +444,84 @@ def test_wkb_of_points_known_finite_equals_wkb_tested(nulls: bool) -> None:
     tested = points_to_wkb(xs, ys)
     assert points_to_wkb(xs, ys, finite=finite).equals(tested)
     assert tested.null_count == (112 if nulls else 0)
+
+
+def _plan_arrays(plan: Any) -> dict[str, Any]:
+    return {
+        "point_index": plan.point_index, "record_index": plan.record_index,
+        "pixel_row": plan.pixel_row, "pixel_col": plan.pixel_col,
+        **{f"frac_row{b}": r for b, r in enumerate(plan.frac_row)},
+        **{f"frac_col{b}": c for b, c in enumerate(plan.frac_col)},
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("case", ["inside", "with_nulls", "some_outside", "all_null"])
+def test_plan_given_the_bounds_equals_the_plan_working_them_out(
+    tiffs: dict[str, Path], case: str
+) -> None:
+    """plan_points(bounds=finite_bounds(x, y)) skips the planner's own pass over the
+    coordinates and plans the same pixels, tiles and gathers."""
+    from rasteret.read.locate import finite_bounds
+
+    rng = np.random.default_rng(17)
+    xs, ys = rng.uniform(X0, X0 + 2600, 2000), rng.uniform(Y0 - 3000, Y0, 2000)
+    if case == "with_nulls":
+        xs[::7] = np.nan
+    if case == "some_outside":
+        xs[::5] += 5000
+    if case == "all_null":
+        xs[:] = np.nan
+    recs = [record("r", tiffs["planar"], 3), record("s", tiffs["chunky"], 3)]
+    bands = ["b1", "b3"]
+    known = plan_points(recs, xs, ys, EPSG, bands, bounds=finite_bounds(xs, ys))
+    worked = plan_points(recs, xs, ys, EPSG, bands)
+    assert list(known.tiles) == list(worked.tiles)
+    assert (len(worked) == 0) is (case == "all_null")
+    for name, want in _plan_arrays(worked).items():
+        np.testing.assert_array_equal(_plan_arrays(known)[name], want, err_msg=name)
+    assert _gathers(known) == _gathers(worked)
+
+
+def test_sample_points_works_out_the_bounds_once(
+    tiffs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read's planner is handed the bounds sample_points worked out: one pass over the
+    coordinates for both (and the same rows as when the planner works them out itself)."""
+    import rasteret
+    from rasteret import _collection_points
+    from rasteret.read import locate as locate_mod
+    from rasteret.testing.scenes import SceneSpec, record_table, write_scene
+
+    spec = SceneSpec("s0", EPSG, (X0, Y0), size=256, tile=128, seed=3)
+    write_scene(spec, tmp_path, bands=("B04",))
+    collection = rasteret.build_from_table(
+        record_table([spec], {"s0": {"B04": str(tmp_path / "s0_B04.tif")}}),
+        workspace_dir=tmp_path / "ws", enrich_cog=True, force=True,
+    )  # fmt: skip
+    rng = np.random.default_rng(5)
+    xs, ys = rng.uniform(X0, X0 + 2560, 500), rng.uniform(Y0 - 2560, Y0, 500)
+    xs[::11] = np.nan
+    points = pa.table({"x": xs, "y": ys})
+    calls: list[int] = []
+    real = locate_mod.finite_bounds
+
+    def counted(x: np.ndarray, y: np.ndarray) -> Any:
+        calls.append(len(x))
+        return real(x, y)
+
+    monkeypatch.setattr(locate_mod, "finite_bounds", counted)
+    monkeypatch.setattr(_collection_points, "finite_bounds", counted)
+    table = collection.sample_points(points, ["B04"], geometry_crs=EPSG)
+    assert calls == [500]
+    monkeypatch.setattr(sample_mod, "plan_points", _without_bounds(sample_mod.plan_points))
+    assert collection.sample_points(points, ["B04"], geometry_crs=EPSG).equals(table)
+    assert calls == [500, 500, 500]  # sample_points', then the planner's own
+    assert table.num_rows == int(np.isfinite(xs).sum())
+
+
+def _without_bounds(plan: Any) -> Any:
+    def planned(*args: Any) -> Any:
+        assert len(args) == 10  # the read passes every argument, the bounds last
+        return plan(*args[:-1], None)
+
+    return planned

@@ -266,28 +266,41 @@ def _samples(record_index: np.ndarray, point_index: np.ndarray) -> PointSamples:
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("case", ["one_record", "second_record", "two_records", "missing"])
+@pytest.mark.parametrize(
+    "case",
+    ["one_record", "second_record", "two_records", "missing", "read_of_one", "read_of_one_missing"],
+)
 @pytest.mark.parametrize("n_points", [0, 1, 7])
 def test_single_record_columns_equal_the_taken_ones(
     case: str, n_points: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The columns of rows all of one record (values repeated, no take) equal the general
+    ones, in reads of two records and of one (where rows are 0 or -1 only)."""
     record_index = {
         "one_record": np.zeros(n_points, np.int64),
         "second_record": np.ones(n_points, np.int64),
         "two_records": np.arange(n_points) % 2,
         "missing": np.where(np.arange(n_points) % 3 == 0, -1, 0),
+        "read_of_one": np.zeros(n_points, np.int64),
+        "read_of_one_missing": np.where(np.arange(n_points) % 3 == 1, -1, 0),
     }[case]
     samples = _samples(record_index.astype(np.int64), np.arange(n_points))
-    stamps = [dt.datetime(2024, 1, 1, tzinfo=dt.UTC), None]
+    ids, stamps, crss = (
+        ["r1", "r2"],
+        [dt.datetime(2024, 1, 1, tzinfo=dt.UTC), None],
+        ["EPSG:1", None],
+    )
+    if case.startswith("read_of_one"):
+        ids, stamps, crss = ids[:1], stamps[:1], crss[:1]
     rng = np.random.default_rng(n_points)
     xs, ys = rng.uniform(0, 10, n_points), rng.uniform(0, 10, n_points)
     kwargs: dict[str, Any] = {
         "columns": pa.table({"site": np.arange(n_points)}), "x": xs, "y": ys,
         "point_crs": "EPSG:4326",
     }  # fmt: skip
-    fast = out_points.samples_to_table(samples, ["r1", "r2"], stamps, ["EPSG:1", None], **kwargs)
-    monkeypatch.setattr(out_points, "_only_record", lambda index: None)
-    general = out_points.samples_to_table(samples, ["r1", "r2"], stamps, ["EPSG:1", None], **kwargs)
+    fast = out_points.samples_to_table(samples, ids, stamps, crss, **kwargs)
+    monkeypatch.setattr(out_points, "_only_record", lambda index, records: None)
+    general = out_points.samples_to_table(samples, ids, stamps, crss, **kwargs)
     assert fast.schema == general.schema
     assert fast.equals(general)
     fast.validate(full=True)  # the dictionary columns' indices skip Arrow's check: in range

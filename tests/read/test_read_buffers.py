@@ -352,3 +352,43 @@ def test_decoded_tiles_come_from_the_private_pool_sized_to_the_cache(scenes: lis
         np.testing.assert_array_equal(a.data, b.data, strict=True)
     get_tile_cache(10)  # a smaller cache: the pool keeps its default bound
     assert decoded_buffers().max_free_bytes == 256_000_000
+
+
+def _vm_flags(array: np.ndarray) -> set[str]:
+    """The kernel's VmFlags of the mapping holding ``array`` (/proc/self/smaps)."""
+    address = array.ctypes.data
+    inside = False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            head = line.split()[0]
+            if "-" in head and not head.endswith(":"):
+                lo, hi = (int(v, 16) for v in head.split("-"))
+                inside = lo <= address < hi
+            elif inside and head == "VmFlags:":
+                return set(line.split()[1:])
+    raise AssertionError(f"no mapping holds address {address:#x}")
+
+
+def test_large_private_blocks_are_advised_huge_pages_and_stay_private() -> None:
+    """From HUGE_PAGE_MIN_BYTES on, a private block is advised MADV_HUGEPAGE (VmFlags "hg",
+    as NumPy advises its large arrays) and is still wiped on fork ("wf"); smaller ones get
+    no huge-page advice."""
+    import mmap
+    import os
+
+    from rasteret.read.buffers import HUGE_PAGE_MIN_BYTES, private_block
+
+    if private_block(4096) is None or not os.path.exists("/proc/self/smaps"):
+        pytest.skip("this system has no MADV_WIPEONFORK or no /proc/self/smaps")
+    if not hasattr(mmap, "MADV_HUGEPAGE"):
+        pytest.skip("this Python has no MADV_HUGEPAGE")
+    large = private_block(HUGE_PAGE_MIN_BYTES)
+    small = private_block(HUGE_PAGE_MIN_BYTES - mmap.PAGESIZE)
+    assert large is not None
+    assert small is not None
+    large_flags, small_flags = _vm_flags(large), _vm_flags(small)
+    assert {"wf", "hg"} <= large_flags
+    assert "wf" in small_flags
+    assert "hg" not in small_flags
+    large[...] = 3  # huge or not, the memory is ordinary writable memory
+    assert int(large.sum()) == 3 * HUGE_PAGE_MIN_BYTES

@@ -199,7 +199,7 @@ def table_frame(
     geometry_field = geoarrow_wkb_field(geometry_name, point_crs).with_type(geometry_array.type)
     _add(frame, frame.head, geometry_name, rows_of(geometry_array), geometry_field)
     rec = rows.record_index
-    only = _only_record(rec)
+    only = _only_record(rec, len(record_ids))
     if only is None:
         _add(
             frame,
@@ -338,18 +338,25 @@ def _is_identity(index: np.ndarray, n: int) -> bool:
     return bool(np.all(index[1:] > index[:-1]))  # n distinct integers in [0, n)
 
 
-def _only_record(record_index: np.ndarray) -> int | None:
-    """The record of every row when all rows have the same one (none missing), else None.
+def _only_record(record_index: np.ndarray, records: int) -> int | None:
+    """The record of every row when all rows have the same one (none missing), else None;
+    ``records``: how many records the read had (rows name one of them, or -1 for none).
 
-    >>> _only_record(np.array([2, 2])), _only_record(np.array([2, -1])), _only_record(np.array([]))
-    (2, None, None)
+    >>> _only_record(np.array([2, 2]), 3), _only_record(np.array([2, -1]), 3)
+    (2, None)
+    >>> _only_record(np.array([0, 0]), 1), _only_record(np.array([0, -1]), 1)
+    (0, None)
+    >>> _only_record(np.array([], np.int64), 1) is None
+    True
     """
     if not len(record_index):
         return None
     first = int(record_index[0])
-    if first < 0 or int(record_index.min()) != first or int(record_index.max()) != first:
+    if first < 0 or int(record_index.min()) != first:
         return None
-    return first
+    if records == 1:  # rows are 0 or -1: none below 0, all 0 (one pass, not two)
+        return first
+    return first if int(record_index.max()) == first else None
 
 
 def _repeated_string(value: str, n: int) -> pa.Array:

@@ -34,6 +34,7 @@ any memory and is freed before such a fork instead.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import threading
@@ -43,6 +44,7 @@ import numpy as np
 
 __all__ = [
     "DEFAULT_POOL_MB",
+    "HUGE_PAGE_MIN_BYTES",
     "PRIVATE_MIN_BYTES",
     "BufferPool",
     "ProcessPool",
@@ -60,6 +62,12 @@ size, so the tiles a cleared or overflowing cache lets go are reused by the next
 MADV_WIPEONFORK = 18
 """Linux's ``madvise`` advice (4.14+): a forked child gets zero pages, not this memory."""
 
+HUGE_PAGE_MIN_BYTES = 4 * 1024 * 1024
+"""Private blocks of this size and more are advised ``MADV_HUGEPAGE`` (as NumPy advises its
+own arrays of 4 MiB and more): a point read's mosaic of tiles is indexed at random, and with
+4 KiB pages nearly every index misses the TLB (a million random reads in an 8 MB mosaic:
+12.9 ms with 4 KiB pages, 10.6 ms with huge pages, on the benchmark VM)."""
+
 PRIVATE_MIN_BYTES = 256 * 1024
 """Smallest buffer a private pool maps on its own. Each such buffer is one mapping, and a
 process has a bounded number of them (``vm.max_map_count``, 65,530 by default): small tiles
@@ -69,7 +77,9 @@ process has a bounded number of them (``vm.max_map_count``, 65,530 by default): 
 def private_block(nbytes: int) -> np.ndarray | None:
     """``nbytes`` of anonymous memory that forked children do not share (``MADV_WIPEONFORK``:
     they see zero pages there), as a writable ``uint8`` array; None where the system cannot
-    (not Linux, an old kernel, or ``nbytes`` 0).
+    (not Linux, an old kernel, or ``nbytes`` 0). From :data:`HUGE_PAGE_MIN_BYTES` on, the
+    block is also advised ``MADV_HUGEPAGE`` where the system has it (advice only: the
+    kernel's transparent huge page setting decides).
 
     >>> block = private_block(4096)
     >>> block is None or (block.nbytes, bool(block.flags.writeable)) == (4096, True)
@@ -82,6 +92,9 @@ def private_block(nbytes: int) -> np.ndarray | None:
         block.madvise(MADV_WIPEONFORK)
     except (OSError, ValueError, AttributeError):
         return None
+    if nbytes >= HUGE_PAGE_MIN_BYTES and hasattr(mmap, "MADV_HUGEPAGE"):
+        with contextlib.suppress(OSError):  # no huge pages in this kernel: plain pages serve
+            block.madvise(mmap.MADV_HUGEPAGE)
     return np.frombuffer(block, dtype=np.uint8)
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "point_array",
     "POINT_POOL_MB",
     "Candidates",
+    "FiniteBounds",
     "finite_bounds",
     "locate",
     "pixel_coordinates",
@@ -64,8 +65,12 @@ class Candidates:
     :data:`_DIRECT_SCANS` the points are sorted by x once and searched. Equal footprints
     share one (cached) index array."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, src: str) -> None:
+    def __init__(
+        self, x: np.ndarray, y: np.ndarray, src: str, bounds: FiniteBounds | None = None
+    ) -> None:
+        """``bounds``: :func:`finite_bounds` of ``x, y`` when the caller knows it already."""
         self.x, self.y, self.src = x, y, src
+        self._bounds_known = bounds
         self._sorted: tuple[np.ndarray, np.ndarray] | None = None
         self._bounds: dict[tuple[tuple[float, ...], str], tuple[float, ...]] = {}
         self._near: dict[tuple[tuple[float, ...], str], np.ndarray] = {}
@@ -101,7 +106,8 @@ class Candidates:
     def _finite_box(self) -> tuple[tuple[float, ...], np.ndarray]:
         """Bounds of the finite points (NaN when there are none) and their indices."""
         if self._box is None:
-            box, mask = finite_bounds(self.x, self.y)
+            known = self._bounds_known
+            box, mask = finite_bounds(self.x, self.y) if known is None else known
             finite = point_range(len(self.x)) if mask is None else np.flatnonzero(mask)
             self._box = (box or (math.nan,) * 4, finite)
         return self._box
@@ -206,9 +212,11 @@ def point_range(n: int, step: int = 1, dtype: np.dtype | None = None) -> np.ndar
     return out
 
 
-def finite_bounds(
-    x: np.ndarray, y: np.ndarray
-) -> tuple[tuple[float, ...] | None, np.ndarray | None]:
+FiniteBounds = tuple[tuple[float, ...] | None, np.ndarray | None]
+"""What :func:`finite_bounds` returns: the box of the finite points, and which they are."""
+
+
+def finite_bounds(x: np.ndarray, y: np.ndarray) -> FiniteBounds:
     """Bounds ``(xmin, ymin, xmax, ymax)`` of the points with finite coordinates (None if
     there are none), and which points those are (None: every point).
 

@@ -42,7 +42,7 @@ from rasteret.errors import SchemaError, UnsupportedFormatError
 from rasteret.ingest.metadata import BandMetadata, RasterLevel
 from rasteret.read.bands import TileKey, TileSource, _alpha_sample, _mask_level, _tiles
 from rasteret.read.grid import crs_key
-from rasteret.read.locate import Candidates, locate, point_array
+from rasteret.read.locate import Candidates, FiniteBounds, locate, point_array
 from rasteret.read.options import ReadOptions
 from rasteret.read.plan import RecordRef, SkippedRecord, _resolve_bands
 from rasteret.types import crs_
@@ -257,6 +257,7 @@ def plan_points(
     read_options: ReadOptions | None = None,
     on_tiles: Callable[[Mapping[TileKey, TileSource]], None] | None = None,
     bytes_in: threading.Event | None = None,
+    bounds: FiniteBounds | None = None,
 ) -> PointPlan:
     """Plan sampling ``bands`` of ``records`` at the points ``(x, y)`` (in ``points_crs``).
 
@@ -272,6 +273,9 @@ def plan_points(
     nothing left to do after the last decode); once it is set, dense pixels go to mosaics
     (no sort, when the tiles are already being decoded).
 
+    ``bounds``: :func:`~rasteret.read.locate.finite_bounds` of ``x, y`` when the caller
+    has it already (it is then not worked out again).
+
     Raises:
         SchemaError: no bands, or ``x`` and ``y`` of different lengths.
         BandResolutionError: a record lacks a requested band (``on_missing="raise"``).
@@ -279,7 +283,7 @@ def plan_points(
     """
     options = options or PointOptions()
     bands = tuple(bands)
-    step = _locate_and_number(records, x, y, points_crs, bands, options, read_options)
+    step = _locate_and_number(records, x, y, points_crs, bands, options, read_options, bounds)
     if bytes_in is not None and not bytes_in.is_set():
         step.budget.left = 0  # still waiting for bytes: sort (see above)
     if on_tiles is not None:
@@ -384,6 +388,7 @@ def _locate_and_number(
     bands: tuple[str, ...],
     options: PointOptions,
     read_options: ReadOptions | None,
+    bounds: FiniteBounds | None = None,
 ) -> _FirstStep:
     """Planning's first step: check the records, locate the points, number their pixels by
     tile and register every tile needed."""
@@ -395,7 +400,7 @@ def _locate_and_number(
         raise SchemaError(f"expected as many x as y coordinates, got {len(x)} and {len(y)}")
     usable, skipped = check_records(records, bands, read_options or ReadOptions())
     src = crs_key(crs_(points_crs))
-    finder = Candidates(x, y, src)
+    finder = Candidates(x, y, src, bounds)
     per_record = []
     for ri, metas in usable:
         cands = [finder.near(m) for m in metas]

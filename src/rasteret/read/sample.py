@@ -64,7 +64,7 @@ from rasteret.read.execute import (
     fetch_options,
 )
 from rasteret.read.grid import crs_key
-from rasteret.read.locate import pixel_of, point_array, spatial_order
+from rasteret.read.locate import FiniteBounds, pixel_of, point_array, spatial_order
 from rasteret.read.mask import nodata_mask
 from rasteret.read.options import ReadOptions
 from rasteret.read.plan import RecordRef
@@ -495,6 +495,7 @@ async def read_points_async(
     read_options: ReadOptions | None = None,
     requests_out: threading.Event | None = None,
     rows_known: RowsKnown | None = None,
+    bounds: FiniteBounds | None = None,
 ) -> PointSamples:
     """Sample ``bands`` of ``records`` at the points ``(x, y)`` given in ``points_crs``.
 
@@ -511,6 +512,8 @@ async def read_points_async(
             ``point_index``, ``record_index``, ``row`` and ``col`` will be, as soon as
             they are known, when that is before the read ends (one record, one batch,
             ``match="all"``): work on the rows alone can start while pixels are read.
+        bounds: :func:`~rasteret.read.locate.finite_bounds` of ``x, y``, when the caller
+            has it (the planner then does not work it out again).
 
     Returns:
         The rows, point-major: points in input order, then records in the order given.
@@ -532,7 +535,7 @@ async def read_points_async(
                 records, xs, ys, points_crs, bands, options, read_options, out
             )
         return await _read_batches(
-            records, xs, ys, points_crs, bands, options, read_options, out, rows_known
+            records, xs, ys, points_crs, bands, options, read_options, out, rows_known, bounds
         )
     finally:
         out.set()
@@ -642,6 +645,7 @@ async def _read_batches(
     read_options: ReadOptions,
     requests_out: threading.Event,
     rows_known: RowsKnown | None = None,
+    bounds: FiniteBounds | None = None,
 ) -> PointSamples:
     n = len(xs)
     size = options.points_per_batch(len(records), len(bands))
@@ -677,7 +681,7 @@ async def _read_batches(
                     # this thread would hold the GIL up to a switch interval (5 ms) at a time
                     fetching.wait(_FETCH_WAIT_S)
             return plan_points(records, bx, by, points_crs, bands, options, read_options,
-                               on_tiles, bytes_in)  # fmt: skip
+                               on_tiles, bytes_in, bounds if ids is None else None)  # fmt: skip
 
         async def when_free() -> PointPlan:
             assert after is not None
@@ -798,10 +802,9 @@ def read_points(
     read_options: ReadOptions | None = None,
     requests_out: threading.Event | None = None,
     rows_known: RowsKnown | None = None,
+    bounds: FiniteBounds | None = None,
 ) -> PointSamples:
     """Synchronous :func:`read_points_async` (runs on rasteret's event-loop thread)."""
-    return run(
-        read_points_async(
-            records, x, y, points_crs, bands, options, read_options, requests_out, rows_known
-        )
-    )
+    return run(read_points_async(
+        records, x, y, points_crs, bands, options, read_options, requests_out, rows_known, bounds
+    ))  # fmt: skip
