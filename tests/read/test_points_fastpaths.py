@@ -525,3 +525,61 @@ def _without_bounds(plan: Any) -> Any:
         return plan(*args[:-1], None)
 
     return planned
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from([10.0, 0.5, 1 / 3, 30.0]),
+    st.sampled_from([-10.0, -0.25, -1 / 7, 20.0]),
+    st.integers(1, 40),
+    st.integers(1, 40),
+    st.lists(
+        st.tuples(st.floats(-0.01, 1.01), st.floats(-0.01, 1.01), st.sampled_from([0, 1, 2])),
+        min_size=1,
+        max_size=12,
+    ),
+)
+def test_points_of_a_box_inside_the_grid_are_each_inside(
+    a: float, e: float, width: int, height: int, where: list[tuple[float, float, int]]
+) -> None:
+    """box_inside (the box's edges through the grid arithmetic) never says inside when a
+    point is not, also for points on or a rounding step off the grid's edges; and locate
+    given the box marks what it marks without."""
+    from types import SimpleNamespace
+
+    from rasteret.read.locate import box_inside
+
+    c, f = 600_000.0 + 1 / 3, 5_000_000.0 - 1 / 7
+    x_edges = sorted((c, c + a * width))
+    y_edges = sorted((f, f + e * height))
+    xs, ys = [], []
+    for u, v, nudge in where:  # a fraction of the extent, and some exactly on an edge
+        x = x_edges[0] + u * (x_edges[1] - x_edges[0])
+        y = y_edges[0] + v * (y_edges[1] - y_edges[0])
+        if nudge:
+            x = x_edges[nudge - 1] if u > 0.5 else x
+            x = math.nextafter(x, -math.inf if nudge == 2 else math.inf) if u > 0.9 else x
+        xs.append(x)
+        ys.append(y)
+    x, y = np.array(xs), np.array(ys)
+    transform = (a, 0.0, c, 0.0, e, f)
+    box = (x.min(), y.min(), x.max(), y.max())
+    cols, rows = pixel_coordinates(transform, x, y)
+    inside = (cols >= 0) & (cols < width) & (rows >= 0) & (rows < height)
+    if box_inside(transform, width, height, box):
+        assert inside.all()
+    meta = SimpleNamespace(
+        level=SimpleNamespace(transform=transform, image_width=width, image_height=height)
+    )
+    every = np.arange(len(x))
+    fast = locate(meta, every, x, y, box)  # type: ignore[arg-type]
+    general = locate(meta, every, x, y)  # type: ignore[arg-type]
+    for got, want in zip(fast, general, strict=True):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(general[2], inside)
+
+
+def test_box_inside_is_undecided_for_rotated_grids() -> None:
+    from rasteret.read.locate import box_inside
+
+    assert not box_inside((10.0, 0.5, 0.0, 0.5, -10.0, 1000.0), 100, 100, (1.0, 900.0, 2.0, 901.0))

@@ -29,6 +29,7 @@ __all__ = [
     "point_array",
     "POINT_POOL_MB",
     "Candidates",
+    "box_inside",
     "FiniteBounds",
     "finite_bounds",
     "locate",
@@ -76,6 +77,7 @@ class Candidates:
         self._near: dict[tuple[tuple[float, ...], str], np.ndarray] = {}
         self._wanted: dict[str, np.ndarray] = {}
         self._box: tuple[tuple[float, ...], np.ndarray] | None = None
+        self._every_finite = False
 
     def near(self, meta: BandMetadata) -> np.ndarray:
         """Sorted indices of the points whose coordinates may fall in ``meta``'s raster."""
@@ -110,7 +112,16 @@ class Candidates:
             box, mask = finite_bounds(self.x, self.y) if known is None else known
             finite = point_range(len(self.x)) if mask is None else np.flatnonzero(mask)
             self._box = (box or (math.nan,) * 4, finite)
+            self._every_finite = mask is None and box is not None
         return self._box
+
+    def box_in(self, key: str) -> tuple[float, ...] | None:
+        """Bounds of the coordinates :meth:`project` gives for the CRS ``key`` when they
+        are the points' own (``key`` is their CRS) and every one is finite, else None."""
+        if not same_crs(key, self.src):
+            return None
+        box, _ = self._finite_box()
+        return box if self._every_finite else None
 
     def _search(self, bounds: tuple[float, ...]) -> np.ndarray:
         if self._sorted is None:
@@ -239,16 +250,29 @@ def finite_bounds(x: np.ndarray, y: np.ndarray) -> FiniteBounds:
 
 
 def locate(
-    meta: BandMetadata, idx: np.ndarray, px: np.ndarray, py: np.ndarray
+    meta: BandMetadata,
+    idx: np.ndarray,
+    px: np.ndarray,
+    py: np.ndarray,
+    box: tuple[float, ...] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fractional pixel (row, col) of the points ``idx`` in ``meta``'s full-resolution grid,
     and whether they fall inside it, exactly as ``rasterio.transform.rowcol`` computes them
-    (the inverse affine applied to x and y, then floored)."""
+    (the inverse affine applied to x and y, then floored).
+
+    ``box``: the bounds ``(xmin, ymin, xmax, ymax)`` of ``px, py`` when every one is
+    finite. When ``idx`` is every point and the box falls inside the grid
+    (:func:`box_inside`), so does every point, and none is tested."""
     lv = meta.level
-    if len(idx) == len(px) and (len(idx) == 0 or idx[-1] == len(idx) - 1):
-        cols, rows = pixel_coordinates(lv.transform, px, py)  # every point: no subsetting
+    every = len(idx) == len(px) and (len(idx) == 0 or idx[-1] == len(idx) - 1)
+    if every:
+        cols, rows = pixel_coordinates(lv.transform, px, py)  # no subsetting
     else:
         cols, rows = pixel_coordinates(lv.transform, px[idx], py[idx])
+    if every and box is not None and box_inside(lv.transform, lv.image_width, lv.image_height, box):
+        inside = point_array(len(rows), np.dtype(bool))
+        inside.fill(True)
+        return rows, cols, inside
     # floor(v) >= 0 iff v >= 0, and floor(v) < n iff v < n for whole n: no floor needed
     ok = np.greater_equal(rows, 0, out=point_array(len(rows), np.dtype(bool)))
     test = point_array(len(rows), np.dtype(bool))
@@ -256,6 +280,31 @@ def locate(
     ok &= np.greater_equal(cols, 0, out=test)
     ok &= np.less(cols, lv.image_width, out=test)
     return rows, cols, ok
+
+
+def box_inside(transform: Sequence[float], width: int, height: int, box: tuple[float, ...]) -> bool:
+    """Whether every point with coordinates inside ``box`` (``xmin, ymin, xmax, ymax``,
+    finite) falls inside the north-up grid ``transform`` of ``width`` x ``height`` pixels,
+    by the arithmetic of :func:`pixel_coordinates` (False for a rotated grid: not decided).
+
+    The fractional column of a point is ``x * a + c`` of the inverse transform, one
+    correctly rounded multiply and one add, and rounding keeps order: ``x <= x'`` gives
+    ``x * a + c <= x' * a + c`` for ``a > 0`` (the reverse for ``a < 0``). The columns of
+    the box's edges, worked out the same way, bound every point's column (rows alike).
+
+    >>> grid = (10.0, 0.0, 500000.0, 0.0, -10.0, 4600000.0)  # 100 x 100 pixels
+    >>> box_inside(grid, 100, 100, (500000.0, 4599000.0 + 1e-9, 500999.99, 4600000.0))
+    True
+    >>> box_inside(grid, 100, 100, (500000.0, 4599500.0, 501000.0, 4600000.0))  # right edge
+    False
+    """
+    inv = ~Affine(*transform[:6])
+    if inv.b != 0 or inv.d != 0:
+        return False
+    xmin, ymin, xmax, ymax = box
+    cols = (xmin * inv.a + inv.c, xmax * inv.a + inv.c)
+    rows = (ymin * inv.e + inv.f, ymax * inv.e + inv.f)
+    return bool(min(cols) >= 0 and max(cols) < width and min(rows) >= 0 and max(rows) < height)
 
 
 def pixel_of(

@@ -421,7 +421,7 @@ def _locate_and_number(
         for m, c in zip(metas, cands, strict=True):
             grid = _grid_key(m)  # bands on one grid (most records) are located once
             if grid not in by_grid:
-                by_grid[grid] = locate(m, c, *projected[grid[0]])
+                by_grid[grid] = locate(m, c, *projected[grid[0]], finder.box_in(grid[0]))
             located.append(by_grid[grid])
         pair_points, per_band = _pairs(cands, located)
         n = len(pair_points)
