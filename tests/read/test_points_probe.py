@@ -236,6 +236,30 @@ def test_tile_numbers_by_shifts_equal_divmod(n: int, seed: int, kind: str) -> No
     assert fast.used == general.used
 
 
+@pytest.mark.parametrize(
+    ("across", "down", "small"),
+    [(255, 257, np.uint16), (256, 256, np.uint32), (300, 300, np.uint32)],
+)
+def test_tile_numbers_of_many_tiles_by_shifts_equal_divmod(
+    across: int, down: int, small: type
+) -> None:
+    """Tile numbers are worked out in their small type (uint16 up to 65,535 tiles, else
+    uint32), also at the edge of each and in the last tile."""
+    from types import SimpleNamespace
+
+    level = SimpleNamespace(tiles_across=across, tiles_down=down, tile_width=16, tile_height=16)
+    rng = np.random.default_rng(across)
+    rows = np.append(rng.integers(0, down * 16, 5000), [down * 16 - 1, 0]).astype(np.int32)
+    cols = np.append(rng.integers(0, across * 16, 5000), [across * 16 - 1, 0]).astype(np.int32)
+    fast = _tile_numbers(level, rows, cols, 0)  # type: ignore[arg-type]
+    general = _tile_numbers(level, rows.astype(np.int64), cols.astype(np.int64), 0)  # type: ignore[arg-type]
+    assert fast.number.dtype == general.number.dtype == small
+    np.testing.assert_array_equal(fast.number, (rows // 16) * across + cols // 16)
+    np.testing.assert_array_equal(fast.number, general.number)
+    np.testing.assert_array_equal(fast.pixels, general.pixels)
+    assert fast.used == general.used
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.integers(0, 400), st.integers(0, 3), st.integers(0, 50))
 def test_targets_as_a_run_equal_the_explicit_run(n: int, seed: int, first: int) -> None:

@@ -780,19 +780,22 @@ def _tile_numbers(
         and rows.dtype == cols.dtype == np.int32
         and th * tw * _MAX_SAMPLES < 2**31
     ):
-        # shifts and masks in few int32 buffers (fresh memory is costly): the tile row,
-        # times the tiles across, plus the tile column; then the row in the tile, times the
-        # tile width, plus the column in the tile
-        number32 = np.right_shift(rows, th.bit_length() - 1, out=point_array(len(rows), rows.dtype))
-        number32 *= across
-        part = np.right_shift(cols, tw.bit_length() - 1, out=point_array(len(rows), rows.dtype))
-        number32 += part
-        number = point_array(len(rows), small)
-        np.copyto(number, number32, casting="unsafe")
-        pixels = np.bitwise_and(rows, th - 1, out=number32)
-        del number32
+        # shifts and masks in few buffers (fresh memory is costly): the tile row, times the
+        # tiles across, plus the tile column, straight in the small type (every partial
+        # result is a tile number, so it fits); then the row in the tile, times the tile
+        # width, plus the column in the tile
+        number = np.right_shift(
+            rows, th.bit_length() - 1, out=point_array(len(rows), small), casting="unsafe"
+        )
+        number *= small.type(across)
+        tile_col = np.right_shift(
+            cols, tw.bit_length() - 1, out=point_array(len(rows), small), casting="unsafe"
+        )
+        number += tile_col
+        del tile_col
+        pixels = np.bitwise_and(rows, th - 1, out=point_array(len(rows), rows.dtype))
         pixels *= tw
-        np.bitwise_and(cols, tw - 1, out=part)
+        part = np.bitwise_and(cols, tw - 1, out=point_array(len(rows), rows.dtype))
         pixels += part
         del part
     else:
