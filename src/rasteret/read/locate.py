@@ -77,7 +77,6 @@ class Candidates:
         self._near: dict[tuple[tuple[float, ...], str], np.ndarray] = {}
         self._wanted: dict[str, np.ndarray] = {}
         self._box: tuple[tuple[float, ...], np.ndarray] | None = None
-        self._every_finite = False
 
     def near(self, meta: BandMetadata) -> np.ndarray:
         """Sorted indices of the points whose coordinates may fall in ``meta``'s raster."""
@@ -112,7 +111,6 @@ class Candidates:
             box, mask = finite_bounds(self.x, self.y) if known is None else known
             finite = point_range(len(self.x)) if mask is None else np.flatnonzero(mask)
             self._box = (box or (math.nan,) * 4, finite)
-            self._every_finite = mask is None and box is not None
         return self._box
 
     def box_in(self, key: str) -> tuple[float, ...] | None:
@@ -120,8 +118,8 @@ class Candidates:
         are the points' own (``key`` is their CRS) and every one is finite, else None."""
         if not same_crs(key, self.src):
             return None
-        box, _ = self._finite_box()
-        return box if self._every_finite else None
+        box, finite = self._finite_box()
+        return box if 0 < len(finite) == len(self.x) else None
 
     def _search(self, bounds: tuple[float, ...]) -> np.ndarray:
         if self._sorted is None:
@@ -290,7 +288,8 @@ def box_inside(transform: Sequence[float], width: int, height: int, box: tuple[f
     The fractional column of a point is ``x * a + c`` of the inverse transform, one
     correctly rounded multiply and one add, and rounding keeps order: ``x <= x'`` gives
     ``x * a + c <= x' * a + c`` for ``a > 0`` (the reverse for ``a < 0``). The columns of
-    the box's edges, worked out the same way, bound every point's column (rows alike).
+    the box's edges, worked out by :func:`pixel_coordinates` itself, bound every point's
+    column (rows alike).
 
     >>> grid = (10.0, 0.0, 500000.0, 0.0, -10.0, 4600000.0)  # 100 x 100 pixels
     >>> box_inside(grid, 100, 100, (500000.0, 4599000.0 + 1e-9, 500999.99, 4600000.0))
@@ -298,13 +297,11 @@ def box_inside(transform: Sequence[float], width: int, height: int, box: tuple[f
     >>> box_inside(grid, 100, 100, (500000.0, 4599500.0, 501000.0, 4600000.0))  # right edge
     False
     """
-    inv = ~Affine(*transform[:6])
-    if inv.b != 0 or inv.d != 0:
+    if transform[1] != 0 or transform[3] != 0:  # rotated or sheared
         return False
     xmin, ymin, xmax, ymax = box
-    cols = (xmin * inv.a + inv.c, xmax * inv.a + inv.c)
-    rows = (ymin * inv.e + inv.f, ymax * inv.e + inv.f)
-    return bool(min(cols) >= 0 and max(cols) < width and min(rows) >= 0 and max(rows) < height)
+    cols, rows = pixel_coordinates(transform, np.array([xmin, xmax]), np.array([ymin, ymax]))
+    return bool(cols.min() >= 0 and cols.max() < width and rows.min() >= 0 and rows.max() < height)
 
 
 def pixel_of(
