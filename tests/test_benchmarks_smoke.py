@@ -16,7 +16,11 @@ import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SCRIPTS = sorted(BENCHMARKS.glob("bench_*.py"))
-NEEDS = {"bench_torchgeo": ("torch", "torchgeo"), "bench_dask": ("distributed",)}
+NEEDS = {
+    "bench_torchgeo": ("torch", "torchgeo"),
+    "bench_dask": ("distributed",),
+    "bench_peers": ("async_tiff",),
+}
 """Optional packages a script imports (extras a Python may lack, e.g. torch on 3.13)."""
 
 pytestmark = pytest.mark.slow
