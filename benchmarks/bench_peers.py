@@ -50,17 +50,17 @@ import _common
 import bench_points
 import rasteret
 from bench_reads import (
-    CRS,
     LATENCY,
     Key,
     Scenario,
     clear_caches,
     compare,
+    plan_floor,
     rasteret_read,
+    scenario_files,
     scenarios,
 )
 from rasteret._collection_reads import records_for
-from rasteret.read import ReadOptions, plan_read
 from rasteret.read.cache import clear_tile_cache
 from rasteret.read.points import plan_points
 from rasteret.testing.scenes import record_table
@@ -282,15 +282,8 @@ def run_scenario(
     repeat: int,
 ) -> dict[str, Any]:
     selected = collection.where(pc.field("proj:epsg").isin(list(scenario.zones)))
-    files = [
-        (s.scene_id, band, corpus.relpaths[s.scene_id][band])
-        for s in corpus.specs
-        if s.epsg in scenario.zones
-        for band in scenario.bands
-    ]
-    records = records_for(selected, scenario.bands)
-    plan = plan_read(records, scenario.aois, CRS, scenario.bands, ReadOptions(**scenario.options))
-    floor = _common.measure_floor(plan.fetch_tiles, repeat=repeat, server=server)
+    files = scenario_files(scenario, corpus)
+    floor = plan_floor(selected, scenario, server, repeat)
     store = HTTPStore.from_url(server.url, client_options={"allow_http": True})
     opened = asyncio.run(open_all(store, files))
 

@@ -216,6 +216,33 @@ def compare(ours: dict[Key, Any], theirs: dict[Key, Any], zone_of: dict[str, int
 # -- the benchmark ------------------------------------------------------------------------------------
 
 
+def scenario_files(
+    scenario: Scenario, corpus: _common.SceneCorpus, base_url: str | None = None
+) -> list[tuple[str, str, str]]:
+    """``(scene id, band, file)`` of every file ``scenario`` reads: its URL under
+    ``base_url``, or its path relative to the corpus root."""
+    return [
+        (s.scene_id, band, corpus.relpaths[s.scene_id][band] if base_url is None
+         else corpus.hrefs(base_url)[s.scene_id][band])
+        for s in corpus.specs
+        if s.epsg in scenario.zones
+        for band in scenario.bands
+    ]  # fmt: skip
+
+
+def plan_floor(
+    selected: rasteret.Collection,
+    scenario: Scenario,
+    server: _common.ServerProcess,
+    repeat: int,
+) -> _common.Floor:
+    """The floor of ``scenario`` on the records ``selected``: exactly the tiles rasteret's
+    plan fetches."""
+    records = records_for(selected, scenario.bands)
+    plan = plan_read(records, scenario.aois, CRS, scenario.bands, ReadOptions(**scenario.options))
+    return _common.measure_floor(plan.fetch_tiles, repeat=repeat, server=server)
+
+
 def run_scenario(
     scenario: Scenario,
     collection: rasteret.Collection,
@@ -226,18 +253,9 @@ def run_scenario(
     rasterio: bool = True,
 ) -> dict[str, Any]:
     selected = collection.where(pc.field("proj:epsg").isin(list(scenario.zones)))
-    hrefs = corpus.hrefs(server.url)
     zone_of = {s.scene_id: s.epsg for s in corpus.specs}
-    files = [
-        (s.scene_id, band, hrefs[s.scene_id][band])
-        for s in corpus.specs
-        if s.epsg in scenario.zones
-        for band in scenario.bands
-    ]
-    # The floor: exactly the tiles rasteret's plan fetches.
-    records = records_for(selected, scenario.bands)
-    plan = plan_read(records, scenario.aois, CRS, scenario.bands, ReadOptions(**scenario.options))
-    floor = _common.measure_floor(plan.fetch_tiles, repeat=repeat, server=server)
+    files = scenario_files(scenario, corpus, server.url)
+    floor = plan_floor(selected, scenario, server, repeat)
 
     def counted(
         fn: Callable[[], Any], before: Callable[[], None], runs: int, warmup: int = 0
