@@ -14,6 +14,7 @@ import shapely
 import shapely.affinity
 
 import rasteret
+from rasteret.errors import SchemaError
 from rasteret.testing.scenes import monthly_series, record_table, scene_footprint, write_scene
 from rasteret.types import classic_arrow_types
 
@@ -195,6 +196,86 @@ def test_one_geometry_column_is_a_point_list(form: str, collection: Any) -> None
     assert got.num_rows == expected.num_rows > 0
     assert got.column("B04").to_pylist() == expected.column("B04").to_pylist()
     assert got.column("record_id").to_pylist() == expected.column("record_id").to_pylist()
+
+
+def _pair_forms() -> dict[str, Any]:
+    xy = [(p.x, p.y) for p in _points()]
+    return {
+        "list of tuples": xy,
+        "tuple of lists": tuple(list(pair) for pair in xy),
+        "(N, 2) array": np.array(xy),
+        "list of NumPy scalars": [(np.float64(x), np.float64(y)) for x, y in xy],
+    }
+
+
+@pytest.mark.parametrize("form", list(_pair_forms()))
+def test_xy_pairs_are_points_as_rasterio_samples_them(form: str, collection: Any) -> None:
+    """``(x, y)`` pairs, as rasterio's ``sample()`` takes them, are points: the same rows,
+    values and WKB geometries as shapely points (CRS: EPSG:4326 unless given)."""
+    expected = collection.sample_points(_points(), ["B04", "B08"])
+    got = collection.sample_points(_pair_forms()[form], ["B04", "B08"])
+    assert got.num_rows == expected.num_rows > 0
+    for name in ("geometry", "record_id", "B04", "B08", "row", "col", "point_crs"):
+        assert got.column(name).to_pylist() == expected.column(name).to_pylist(), name
+
+
+def test_one_xy_pair_is_one_point(collection: Any) -> None:
+    point = _points()[1]
+    got = collection.sample_points((point.x, point.y), ["B04"])
+    expected = collection.sample_points([point], ["B04"])
+    assert got.column("B04").to_pylist() == expected.column("B04").to_pylist()
+    assert got.num_rows == len(SPECS)
+
+
+def test_xy_pairs_in_a_given_crs(collection: Any) -> None:
+    utm = gpd.GeoSeries(_points(), crs="EPSG:4326").to_crs(32633)
+    pairs = np.column_stack([utm.x.to_numpy(), utm.y.to_numpy()])
+    got = collection.sample_points(pairs, ["B04"], geometry_crs="EPSG:32633")
+    expected = collection.sample_points(_points(), ["B04"])
+    assert got.column("B04").to_pylist() == expected.column("B04").to_pylist()
+    assert set(got.column("point_crs").to_pylist()) == {"EPSG:32633"}
+
+
+@pytest.mark.parametrize(
+    ("pairs", "says"),
+    [
+        ([(1.0, 2.0), (3.0, "a")], "got (3.0, 'a') at row 1"),
+        ([(1.0, 2.0), (1.0, 2.0, 3.0)], "at row 1"),
+        ([(1.0, 2.0), None], "got None at row 1"),
+        (np.zeros((3, 3)), "shape (N, 2), got shape (3, 3)"),
+        (np.zeros(4), "got shape (4,)"),
+    ],
+)
+def test_malformed_xy_pairs_are_refused_naming_the_row(
+    pairs: Any, says: str, collection: Any
+) -> None:
+    with pytest.raises(SchemaError, match="expected \\(x, y\\) pairs") as info:
+        collection.sample_points(pairs, ["B04"])
+    assert says in str(info.value)
+
+
+def test_a_dict_of_columns_is_a_point_table(collection: Any) -> None:
+    """A dict of columns (as pandas and pyarrow take them) is a table: its columns kept, its
+    x/y columns found, their CRS asked for as for any table."""
+    pts = _points()
+    columns = {"site": ["a", "b", "c"], "lon": [p.x for p in pts], "lat": [p.y for p in pts]}
+    got = collection.sample_points(columns, ["B04"], geometry_crs="EPSG:4326")
+    expected = collection.sample_points(pa.table(columns), ["B04"], geometry_crs="EPSG:4326")
+    assert got.equals(expected)
+    assert got.column("site").to_pylist()[: len(SPECS)] == ["a"] * len(SPECS)
+    with pytest.raises(SchemaError, match="geometry_crs"):
+        collection.sample_points(columns, ["B04"])
+
+
+def test_a_dict_of_unequal_columns_is_refused(collection: Any) -> None:
+    with pytest.raises(SchemaError, match="dict of equal-length columns, got keys \\['x', 'y'\\]"):
+        collection.sample_points({"x": [1.0, 2.0], "y": [1.0]}, ["B04"], geometry_crs=4326)
+
+
+def test_a_dict_that_is_no_geojson_is_refused_as_an_aoi(collection: Any) -> None:
+    """A dict without a GeoJSON ``type`` is not an AOI: a SchemaError, not an AttributeError."""
+    with pytest.raises(SchemaError, match="expected a GeoJSON geometry"):
+        collection.get_numpy({"coordinates": [[0, 0], [1, 1]]}, ["B04"])
 
 
 # -- AOIs of different sizes ---------------------------------------------------------------------

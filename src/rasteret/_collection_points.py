@@ -2,7 +2,7 @@
 
 Points come as a table (Arrow, GeoDataFrame, DuckDB relation, Polars frame, anything with
 ``__arrow_c_stream__``) with a geometry column (WKB, GeoArrow point, shapely) or x/y columns,
-or as an array of shapely points or WKB. They are normalised once to float64 ``x``/``y``
+or as an array of shapely points or WKB, or ``(x, y)`` pairs. They are normalised once to float64 ``x``/``y``
 arrays plus the table's other columns (:func:`normalize_points`); the records whose
 footprints meet the points' bounds are selected with pushdown (as for pixel reads), read
 with :func:`rasteret.read.sample.read_points` and assembled by
@@ -14,8 +14,9 @@ pixels are read.
 
 from __future__ import annotations
 
+import numbers
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Any
@@ -86,11 +87,13 @@ def normalize_points(
     GeoParquet-tagged one, else ``geometry``) unless ``x_column``/``y_column`` are given or
     it has no geometry column; then x/y columns are used (auto-detected among
     :data:`XY_COLUMN_PAIRS`). x/y columns need ``geometry_crs`` unless their field metadata
-    carries a ``crs`` entry. Geometry CRS: ``geometry_crs``, else the CRS the input carries,
-    else EPSG:4326.
+    carries a ``crs`` entry. A dict without a GeoJSON ``type`` is a table of columns;
+    ``(x, y)`` pairs are read by :func:`xy_pairs`. Geometry CRS: ``geometry_crs``, else the
+    CRS the input carries, else EPSG:4326.
 
     Raises:
-        SchemaError: no geometry or x/y columns, x/y without a CRS, or non-point geometries.
+        SchemaError: no geometry or x/y columns, x/y without a CRS, non-point geometries,
+            pairs that are not all pairs of numbers, or a dict of unequal columns.
 
     >>> pts = normalize_points(pa.table({"site": ["a"], "lon": [77.5], "lat": [13.0]}),
     ...                        geometry_crs="EPSG:4326")
@@ -102,7 +105,12 @@ def normalize_points(
             f"expected both x_column= and y_column= or neither, got x_column={x_column!r}, "
             f"y_column={y_column!r}"
         )
+    if isinstance(points, Mapping) and "type" not in points:
+        points = _columns_table(points)
     if not _is_table(points):
+        pairs = xy_pairs(points)
+        if pairs is not None:
+            return Points(*pairs, _crs_or_default(geometry_crs), None, None, "geometry")
         geoms = geometries_to_shapely(points)
         x, y = _point_xy(geoms)
         crs = geometry_crs if geometry_crs is not None else carried_crs(points)
@@ -138,6 +146,66 @@ def normalize_points(
         column if is_wkb else None,
         name,
     )
+
+
+def xy_pairs(points: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """x and y (float64) of points given as ``(x, y)`` pairs of numbers, as rasterio's
+    ``sample()`` takes them: an ``(N, 2)`` numeric array, a list or tuple of pairs, or one
+    pair. None for any other input (geometries, WKB, tables).
+
+    Raises:
+        SchemaError: a numeric array not of shape ``(N, 2)``, or a sequence whose first item
+            is a pair of numbers but which is not all pairs of numbers (the first item that
+            is not is named).
+
+    >>> x, y = xy_pairs([(500000.0, 4100000.0), (500010, 4100020)])
+    >>> x.tolist(), y.tolist()
+    ([500000.0, 500010.0], [4100000.0, 4100020.0])
+    >>> xy_pairs((1.5, 2.5))[0].tolist(), xy_pairs(["POINT (1 2)"])
+    ([1.5], None)
+    """
+    if isinstance(points, np.ndarray):
+        if points.dtype.kind not in "iuf":
+            return None
+        if points.ndim != 2 or points.shape[1] != 2:
+            raise SchemaError(
+                f"expected (x, y) pairs as an array of shape (N, 2), got shape {points.shape}"
+            )
+        pairs = points.astype(np.float64)
+    elif isinstance(points, list | tuple) and points:
+        if _number_pair(points):
+            return np.array([float(points[0])]), np.array([float(points[1])])
+        if not _number_pair(points[0]):
+            return None
+        try:
+            pairs = np.asarray(points, dtype=np.float64)
+        except (TypeError, ValueError):
+            pairs = np.empty((0, 0))
+        if pairs.ndim != 2 or pairs.shape[1] != 2:  # name the first item that is no pair
+            bad = next((i for i, p in enumerate(points) if not _number_pair(p)), 0)
+            raise SchemaError(f"expected (x, y) pairs of numbers, got {points[bad]!r} at row {bad}")
+    else:
+        return None
+    return np.ascontiguousarray(pairs[:, 0]), np.ascontiguousarray(pairs[:, 1])
+
+
+def _number_pair(value: Any) -> bool:
+    return (
+        isinstance(value, list | tuple | np.ndarray)
+        and len(value) == 2
+        and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value)
+    )
+
+
+def _columns_table(columns: Mapping[Any, Any]) -> pa.Table:
+    """A dict of columns (as pandas and pyarrow take them) as a table."""
+    try:
+        return pa.table({str(name): values for name, values in columns.items()})
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
+        raise SchemaError(
+            "expected a GeoJSON dict (with a 'type') or a dict of equal-length columns, got "
+            f"keys {list(columns)[:8]}: {exc}"
+        ) from exc
 
 
 def _has_geometry(table: pa.Table) -> bool:
@@ -325,8 +393,10 @@ class PointSamplingMixin:
         """Band values under points: one row per (point, record) whose raster holds it.
 
         Args:
-            points: A table (Arrow, GeoDataFrame, DuckDB, Polars, ...) with a point
-                geometry column or x/y columns, or shapely points / WKB.
+            points: A table (Arrow, GeoDataFrame, DuckDB, Polars, a dict of columns, ...)
+                with a point geometry column or x/y columns; shapely points / WKB; or
+                ``(x, y)`` pairs (a list, or an ``(N, 2)`` array, as rasterio's
+                ``sample()`` takes them).
             bands: Band names, in output column order.
             geometry_column: The table's point column (default: the tagged one, else
                 ``geometry``).

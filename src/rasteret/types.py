@@ -552,7 +552,13 @@ def _python_to_shapely(value: Any) -> np.ndarray:
             return _python_to_shapely(value.get("geometry"))
         try:
             return _object_array([shapely.geometry.shape(value)])
-        except (KeyError, TypeError, ValueError, shapely.errors.ShapelyError) as exc:
+        except (
+            AttributeError,
+            KeyError,
+            TypeError,
+            ValueError,
+            shapely.errors.ShapelyError,
+        ) as exc:
             raise SchemaError(
                 f"expected a GeoJSON geometry, got {str(value)[:120]}: {exc}"
             ) from exc
