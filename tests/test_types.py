@@ -305,6 +305,21 @@ def test_to_crs84_passes_lon_lat_through_for_epsg_4326() -> None:
     assert to_crs84(geoms, "EPSG:4326")[0] is geoms[0]
 
 
+def test_to_crs84_transforms_polygons_of_no_area_as_they_are() -> None:
+    """GEOS cannot densify a polygon of no area (a point or a line as a box): it failed on
+    the one and emptied the other. They are transformed undensified; lines and areas are
+    densified as before."""
+    tr = pyproj.Transformer.from_crs(UTM33, CRS84, always_xy=True)
+    point_box, row_box = box(500_000, 0, 500_000, 0), box(500_000, 10, 500_100, 10)
+    line = LineString([(500_000, 0), (500_100, 100)])
+    out = to_crs84(np.array([point_box, row_box, line], dtype=object), "EPSG:32633")
+    np.testing.assert_allclose(out[0].bounds, tr.transform(500_000, 0) * 2, atol=1e-12)
+    lon0, lat = tr.transform(500_000, 10)
+    lon1, _ = tr.transform(500_100, 10)
+    np.testing.assert_allclose(out[1].bounds, (lon0, lat, lon1, lat), atol=1e-12)
+    assert shapely.get_num_coordinates(out[2]) > 2  # densified
+
+
 def test_to_crs84_rejects_untransformable_coordinates() -> None:
     with pytest.raises(SchemaError, match=r"rows \[0\]"):
         to_crs84(np.array([Point(1e30, 0)], dtype=object), 32633)

@@ -419,8 +419,14 @@ def to_crs84(
     transformer = _transformer_to_crs84(source)
     bounds = shapely.bounds(geoms)
     extent = np.fmax(bounds[:, 2] - bounds[:, 0], bounds[:, 3] - bounds[:, 1])
-    step = np.where(extent > 0, extent / max(densify_points - 1, 1), np.inf)
-    dense = shapely.segmentize(geoms, step)
+    # GEOS cannot densify a polygon of no area (a point or a line as a box): it fails on
+    # some and empties others, so those are transformed as they are
+    polygonal = np.isin(shapely.get_type_id(geoms), (3, 6))
+    densify = (extent > 0) & ~(polygonal & (shapely.area(geoms) == 0))
+    dense = geoms.copy()
+    if densify.any():
+        step = extent[densify] / max(densify_points - 1, 1)
+        dense[densify] = shapely.segmentize(geoms[densify], step)
 
     def _transform(xy: np.ndarray) -> np.ndarray:
         x, y = transformer.transform(xy[:, 0], xy[:, 1])

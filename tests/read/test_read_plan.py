@@ -196,6 +196,20 @@ def test_points_and_lines_point_to_sample_points(files: dict[str, Path], geom: o
         plan_read([record("a", files["a"])], [box(0, 0, 5, 5), geom], 32633, ["b1"], ReadOptions())
 
 
+@pytest.mark.parametrize(
+    "geom",
+    [box(X0, Y0, X0, Y0), box(X0, Y0 - 50, X0 + 50, Y0 - 50), box(X0, Y0 - 50, X0, Y0)],
+    ids=["a point as a box", "a row as a box", "a column as a box"],
+)
+def test_aois_of_no_area_point_to_sample_points(files: dict[str, Path], geom: object) -> None:
+    """A box of no width or height is no area to read: refused with its bounds, as a point
+    or a line is, not read as an empty window."""
+    with pytest.raises(
+        SchemaError, match=r"Polygon of no area \(bounds .*\) at AOI 1.*sample_points"
+    ):
+        plan_read([record("a", files["a"])], [box(0, 0, 5, 5), geom], 32633, ["b1"], ReadOptions())
+
+
 def test_empty_aoi_and_empty_bands_are_errors(files: dict[str, Path]) -> None:
     with pytest.raises(SchemaError, match="empty Polygon at AOI 0"):
         plan_read([record("a", files["a"])], [shapely.Polygon()], 32633, ["b1"], ReadOptions())
