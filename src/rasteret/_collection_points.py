@@ -2,10 +2,10 @@
 
 Points come as a table (Arrow, GeoDataFrame, DuckDB relation, Polars frame, anything with
 ``__arrow_c_stream__``) with a geometry column (WKB, GeoArrow point, shapely) or x/y columns,
-or as an array of shapely points or WKB, or ``(x, y)`` pairs. They are normalised once to float64 ``x``/``y``
-arrays plus the table's other columns (:func:`normalize_points`); the records whose
-footprints meet the points' bounds are selected with pushdown (as for pixel reads), read
-with :func:`rasteret.read.sample.read_points` and assembled by
+or as an array of shapely points or WKB, or as ``(x, y)`` pairs. They are normalised once to
+float64 ``x``/``y`` arrays plus the table's other columns (:func:`normalize_points`); the
+records whose footprints meet the points' bounds are selected with pushdown (as for pixel
+reads), read with :func:`rasteret.read.sample.read_points` and assembled by
 :func:`rasteret.outputs.points.samples_to_table`. The output's geometry, and for a read of
 one record every column that does not depend on pixel values
 (:func:`rasteret.outputs.points.table_frame`), are built on threads of their own while the
