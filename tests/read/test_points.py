@@ -315,6 +315,37 @@ def test_outside_and_null_points_give_no_rows_unless_kept(single: Any) -> None:
     assert empty.schema.field("B08").type == pa.uint16()
 
 
+@pytest.mark.parametrize("batch_size", [None, 7])
+@pytest.mark.parametrize("point_crs", [EPSG, 4326])
+def test_the_table_converts_to_pandas_and_polars(
+    series: Any, point_crs: int, batch_size: int | None
+) -> None:
+    """The CRS columns' dictionaries hold each CRS once, in every chunk: pandas refuses
+    categories that repeat, and the points' CRS is often the rasters' own."""
+    pl = pytest.importorskip("polars")
+    xs, ys = _random_points(20, seed=11)
+    xs[3] = X0 - 500  # outside every record: a missing row
+    if point_crs == 4326:
+        xs, ys = Transformer.from_crs(EPSG, 4326, always_xy=True).transform(xs, ys)
+    table = pa.table({"site": np.arange(20), "x": xs, "y": ys})
+    out = series.sample_points(
+        table, ["B04"], geometry_crs=point_crs, keep_missing=True, batch_size=batch_size
+    )
+    assert out["record_id"].null_count >= 1  # a missing row
+    assert out.num_rows > 20  # three records
+    for name in ("point_crs", "raster_crs"):
+        for chunk in out[name].chunks:
+            names = chunk.dictionary.to_pylist()
+            assert len(names) == len(set(names)), (name, names)
+    frame = out.to_pandas()
+    assert (
+        frame["raster_crs"].astype(object).where(frame["raster_crs"].notna(), None).tolist()
+        == out["raster_crs"].to_pylist()
+    )
+    assert frame["point_crs"].astype(str).tolist() == [f"EPSG:{point_crs}"] * out.num_rows
+    assert pl.from_arrow(out)["raster_crs"].to_list() == out["raster_crs"].to_pylist()
+
+
 @pytest.mark.parametrize("keep_missing", [False, True])
 def test_geometry_built_during_the_read_equals_geometry_built_after(
     single: Any, keep_missing: bool, monkeypatch: pytest.MonkeyPatch

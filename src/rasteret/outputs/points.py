@@ -216,14 +216,17 @@ def table_frame(
         mask = None if stamp[0].is_valid or not len(rec) else _no_bits(len(rec))
         _add(frame, frame.head, "datetime",
              pa.Array.from_buffers(stamp.type, len(rec), [mask, pa.py_buffer(stamps)]))  # fmt: skip
-    crs_dictionary = pa.array([point_crs, *(c or "" for c in raster_crs)], pa.string())
+    # each CRS once in the dictionary (pandas' categories must be unique): the points' first
+    crs_names = list(dict.fromkeys([point_crs, *(c or "" for c in raster_crs)]))
+    crs_dictionary = pa.array(crs_names, pa.string())
+    record_crs = np.array([crs_names.index(c or "") for c in raster_crs], dtype=np.int32)
     zeros = np.zeros(len(rec), dtype=np.int32)  # untouched pages until read
     _add(frame, frame.tail, "point_crs", _dictionary(zeros, crs_dictionary))
     if only is None:
-        _add(frame, frame.tail, "raster_crs", _dictionary_take(crs_dictionary, rec, shift=1))
+        _add(frame, frame.tail, "raster_crs", _dictionary_take(crs_dictionary, record_crs, rec))
     else:
         indices = point_array(len(rec), np.dtype(np.int32))
-        indices.fill(only + 1)
+        indices.fill(record_crs[only])
         _add(frame, frame.tail, "raster_crs", _dictionary(indices, crs_dictionary))
     _add(frame, frame.tail, "row", _pixel_column(rows.row))
     _add(frame, frame.tail, "col", _pixel_column(rows.col))
@@ -459,13 +462,19 @@ def _per_record(per_record: pa.Array, index: np.ndarray) -> pa.Array:
     return per_record.take(pa.array(index, mask=missing if missing.any() else None))
 
 
-def _dictionary_take(dictionary: pa.Array, index: np.ndarray, shift: int = 0) -> pa.Array:
-    """A dictionary-encoded column with indices ``index + shift`` (null where ``index`` < 0):
-    the (long, repeated) CRS strings are stored once."""
-    indices = index.astype(np.int32)
-    missing = indices < 0
-    if shift:
-        indices += shift
+def _dictionary_take(dictionary: pa.Array, per_record: np.ndarray, index: np.ndarray) -> pa.Array:
+    """A dictionary-encoded column whose row ``i`` is ``dictionary[per_record[index[i]]]``
+    (null where ``index`` < 0): the (long, repeated) CRS strings are stored once.
+
+    >>> _dictionary_take(pa.array(["a", "b"]), np.array([1, 1, 0], np.int32),
+    ...                  np.array([2, -1, 0])).to_pylist()
+    ['a', None, 'b']
+    """
+    missing = index < 0
+    if len(per_record):
+        indices = np.take(per_record, index, mode="clip")  # the missing (-1) are masked
+    else:  # no record: every row is missing
+        indices = np.zeros(len(index), dtype=np.int32)
     return _dictionary(indices, dictionary, missing if missing.any() else None)
 
 
