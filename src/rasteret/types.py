@@ -45,6 +45,7 @@ __all__ = [
     "crs_",
     "field_geometry_encoding",
     "geoarrow_wkb_field",
+    "geoparquet_schema_metadata",
     "geometries_to_shapely",
     "geometries_to_wkb",
     "geometry_crs",
@@ -174,6 +175,23 @@ def geoarrow_wkb_field(name: str, crs: CRSLike = CRS84, *, nullable: bool = True
         nullable=nullable,
         metadata={EXTENSION_NAME_KEY: GEOARROW_WKB.encode(), EXTENSION_METADATA_KEY: meta.encode()},
     )
+
+
+def geoparquet_schema_metadata(
+    column: str, crs: CRSLike, geometry_types: Sequence[str] = ()
+) -> dict[bytes, bytes]:
+    """GeoParquet 1.1 ``geo`` schema metadata naming one WKB ``column`` in ``crs`` primary:
+    a table that carries it is GeoParquet once written (``geopandas.read_parquet`` and
+    DuckDB's spatial extension read it as such).
+
+    >>> geo = json.loads(geoparquet_schema_metadata("geometry", 32633, ["Point"])[b"geo"])
+    >>> geo["primary_column"], geo["columns"]["geometry"]["crs"]["id"]["code"]
+    ('geometry', 32633)
+    """
+    entry: dict[str, Any] = {"encoding": "WKB", "geometry_types": list(geometry_types)}
+    entry["crs"] = crs_(crs).to_json_dict()
+    geo = {"version": "1.1.0", "primary_column": column, "columns": {column: entry}}
+    return {b"geo": json.dumps(geo).encode()}
 
 
 def field_geometry_encoding(

@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 import rasterio
 import shapely
@@ -322,7 +323,6 @@ def test_the_table_converts_to_pandas_and_polars(
 ) -> None:
     """The CRS columns' dictionaries hold each CRS once, in every chunk: pandas refuses
     categories that repeat, and the points' CRS is often the rasters' own."""
-    pl = pytest.importorskip("polars")
     xs, ys = _random_points(20, seed=11)
     xs[3] = X0 - 500  # outside every record: a missing row
     if point_crs == 4326:
@@ -344,6 +344,28 @@ def test_the_table_converts_to_pandas_and_polars(
     )
     assert frame["point_crs"].astype(str).tolist() == [f"EPSG:{point_crs}"] * out.num_rows
     assert pl.from_arrow(out)["raster_crs"].to_list() == out["raster_crs"].to_pylist()
+
+
+@pytest.mark.parametrize("name", ["geometry", "geom"])
+def test_the_table_is_geoparquet_once_written(single: Any, tmp_path: Path, name: str) -> None:
+    """The table carries GeoParquet ``geo`` metadata for its point column: written with
+    pyarrow, it reads back with geopandas (CRS and points) and DuckDB sees the same rows."""
+    xs, ys = _random_points(30, seed=12)
+    xs[2] = X0 - 500  # outside: a row of nulls, its point kept
+    points = gpd.GeoDataFrame(
+        {"site": np.arange(30), name: gpd.points_from_xy(xs, ys)}, geometry=name, crs=EPSG
+    )
+    out = single.sample_points(points, ["B04"], keep_missing=True)
+    path = tmp_path / "samples.parquet"
+    pq.write_table(out, path)
+    frame = gpd.read_parquet(path)
+    assert frame.geometry.name == name
+    assert frame.crs.to_epsg() == EPSG
+    site = out["site"].to_numpy()
+    np.testing.assert_array_equal(frame.geometry.x.to_numpy(), xs[site])
+    np.testing.assert_array_equal(frame.geometry.y.to_numpy(), ys[site])
+    assert frame["B04"].isna().sum() == out["B04"].null_count
+    assert duckdb.sql(f"select count(*) from '{path}'").fetchall() == [(out.num_rows,)]
 
 
 @pytest.mark.parametrize("keep_missing", [False, True])

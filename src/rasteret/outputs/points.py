@@ -46,7 +46,12 @@ from rasteret._pools import ELASTIC, shared_pool
 from rasteret.errors import SchemaError
 from rasteret.read.locate import point_array, point_range
 from rasteret.read.select import PointSamples
-from rasteret.types import geoarrow_wkb_field
+from rasteret.types import (
+    EXTENSION_NAME_KEY,
+    GEOARROW_WKB,
+    geoarrow_wkb_field,
+    geoparquet_schema_metadata,
+)
 
 __all__ = [
     "DEFAULT_GEOMETRY_NAME",
@@ -160,6 +165,15 @@ class TableFrame:
     """``point_crs``, ``raster_crs``, ``row`` and ``col``."""
     inputs: set[str]
     """The point table's column names."""
+
+    @property
+    def geometry(self) -> str:
+        """The name of the points' geometry column (the last WKB column of :attr:`head`:
+        the point table's own columns come before it)."""
+        wkb = GEOARROW_WKB.encode()
+        return [f.name for f, _ in self.head if (f.metadata or {}).get(EXTENSION_NAME_KEY) == wkb][
+            -1
+        ]
 
 
 def table_frame(
@@ -323,7 +337,9 @@ def samples_to_table(
                  _per_record(pa.array(list(record_ids), pa.string()), br))  # fmt: skip
             _add(made, extras, f"{band}_datetime", _per_record(_datetimes(record_datetimes), br))
     every = [*made.head, *bands, *made.tail, *extras]
-    return pa.Table.from_arrays([a for _, a in every], schema=pa.schema([f for f, _ in every]))
+    geo = geoparquet_schema_metadata(made.geometry, point_crs, ["Point"])  # GeoParquet once written
+    schema = pa.schema([f for f, _ in every], metadata=geo)
+    return pa.Table.from_arrays([a for _, a in every], schema=schema)
 
 
 def _is_identity(index: np.ndarray, n: int) -> bool:
