@@ -173,8 +173,8 @@ def xy_pairs(points: Any) -> tuple[np.ndarray, np.ndarray] | None:
             )
         pairs = points.astype(np.float64)
     elif isinstance(points, list | tuple) and points:
-        if _number_pair(points):
-            return np.array([float(points[0])]), np.array([float(points[1])])
+        if _number_pair(points):  # one pair
+            points = [points]
         if not _number_pair(points[0]):
             return None
         try:

@@ -45,6 +45,7 @@ __all__ = [
     "crs_",
     "field_geometry_encoding",
     "geoarrow_wkb_field",
+    "geoparquet_metadata",
     "geoparquet_schema_metadata",
     "geometries_to_shapely",
     "geometries_to_wkb",
@@ -177,21 +178,32 @@ def geoarrow_wkb_field(name: str, crs: CRSLike = CRS84, *, nullable: bool = True
     )
 
 
-def geoparquet_schema_metadata(
+def geoparquet_metadata(
     column: str, crs: CRSLike, geometry_types: Sequence[str] = ()
-) -> dict[bytes, bytes]:
-    """GeoParquet 1.1 ``geo`` schema metadata naming one WKB ``column`` in ``crs`` primary:
-    a table that carries it is GeoParquet once written (``geopandas.read_parquet`` and
-    DuckDB's spatial extension read it as such).
+) -> dict[str, Any]:
+    """GeoParquet 1.1 ``geo`` metadata naming one WKB ``column`` in ``crs`` primary (the
+    column's entry can take more keys: ``edges``, ``covering``, ``bbox``).
 
-    >>> geo = json.loads(geoparquet_schema_metadata("geometry", 32633, ["Point"])[b"geo"])
+    >>> geo = geoparquet_metadata("geometry", 32633, ["Point"])
     >>> geo["primary_column"], geo["columns"]["geometry"]["crs"]["id"]["code"]
     ('geometry', 32633)
     """
     entry: dict[str, Any] = {"encoding": "WKB", "geometry_types": list(geometry_types)}
     entry["crs"] = crs_(crs).to_json_dict()
-    geo = {"version": "1.1.0", "primary_column": column, "columns": {column: entry}}
-    return {b"geo": json.dumps(geo).encode()}
+    return {"version": "1.1.0", "primary_column": column, "columns": {column: entry}}
+
+
+def geoparquet_schema_metadata(
+    column: str, crs: CRSLike, geometry_types: Sequence[str] = ()
+) -> dict[bytes, bytes]:
+    """:func:`geoparquet_metadata` as Arrow schema metadata: a table that carries it is
+    GeoParquet once written (``geopandas.read_parquet`` and DuckDB's spatial extension read
+    it as such).
+
+    >>> json.loads(geoparquet_schema_metadata("g", 4326)[b"geo"])["primary_column"]
+    'g'
+    """
+    return {b"geo": json.dumps(geoparquet_metadata(column, crs, geometry_types)).encode()}
 
 
 def field_geometry_encoding(

@@ -43,11 +43,12 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-import pyproj
 
 from rasteret.errors import WorkspaceError
 from rasteret.ingest.schema import BBOX, GEOMETRY, MONTH, SCHEMA_VERSION, YEAR
 from rasteret.io.urls import redact_url
+from rasteret.types import CRS84
+from rasteret.types import geoparquet_metadata as geoparquet_column_metadata
 
 __all__ = [
     "MANIFEST",
@@ -66,9 +67,6 @@ __all__ = [
 
 MANIFEST = "_rasteret.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
-
-CRS84_PROJJSON: dict[str, Any] = pyproj.CRS("OGC:CRS84").to_json_dict()
-"""The GeoParquet ``crs`` of every collection footprint (longitude/latitude, WGS 84)."""
 
 
 def default_workspace() -> Path:
@@ -194,12 +192,9 @@ def _leftovers(folder: Path, kind: str) -> list[Path]:
 
 def geoparquet_metadata(table: pa.Table) -> dict[str, Any]:
     """GeoParquet 1.1 ``geo`` metadata for the collection's CRS84 WKB footprints."""
-    column: dict[str, Any] = {
-        "encoding": "WKB",
-        "geometry_types": [],
-        "crs": CRS84_PROJJSON,
-        "edges": "planar",
-    }
+    geo = geoparquet_column_metadata(GEOMETRY, CRS84)
+    column = geo["columns"][GEOMETRY]
+    column["edges"] = "planar"
     if BBOX in table.column_names:
         bbox = table.column(BBOX)
         column["covering"] = {"bbox": {k: [BBOX, k] for k in ("xmin", "ymin", "xmax", "ymax")}}
@@ -208,7 +203,7 @@ def geoparquet_metadata(table: pa.Table) -> dict[str, Any]:
             lows = [pa.compute.min(flat.field(k)).as_py() for k in ("xmin", "ymin")]
             highs = [pa.compute.max(flat.field(k)).as_py() for k in ("xmax", "ymax")]
             column["bbox"] = [*lows, *highs]
-    return {"version": "1.1.0", "primary_column": GEOMETRY, "columns": {GEOMETRY: column}}
+    return geo
 
 
 def _with_geo_metadata(table: pa.Table) -> pa.Table:

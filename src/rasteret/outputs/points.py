@@ -171,9 +171,8 @@ class TableFrame:
         """The name of the points' geometry column (the last WKB column of :attr:`head`:
         the point table's own columns come before it)."""
         wkb = GEOARROW_WKB.encode()
-        return [f.name for f, _ in self.head if (f.metadata or {}).get(EXTENSION_NAME_KEY) == wkb][
-            -1
-        ]
+        names = [f.name for f, _ in self.head if (f.metadata or {}).get(EXTENSION_NAME_KEY) == wkb]
+        return names[-1]
 
 
 def table_frame(
@@ -231,9 +230,10 @@ def table_frame(
         _add(frame, frame.head, "datetime",
              pa.Array.from_buffers(stamp.type, len(rec), [mask, pa.py_buffer(stamps)]))  # fmt: skip
     # each CRS once in the dictionary (pandas' categories must be unique): the points' first
-    crs_names = list(dict.fromkeys([point_crs, *(c or "" for c in raster_crs)]))
-    crs_dictionary = pa.array(crs_names, pa.string())
-    record_crs = np.array([crs_names.index(c or "") for c in raster_crs], dtype=np.int32)
+    raster_names = [c or "" for c in raster_crs]
+    position = {name: i for i, name in enumerate(dict.fromkeys([point_crs, *raster_names]))}
+    crs_dictionary = pa.array(list(position), pa.string())
+    record_crs = np.array([position[name] for name in raster_names], dtype=np.int32)
     zeros = np.zeros(len(rec), dtype=np.int32)  # untouched pages until read
     _add(frame, frame.tail, "point_crs", _dictionary(zeros, crs_dictionary))
     if only is None:

@@ -192,16 +192,16 @@ def _check_aois(aois: np.ndarray | Sequence[shapely.Geometry]) -> np.ndarray:
     for i, (geom, kind, area) in enumerate(zip(geoms, types, areas, strict=True)):
         if kind in (3, 6) and not shapely.is_empty(geom) and area > 0:
             continue
+        at_points = kind in (0, 1, 2, 4, 5)
         if geom is None:
             got = "None"
         elif shapely.is_empty(geom):
             got = f"empty {geom.geom_type}"
         elif kind in (3, 6):  # a point or a line drawn as a box
             got = f"{geom.geom_type} of no area (bounds {list(geom.bounds)})"
+            at_points = True
         else:
             got = geom.geom_type
-        degenerate = kind in (3, 6) and not shapely.is_empty(geom)
-        at_points = kind in (0, 1, 2, 4, 5) or degenerate
         hint = "; use sample_points() to read values at points" if at_points else ""
         raise SchemaError(f"expected Polygon or MultiPolygon AOIs, got {got} at AOI {i}{hint}")
     return geoms
