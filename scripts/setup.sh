@@ -13,3 +13,26 @@ fi
 read -r -a torch_spec <<< "${TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1}"
 .venv/bin/python -m pip install --quiet "${torch_spec[@]}"
 .venv/bin/python -m pip install --quiet -e ".[test,torchgeo]" "${torch_spec[@]}"
+
+# TorchGeo 0.9 and newer need Python 3.12+, and change the samples (tensors for bounds and
+# transform, no crs). Where such a Python is on the machine, .venv-tg holds rasteret with the
+# newest TorchGeo, and the test suite runs rasteret's TorchGeo tests in it too
+# (tests/torchgeo/test_torchgeo_latest.py). PYTHON_LATEST names the interpreter to use.
+latest=""
+for candidate in "${PYTHON_LATEST:-}" python3.13 python3.12 \
+    "$HOME"/.pyenv/versions/3.13*/bin/python "$HOME"/.pyenv/versions/3.12*/bin/python; do
+    if [ -n "$candidate" ] && command -v "$candidate" > /dev/null 2>&1 \
+        && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2> /dev/null; then
+        latest="$candidate"
+        break
+    fi
+done
+if [ -n "$latest" ]; then
+    if [ ! -x .venv-tg/bin/python ]; then
+        "$latest" -m venv .venv-tg
+    fi
+    .venv-tg/bin/python -m pip install --quiet --upgrade pip
+    .venv-tg/bin/python -m pip install --quiet --upgrade -e ".[test,torchgeo]"
+else
+    echo "setup: no Python 3.12+ on this machine: TorchGeo >= 0.9 will not be tested"
+fi

@@ -75,8 +75,11 @@ class TorchGeoMixin:
 
         Samples are those TorchGeo's own ``RasterDataset`` returns for the same files,
         queries and resolution: ``image`` ``[C, H, W]`` float32 (or ``mask`` ``[H, W]``
-        int64 with ``is_image=False``), ``crs`` and ``bounds``; records a query hits are
-        mosaicked first-valid-wins in (datetime, id) order.
+        int64 with ``is_image=False``) with, as TorchGeo 0.9 and newer give them, ``bounds``
+        and ``transform`` tensors (TorchGeo 0.7-0.8: ``crs`` and ``bounds``); records a
+        query hits are mosaicked first-valid-wins in (datetime, id) order. With
+        ``time_series=True`` the frames are one per distinct datetime (records of the same
+        datetime mosaicked), where TorchGeo's own stacks one per file.
 
         ``DataLoader`` workers need no setup: ``spawn``/``forkserver`` workers get the
         dataset pickled and read themselves; workers forked from a process that has already

@@ -19,8 +19,16 @@ import pandas as pd
 import rasterio
 import torch
 from torchgeo.datasets import GeoDataset, RasterDataset
-from torchgeo.samplers import GridGeoSampler, RandomGeoSampler
-from torchgeo_support import assert_same_sample, build, local_hrefs, oracle, spec, write_scenes
+from torchgeo_support import (
+    assert_same_sample,
+    build,
+    grid_sampler,
+    local_hrefs,
+    oracle,
+    random_sampler,
+    spec,
+    write_scenes,
+)
 
 import rasteret
 import rasteret.outputs
@@ -30,6 +38,7 @@ from rasteret.errors import (
     ObjectNotFoundError,
     SchemaError,
 )
+from rasteret.outputs.torchgeo import TENSOR_SAMPLES
 from rasteret.testing.scenes import write_scene
 
 DAY5 = pd.Timestamp("2024-01-05")
@@ -83,19 +92,38 @@ def test_index_and_geodataset_surface(series: tuple[Path, rasteret.Collection]) 
 def test_sample_keys_shapes_and_dtypes(series: tuple[Path, rasteret.Collection]) -> None:
     _, collection = series
     query = _query(500_100.0, 4_599_900.0, t=_day(10))
-    image = collection.to_torchgeo_dataset(bands=["B04", "B08"])[query]
-    assert set(image) == {"image", "crs", "bounds"}
-    assert image["bounds"] == query
+    dataset = collection.to_torchgeo_dataset(bands=["B04", "B08"])
+    image = dataset[query]
+    _assert_meta(image, "image", dataset, query)
     assert image["image"].shape == (2, 40, 40)
     assert image["image"].dtype == torch.float32
     native = collection.to_torchgeo_dataset(bands=["B04", "B08"], dtype="native")[query]
     assert native["image"].dtype == torch.int32  # uint16, converted as TorchGeo converts it
     assert torch.equal(native["image"].float(), image["image"])
-    mask = collection.to_torchgeo_dataset(bands=["B08"], is_image=False)[query]
-    assert set(mask) == {"mask", "crs", "bounds"}
+    masks = collection.to_torchgeo_dataset(bands=["B08"], is_image=False)
+    mask = masks[query]
+    _assert_meta(mask, "mask", masks, query)
     assert mask["mask"].shape == (40, 40)
     assert mask["mask"].dtype == torch.int64
     assert torch.equal(mask["mask"], image["image"][1].long())
+
+
+def _assert_meta(sample: dict[str, Any], key: str, dataset: Any, query: Any) -> None:
+    """The sample's keys and metadata, as TorchGeo's ``RasterDataset`` gives them: from 0.9
+    on, ``bounds`` (the whole slice) and ``transform`` (of the output pixels) as tensors;
+    before, ``crs`` and the query as ``bounds``."""
+    if TENSOR_SAMPLES:
+        assert set(sample) == {key, "bounds", "transform"}
+        x, y, t = query
+        expected = [x.start, x.stop, x.step, y.start, y.stop, y.step]
+        expected += [t.start.timestamp(), t.stop.timestamp(), 1]
+        assert torch.equal(sample["bounds"], torch.tensor(expected))
+        origin = rasterio.transform.from_origin(x.start, y.stop, x.step, y.step)
+        assert torch.equal(sample["transform"], torch.tensor(origin))
+    else:
+        assert set(sample) == {key, "crs", "bounds"}
+        assert sample["bounds"] == query
+        assert sample["crs"] == dataset.crs
 
 
 def test_time_series_stacks_one_frame_per_datetime(
@@ -117,7 +145,7 @@ def test_time_series_stacks_one_frame_per_datetime(
     for frame, day in enumerate((5, 10, 12)):
         expected = flat[(*query[:2], _day(day))]["image"]
         assert torch.equal(sample["image"][frame], expected)
-    sampler = GridGeoSampler(stacked, size=64, stride=128)
+    sampler = grid_sampler(stacked, size=64, stride=128)
     shapes = {tuple(stacked[q]["image"].shape[1:]) for q in sampler}
     assert shapes == {(2, 64, 64)}
     masks = collection.to_torchgeo_dataset(bands=["B04"], time_series=True, is_image=False)
@@ -163,9 +191,7 @@ def test_bands_of_different_resolutions_need_allow_resample(tmp_path: Path) -> N
     ours = collection.to_torchgeo_dataset(bands=["B04", "B11"], allow_resample=True)
     assert ours.res == (10.0, 10.0)
     theirs = oracle(str(tmp_path / "scenes"), crs=ours.crs, res=ours.res, bands=("B04", "B11"))
-    for query in RandomGeoSampler(
-        theirs, size=40, length=6, generator=torch.Generator().manual_seed(2)
-    ):
+    for query in random_sampler(theirs, size=40, length=6, seed=2):
         assert_same_sample(ours[query], theirs[query])
 
 
@@ -187,9 +213,7 @@ def test_composes_with_torchgeo_datasets(
 
     images = collection.to_torchgeo_dataset(bands=["B04", "B08"])
     both = images & Labels(str(tmp_path), res=(10.0, 10.0))
-    query = next(
-        iter(RandomGeoSampler(both, size=32, length=1, generator=torch.Generator().manual_seed(0)))
-    )
+    query = next(iter(random_sampler(both, size=32, length=1, seed=0)))
     sample = both[query]
     assert sample["image"].shape == (2, 32, 32)
     assert sample["mask"].shape == (32, 32)
@@ -202,7 +226,7 @@ def test_composes_with_torchgeo_datasets(
     )
     union = early | late
     assert len(union) == 4
-    for q in RandomGeoSampler(union, size=16, length=4, generator=torch.Generator().manual_seed(1)):
+    for q in random_sampler(union, size=16, length=4, seed=1):
         assert union[q]["image"].shape == (1, 16, 16)
 
 

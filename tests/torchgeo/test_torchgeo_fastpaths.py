@@ -21,10 +21,15 @@ pytest.importorskip("torchgeo.datasets")  # the ``torchgeo`` extra
 import geopandas
 import pandas as pd
 import shapely
-import torch
 from rasterio.enums import Resampling
-from torchgeo.samplers import RandomGeoSampler
-from torchgeo_support import assert_same_sample, build, local_hrefs, spec, write_scenes
+from torchgeo_support import (
+    assert_same_sample,
+    build,
+    local_hrefs,
+    random_sampler,
+    spec,
+    write_scenes,
+)
 
 import rasteret
 from rasteret._collection_torchgeo import DATASET_CACHE_SHARE, dataset_cache_mb
@@ -161,9 +166,7 @@ def test_dataset_cache_default_and_cached_samples_equal_uncached(
     assert cached.options.cache_mb == dataset_cache_mb()
     plain = scenes.to_torchgeo_dataset(bands=["B04", "B08"], cache_mb=0)
     assert plain.options.cache_mb == 0
-    queries = list(
-        RandomGeoSampler(cached, size=48, length=12, generator=torch.Generator().manual_seed(5))
-    )
+    queries = list(random_sampler(cached, size=48, length=12, seed=5))
     clear_tile_cache()
     expected = [plain[q] for q in queries]
     cache = get_tile_cache(cached.options.cache_mb)
@@ -189,9 +192,7 @@ def test_queries_through_the_shortcuts_match_a_fresh_dataset(
     import pickle
 
     ds = scenes.to_torchgeo_dataset(bands=["B04"], cache_mb=0)
-    queries = list(
-        RandomGeoSampler(ds, size=32, length=6, generator=torch.Generator().manual_seed(8))
-    )
+    queries = list(random_sampler(ds, size=32, length=6, seed=8))
     before = [ds[q] for q in queries]
     clone = pickle.loads(pickle.dumps(ds))
     assert clone._arrays == {}

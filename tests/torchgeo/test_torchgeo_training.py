@@ -13,8 +13,7 @@ pytest.importorskip("torchgeo.datasets")  # the ``torchgeo`` extra
 import torch
 from torch.utils.data import DataLoader
 from torchgeo.datasets import stack_samples
-from torchgeo.samplers import GridGeoSampler, RandomBatchGeoSampler, RandomGeoSampler
-from torchgeo_support import build, spec, write_scenes
+from torchgeo_support import build, grid_sampler, random_batches, random_sampler, spec, write_scenes
 
 from rasteret.testing.servers import MotoS3Server
 from support.forking import FORK_OF_THREADS_EXPECTED
@@ -37,7 +36,7 @@ def s3_dataset(s3_env: MotoS3Server, tmp_path: Path) -> object:
 
 
 def test_workers_read_the_same_samples_as_the_main_process(s3_dataset: object) -> None:
-    queries = list(GridGeoSampler(s3_dataset, size=64, stride=96))[:12]
+    queries = list(grid_sampler(s3_dataset, size=64, stride=96))[:12]
     expected = [s3_dataset[q] for q in queries]  # main process: loop, stores and pools running
     loader = DataLoader(
         s3_dataset, sampler=queries, batch_size=4, num_workers=2, collate_fn=stack_samples
@@ -50,10 +49,8 @@ def test_workers_read_the_same_samples_as_the_main_process(s3_dataset: object) -
 
 def test_tiny_model_trains_on_worker_batches(s3_dataset: object) -> None:
     torch.manual_seed(0)
-    sampler = RandomBatchGeoSampler(
-        s3_dataset, size=32, batch_size=8, length=32, generator=torch.Generator().manual_seed(0)
-    )
-    loader = DataLoader(s3_dataset, batch_sampler=sampler, num_workers=2, collate_fn=stack_samples)
+    batches = random_batches(s3_dataset, size=32, batch_size=8, length=32, seed=0)
+    loader = DataLoader(s3_dataset, num_workers=2, collate_fn=stack_samples, **batches)
     model = torch.nn.Sequential(
         torch.nn.Conv2d(2, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 1, 1)
     )
@@ -75,9 +72,7 @@ def test_tiny_model_trains_on_worker_batches(s3_dataset: object) -> None:
 
 
 def test_random_geo_sampler_with_workers(s3_dataset: object) -> None:
-    sampler = RandomGeoSampler(
-        s3_dataset, size=48, length=8, generator=torch.Generator().manual_seed(3)
-    )
+    sampler = random_sampler(s3_dataset, size=48, length=8, seed=3)
     loader = DataLoader(
         s3_dataset, sampler=sampler, batch_size=4, num_workers=2, collate_fn=stack_samples
     )

@@ -25,8 +25,7 @@ pytest.importorskip("torchgeo.datasets")  # the ``torchgeo`` extra
 import torch
 from torch.utils.data import DataLoader
 from torchgeo.datasets import stack_samples
-from torchgeo.samplers import GridGeoSampler
-from torchgeo_support import build, spec, write_scenes
+from torchgeo_support import build, grid_sampler, spec, write_scenes
 
 import rasteret
 from rasteret.io import _fork
@@ -54,7 +53,7 @@ def http_dataset(tmp_path: Path, http_server: Any) -> Any:
 
 
 def _queries(ds: Any) -> list[Any]:
-    return list(GridGeoSampler(ds, size=64, stride=80))[:10]
+    return list(grid_sampler(ds, size=64, stride=80))[:10]
 
 
 def _loader(ds: Any, queries: list[Any], **kwargs: Any) -> DataLoader[Any]:
@@ -139,7 +138,7 @@ def test_a_failed_worker_read_names_record_band_and_url(tmp_path: Path) -> None:
     paths = write_scenes(tmp_path / "scenes", specs)
     hrefs = {s.scene_id: {b: str(p) for b, p in paths[s.scene_id].items()} for s in specs}
     ds = build(specs, hrefs, tmp_path / "ws").to_torchgeo_dataset(bands=["B04", "B08"])
-    queries = list(GridGeoSampler(ds, size=64, stride=80))  # chips of both records
+    queries = list(grid_sampler(ds, size=64, stride=80))  # chips of both records
     ds[queries[0]]  # the main process has read
     clear_tile_cache()
     missing = paths["s20240110T000000"]["B08"]

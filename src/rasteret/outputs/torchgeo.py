@@ -3,14 +3,18 @@
 :class:`RasteretGeoDataset` holds the records (their parsed headers) and an index in
 TorchGeo's own form, so TorchGeo's samplers, ``DataLoader`` collation, transforms and
 ``IntersectionDataset``/``UnionDataset`` work unchanged. Samples match those of TorchGeo's
-``RasterDataset`` over the same files: same keys (``image`` or ``mask``, ``crs``,
-``bounds``), shapes, dtype and values (see :mod:`rasteret.outputs._torchgeo_merge`).
+``RasterDataset`` over the same files: same keys, shapes, dtype and values (see
+:mod:`rasteret.outputs._torchgeo_merge`).
 
-Two TorchGeo generations are supported:
+Three TorchGeo generations are supported:
 
-* 0.8 and newer: queries are ``GeoSlice`` values (``[xmin:xmax:xres, ymin:ymax:yres,
-  tmin:tmax:tres]``) and the index is a GeoDataFrame over an ``IntervalIndex`` of time;
-* 0.7: queries are ``BoundingBox`` values and the index is an R-tree with POSIX times.
+* 0.9 and newer (Python 3.12+): queries are ``GeoSlice`` values (``[xmin:xmax:xres,
+  ymin:ymax:yres, tmin:tmax:tres]``, or their ``(x, y)`` part from the spatial samplers),
+  the index is a GeoDataFrame over an ``IntervalIndex`` of time, and a sample carries
+  ``image`` or ``mask`` with ``bounds`` and ``transform`` as tensors;
+* 0.8: the same queries and index; a sample carries ``crs`` and ``bounds`` (the query);
+* 0.7: queries are ``BoundingBox`` values and the index is an R-tree with POSIX times;
+  samples as in 0.8.
 
 The dataset pickles as plain data (records, index, options): no event loop, store or thread
 pool; a ``spawn``/``forkserver`` worker creates its own on first use. A worker forked after
@@ -29,6 +33,7 @@ import numpy as np
 import pandas as pd
 import pyproj
 import rasterio.crs
+import rasterio.transform
 import shapely
 from rasterio.enums import Resampling
 
@@ -39,7 +44,7 @@ from rasteret.outputs import _torchgeo_helper
 from rasteret.outputs import _torchgeo_index as tg_index
 from rasteret.outputs._torchgeo_helper import helper_read
 from rasteret.outputs._torchgeo_merge import Job, SourceGrids, query_grid, read_jobs
-from rasteret.read.grid import crs_key
+from rasteret.read.grid import Grid, crs_key
 from rasteret.read.options import ReadOptions
 from rasteret.read.plan import RecordRef
 
@@ -48,12 +53,17 @@ geopandas = import_optional("geopandas", extra="torchgeo")
 tg_datasets = import_optional("torchgeo.datasets", extra="torchgeo")
 tg_utils = import_optional("torchgeo.datasets.utils", extra="torchgeo")
 
-__all__ = ["GEOSLICE_QUERIES", "RasteretGeoDataset"]
+__all__ = ["GEOSLICE_QUERIES", "TENSOR_SAMPLES", "RasteretGeoDataset"]
 
 GEOSLICE_QUERIES: bool = hasattr(tg_utils, "GeoSlice")
 """True for TorchGeo >= 0.8 (GeoSlice queries, GeoDataFrame index); False for 0.7."""
 
 _GeoDataset: Any = tg_datasets.GeoDataset
+
+TENSOR_SAMPLES: bool = hasattr(_GeoDataset, "_slice_to_tensor")
+"""True for TorchGeo >= 0.9: samples carry ``bounds`` and ``transform`` tensors and no
+``crs`` (every value a tensor, so ``stack_samples`` stacks them); False: ``crs`` and the
+query as ``bounds``."""
 _NATIVE = "native"
 
 
@@ -185,7 +195,8 @@ class RasteretGeoDataset(_GeoDataset):
         return Resampling.nearest
 
     def __getitem__(self, query: Any) -> dict[str, Any]:
-        """The sample of a query: ``image`` or ``mask``, ``crs``, ``bounds`` (and ``label``).
+        """The sample of a query: ``image`` or ``mask``, ``bounds`` and ``transform``
+        (TorchGeo >= 0.9) or ``crs`` and ``bounds`` (older), and ``label`` if asked for.
 
         Raises:
             IndexError: the query meets no record.
@@ -223,15 +234,23 @@ class RasteretGeoDataset(_GeoDataset):
         except Exception as exc:  # a kernel (GDAL) failure: still say where
             raise ReadError(f"{_where(self.records, frames, self.bands, str(exc))}: {exc}") from exc
         return [
-            self._sample(query, array, job[0])
+            self._sample(query, array, *job)
             for query, array, job in zip(queries, arrays, jobs, strict=True)
         ]
 
     def _sample(
-        self, query: Any, array: np.ndarray, frames: Sequence[Sequence[int]]
+        self, query: Any, array: np.ndarray, frames: Sequence[Sequence[int]], grid: Grid
     ) -> dict[str, Any]:
         data = _to_tensor(array if self.time_series else array[0], self.dtype)
-        sample: dict[str, Any] = {"crs": self.crs, "bounds": query}
+        sample: dict[str, Any]
+        if TENSOR_SAMPLES:
+            # as TorchGeo >= 0.9: the whole slice as a tensor, and the output's transform
+            x, y, _ = self._disambiguate_slice(query)
+            xres, yres = (x.step, y.step) if self.chip_size is None else grid.resolution
+            transform = rasterio.transform.from_origin(x.start, y.stop, xres, yres)
+            sample = {"bounds": self._slice_to_tensor(query), "transform": torch.tensor(transform)}
+        else:
+            sample = {"crs": self.crs, "bounds": query}
         if self.is_image:
             sample["image"] = data
         else:
