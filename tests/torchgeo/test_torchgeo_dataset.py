@@ -177,6 +177,9 @@ def test_label_field_transforms_and_chip_size(series: tuple[Path, rasteret.Colle
         )
     ]
     assert torch.equal(chipped["image"], expected["image"])
+    if TENSOR_SAMPLES:  # the transform of the chip's own pixels, 20 m here
+        assert torch.equal(chipped["transform"], expected["transform"])
+        assert float(chipped["transform"][0]) == 20.0
 
 
 def test_bands_of_different_resolutions_need_allow_resample(tmp_path: Path) -> None:
