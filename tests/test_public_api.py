@@ -76,7 +76,7 @@ def test_every_exported_error_is_in_the_tree() -> None:
     for name in errors.__all__:
         cls = getattr(errors, name)
         assert issubclass(
-            cls, errors.RasteretWarning if name == "RasteretWarning" else errors.RasteretError
+            cls, errors.RasteretWarning if name.endswith("Warning") else errors.RasteretError
         )
         assert name in errors.__doc__
 

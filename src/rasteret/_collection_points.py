@@ -35,6 +35,7 @@ from rasteret._collection_reads import (
     read_cloud_config,
     records_for,
 )
+from rasteret._no_overlap import warn_if_no_overlap
 from rasteret.errors import SchemaError
 from rasteret.ingest.schema import metadata_column
 from rasteret.read import ReadOptions
@@ -499,7 +500,10 @@ class PointSamplingMixin:
         records = []
         if bounds is not None:
             filters = {k: kwargs[k] for k in _FILTER_KEYWORDS if k in kwargs}
-            records = records_for(self.subset(**filters).subset(bbox=bounds), bands)
+            filtered = self.subset(**filters)
+            records = records_for(filtered.subset(bbox=bounds), bands)
+            if not records and not keep_missing:  # kept: a null row per point says it
+                warn_if_no_overlap(filtered, bounds, "points")
         per_record: dict[str, Any] = {
             "record_ids": [r.id for r in records],
             "record_datetimes": [r.datetime for r in records],

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rasteret._no_overlap import warn_if_no_overlap
 from rasteret.errors import SchemaError
 from rasteret.ingest.metadata import BandMetadata
 from rasteret.ingest.schema import DATETIME, ID, metadata_column
@@ -270,13 +271,17 @@ class PixelReadsMixin:
         )
         filters = {k: kwargs[k] for k in _FILTER_KEYWORDS if k in kwargs}
         bounds = aoi_bounds_crs84(aois.geometries, geometry_crs=aois.crs)
-        selected = self.subset(**filters).subset(bbox=bounds)
+        filtered = self.subset(**filters)
+        selected = filtered.subset(bbox=bounds)
         option_values = {k: kwargs[k] for k in _OPTION_KEYWORDS if k in kwargs}
         option_values["cloud_config"] = read_cloud_config(
             option_values.get("cloud_config"), data_source, self.data_source
         )
         options = ReadOptions(**option_values)
-        return records_for(selected, bands), aois, bands, options
+        records = records_for(selected, bands)
+        if not records:
+            warn_if_no_overlap(filtered, bounds, "AOIs")
+        return records, aois, bands, options
 
     def get_numpy(
         self,

@@ -25,6 +25,8 @@ working in code that does not know rasteret::
 
     RasteretWarning(UserWarning)            something was skipped or guessed (unreadable
                                             headers, records or tiles left out of a read)
+     └── NoOverlapWarning                   a read's AOIs or points meet no record: its
+                                            result is empty (lon/lat swapped, say)
 
 Messages say what was expected, what came, and where (URL, band, IFD, tile). URLs in them
 never carry credentials: signature query parameters and ``user:password@`` are taken out of
@@ -42,6 +44,7 @@ __all__ = [
     "FetchError",
     "HeaderError",
     "MissingDependencyError",
+    "NoOverlapWarning",
     "ObjectNotFoundError",
     "RasteretError",
     "RasteretWarning",
@@ -146,4 +149,15 @@ class RasteretWarning(UserWarning):
     ...     warnings.warn("2 records skipped", RasteretWarning)
     >>> caught[0].category.__name__
     'RasteretWarning'
+    """
+
+
+class NoOverlapWarning(RasteretWarning):
+    """A read's AOIs or points meet no record of the collection (after its filters), so its
+    result is empty: the message gives both extents, and says so when the coordinates would
+    meet the records with x and y swapped. Silence it like any warning:
+
+    >>> import warnings
+    >>> warnings.filterwarnings("ignore", category=NoOverlapWarning)
+    >>> warnings.resetwarnings()
     """

@@ -33,7 +33,7 @@ from rasteret.collection import Collection
 from rasteret.dask import _layout as layout_mod
 from rasteret.dask._chunks import aligned_sizes, auto_size, block_sizes, parse_chunks
 from rasteret.dask.xarray import lazy_xarray
-from rasteret.errors import MissingDependencyError, SchemaError
+from rasteret.errors import MissingDependencyError, NoOverlapWarning, SchemaError
 from rasteret.ingest.schema import DATETIME, ID
 from rasteret.read.cache import clear_tile_cache
 from rasteret.testing.servers import RangeHTTPServer
@@ -261,8 +261,10 @@ def test_no_chips_gives_an_empty_lazy_dataset(col: Collection) -> None:
     from shapely import box
 
     far = box(10.0, 10.0, 10.01, 10.01)
-    lazy = col.get_xarray(far, ["B04"], chunks="auto")
-    eager = col.get_xarray(far, ["B04"])
+    with pytest.warns(NoOverlapWarning, match="no record meets the AOIs") as caught:
+        lazy = col.get_xarray(far, ["B04"], chunks="auto")
+        eager = col.get_xarray(far, ["B04"])
+    assert [w.filename for w in caught] == [__file__] * 2  # lazy or eager: the user's line
     with dask.config.set(scheduler="synchronous"):
         xr.testing.assert_identical(lazy.compute(), eager)
 

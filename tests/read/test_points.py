@@ -31,7 +31,7 @@ import rasteret
 import rasteret._collection_points as collection_points
 import rasteret.outputs.points as points_out
 from rasteret._collection_points import _wkb_points_fast, normalize_points
-from rasteret.errors import SchemaError, UnsupportedFormatError
+from rasteret.errors import NoOverlapWarning, SchemaError, UnsupportedFormatError
 from rasteret.read import ReadOptions
 from rasteret.read.cache import clear_tile_cache
 from rasteret.read.points import PointOptions, plan_points
@@ -311,7 +311,8 @@ def test_outside_and_null_points_give_no_rows_unless_kept(single: Any) -> None:
     assert kept["record_id"].to_pylist() == ["s1", None, None, "s1", None]
     assert kept["B04"].to_pylist()[0] is None  # inside the raster, on nodata
     assert kept["geometry"].null_count == 1  # the NaN point
-    empty = single.sample_points(table.slice(1, 1), ["B04", "B08"], geometry_crs=EPSG)
+    with pytest.warns(NoOverlapWarning, match="no record meets the points"):
+        empty = single.sample_points(table.slice(1, 1), ["B04", "B08"], geometry_crs=EPSG)
     assert empty.num_rows == 0
     assert empty.schema.field("B08").type == pa.uint16()
 
