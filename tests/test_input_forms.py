@@ -15,7 +15,7 @@ import shapely.affinity
 
 import rasteret
 from rasteret.errors import SchemaError
-from rasteret.testing.scenes import monthly_series, record_table, scene_footprint, write_scene
+from rasteret.testing.scenes import local_records, monthly_series, scene_footprint
 from rasteret.types import classic_arrow_types
 
 pl = pytest.importorskip("polars")
@@ -27,14 +27,7 @@ SPECS = monthly_series("scene", 2, size=300)
 
 @pytest.fixture(scope="module")
 def records(tmp_path_factory: pytest.TempPathFactory) -> pa.Table:
-    folder = tmp_path_factory.mktemp("scenes")
-    for spec in SPECS:
-        write_scene(spec, folder)
-    hrefs = {
-        s.scene_id: {b: str(Path(folder) / f"{s.scene_id}_{b}.tif") for b in ("B04", "B08")}
-        for s in SPECS
-    }
-    return record_table(SPECS, hrefs)
+    return local_records(SPECS, tmp_path_factory.mktemp("scenes"))
 
 
 @pytest.fixture(scope="module")

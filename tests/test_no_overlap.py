@@ -5,7 +5,6 @@ read that meets records, and a Dask partition outside every record stay quiet.""
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -15,7 +14,7 @@ import shapely
 import rasteret
 from rasteret._no_overlap import quiet_no_overlap
 from rasteret.errors import NoOverlapWarning
-from rasteret.testing.scenes import monthly_series, record_table, scene_footprint, write_scene
+from rasteret.testing.scenes import local_records, monthly_series, scene_footprint
 
 SPECS = monthly_series("scene", 2, size=200)
 SWAPPED = "with x and y swapped they would meet records"
@@ -23,14 +22,8 @@ SWAPPED = "with x and y swapped they would meet records"
 
 @pytest.fixture(scope="module")
 def collection(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    folder = tmp_path_factory.mktemp("scenes")
-    for spec in SPECS:
-        write_scene(spec, folder)
-    hrefs = {
-        s.scene_id: {b: str(Path(folder) / f"{s.scene_id}_{b}.tif") for b in ("B04", "B08")}
-        for s in SPECS
-    }
-    return rasteret.build_from_table(record_table(SPECS, hrefs), enrich_cog=True, progress=False)
+    records = local_records(SPECS, tmp_path_factory.mktemp("scenes"))
+    return rasteret.build_from_table(records, enrich_cog=True, progress=False)
 
 
 def _centre() -> shapely.Point:

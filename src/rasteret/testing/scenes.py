@@ -190,3 +190,20 @@ def record_table(specs: Sequence[SceneSpec], hrefs: Mapping[str, Mapping[str, st
             "proj:epsg": pa.array([s.epsg for s in specs], pa.int32()),
         }
     )
+
+
+def local_records(
+    specs: Sequence[SceneSpec], folder: str | Path, bands: Sequence[str] = ("B04", "B08")
+) -> pa.Table:
+    """Write every scene's bands under ``folder`` and return their :func:`record_table`
+    (hrefs are the local paths).
+
+    >>> import tempfile
+    >>> local_records(monthly_series("s", 1, size=64), tempfile.mkdtemp())["id"].to_pylist()
+    ['s-0']
+    """
+    hrefs = {
+        s.scene_id: {b: str(p) for b, p in write_scene(s, folder, bands=bands).items()}
+        for s in specs
+    }
+    return record_table(specs, hrefs)
