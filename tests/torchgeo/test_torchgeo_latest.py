@@ -18,7 +18,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 LATEST = ROOT / ".venv-tg" / "bin" / "python"
-TESTS = ["tests/torchgeo", "tests/outputs/test_torchgeo_waves.py"]
+TESTS = [  # every test that builds a TorchGeo dataset
+    "tests/torchgeo",
+    "tests/outputs/test_torchgeo_waves.py",
+    "tests/test_data_source_reads.py",
+    "tests/test_input_forms.py",
+]
 
 
 @pytest.mark.timeout(1800)
