@@ -29,7 +29,8 @@ TESTS = [  # every test that builds a TorchGeo dataset
 @pytest.mark.timeout(1800)
 @pytest.mark.skipif(
     not LATEST.exists(),
-    reason="no .venv-tg: scripts/setup.sh found no Python 3.12+ for TorchGeo >= 0.9",
+    reason="no .venv-tg: scripts/setup.sh found no Python 3.12+ for TorchGeo >= 0.9, or ran "
+    "with RASTERET_TORCHGEO_LATEST=0 (as the quickstart does); run bash scripts/setup.sh",
 )
 @pytest.mark.skipif(
     Path(sys.prefix).resolve() == LATEST.parent.parent.resolve(),
