@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 import pyproj
 import rasterio.crs
-import rasterio.transform
 import shapely
+from affine import Affine
 from rasterio.enums import Resampling
 
 from rasteret._optional import import_optional
@@ -244,11 +244,10 @@ class RasteretGeoDataset(_GeoDataset):
         data = _to_tensor(array if self.time_series else array[0], self.dtype)
         sample: dict[str, Any]
         if TENSOR_SAMPLES:
-            # as TorchGeo >= 0.9: the whole slice as a tensor, and the output's transform
-            x, y, _ = self._disambiguate_slice(query)
-            xres, yres = (x.step, y.step) if self.chip_size is None else grid.resolution
-            transform = rasterio.transform.from_origin(x.start, y.stop, xres, yres)
-            sample = {"bounds": self._slice_to_tensor(query), "transform": torch.tensor(transform)}
+            # as TorchGeo >= 0.9: the whole slice as a tensor, and the transform of the output
+            # grid (TorchGeo's from_origin(xmin, ymax, xres, yres); with chip_size, the chip's)
+            transform = torch.tensor(Affine(*grid.transform))
+            sample = {"bounds": self._slice_to_tensor(query), "transform": transform}
         else:
             sample = {"crs": self.crs, "bounds": query}
         if self.is_image:
