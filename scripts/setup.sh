@@ -19,11 +19,11 @@ read -r -a torch_spec <<< "${TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1}"
 # newest TorchGeo, and the test suite runs rasteret's TorchGeo tests in it too
 # (tests/torchgeo/test_torchgeo_latest.py). PYTHON_LATEST names the interpreter to use;
 # RASTERET_TORCHGEO_LATEST=0 leaves .venv-tg out (the quickstart does: it is ~7 GB).
-latest=""
 if [ "${RASTERET_TORCHGEO_LATEST:-1}" = "0" ]; then
     echo "setup: RASTERET_TORCHGEO_LATEST=0: .venv-tg (the newest TorchGeo) left out"
     exit 0
 fi
+latest=""
 for candidate in "${PYTHON_LATEST:-}" python3.13 python3.12 \
     "$HOME"/.pyenv/versions/3.13*/bin/python "$HOME"/.pyenv/versions/3.12*/bin/python; do
     if [ -n "$candidate" ] && command -v "$candidate" > /dev/null 2>&1 \

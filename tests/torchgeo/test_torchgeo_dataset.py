@@ -19,16 +19,7 @@ import pandas as pd
 import rasterio
 import torch
 from torchgeo.datasets import GeoDataset, RasterDataset
-from torchgeo_support import (
-    assert_same_sample,
-    build,
-    grid_sampler,
-    local_hrefs,
-    oracle,
-    random_sampler,
-    spec,
-    write_scenes,
-)
+from torchgeo_support import assert_same_sample, build, local_hrefs, oracle, spec, write_scenes
 
 import rasteret
 import rasteret.outputs
@@ -40,6 +31,7 @@ from rasteret.errors import (
 )
 from rasteret.outputs.torchgeo import TENSOR_SAMPLES
 from rasteret.testing.scenes import write_scene
+from support.samplers import grid_sampler, random_sampler
 
 DAY5 = pd.Timestamp("2024-01-05")
 

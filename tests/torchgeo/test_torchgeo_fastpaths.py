@@ -22,14 +22,7 @@ import geopandas
 import pandas as pd
 import shapely
 from rasterio.enums import Resampling
-from torchgeo_support import (
-    assert_same_sample,
-    build,
-    local_hrefs,
-    random_sampler,
-    spec,
-    write_scenes,
-)
+from torchgeo_support import assert_same_sample, build, local_hrefs, spec, write_scenes
 
 import rasteret
 from rasteret._collection_torchgeo import DATASET_CACHE_SHARE, dataset_cache_mb
@@ -38,6 +31,7 @@ from rasteret.outputs import _torchgeo_merge as merge
 from rasteret.outputs._torchgeo_window import SourceGrid
 from rasteret.read.cache import clear_tile_cache, get_tile_cache, memory_share_mb, usable_memory
 from rasteret.read.grid import Grid
+from support.samplers import random_sampler
 
 
 @pytest.fixture(scope="module")

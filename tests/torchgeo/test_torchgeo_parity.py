@@ -17,18 +17,10 @@ import pytest
 pytest.importorskip("torchgeo.datasets")  # the ``torchgeo`` extra
 
 import pandas as pd
-from torchgeo_support import (
-    assert_same_sample,
-    build,
-    grid_sampler,
-    local_hrefs,
-    oracle,
-    random_sampler,
-    spec,
-    write_scenes,
-)
+from torchgeo_support import assert_same_sample, build, local_hrefs, oracle, spec, write_scenes
 
 import rasteret
+from support.samplers import grid_sampler, random_sampler
 
 UTM33, UTM34 = "EPSG:32633", "EPSG:32634"
 ALL_TIME = slice(pd.Timestamp("2024-01-01"), pd.Timestamp("2024-02-01"))

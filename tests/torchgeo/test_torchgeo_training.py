@@ -13,10 +13,11 @@ pytest.importorskip("torchgeo.datasets")  # the ``torchgeo`` extra
 import torch
 from torch.utils.data import DataLoader
 from torchgeo.datasets import stack_samples
-from torchgeo_support import build, grid_sampler, random_batches, random_sampler, spec, write_scenes
+from torchgeo_support import build, spec, write_scenes
 
 from rasteret.testing.servers import MotoS3Server
 from support.forking import FORK_OF_THREADS_EXPECTED
+from support.samplers import grid_sampler, random_batches, random_sampler
 
 pytestmark = [
     pytest.mark.integration,

@@ -25,13 +25,14 @@ pytest.importorskip("torchgeo.datasets")  # the ``torchgeo`` extra
 import torch
 from torch.utils.data import DataLoader
 from torchgeo.datasets import stack_samples
-from torchgeo_support import build, grid_sampler, spec, write_scenes
+from torchgeo_support import build, spec, write_scenes
 
 import rasteret
 from rasteret.io import _fork
 from rasteret.outputs import _torchgeo_helper as helper
 from rasteret.read.cache import clear_tile_cache, get_tile_cache
 from support.forking import FORK_OF_THREADS_EXPECTED
+from support.samplers import grid_sampler
 
 pytestmark = [
     pytest.mark.integration,

@@ -16,9 +16,6 @@ from torchgeo.datasets import RasterDataset
 
 import rasteret
 from rasteret.testing.scenes import SceneSpec, record_table, write_scene
-from support.samplers import grid_sampler, random_batches, random_sampler
-
-__all__ = ["grid_sampler", "random_batches", "random_sampler"]  # TorchGeo's, by version
 
 BANDS = ("B04", "B08")
 DATE_FORMAT = "%Y%m%dT%H%M%S"
